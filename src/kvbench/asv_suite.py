@@ -1,0 +1,74 @@
+"""What the asv benchmark classes call: machine-sized grids, once-per-combination setup, and per-call timers.
+
+asv runs every (benchmark, parameters) in a fresh process and, with a `setup`, calls setup again before every
+sample; `setup_case` therefore prepares (checks, allocates, verifies) once per process and returns the cached
+result after. Nothing here touches CUDA at import time (the device is found through NVML), so asv's forkserver
+can fork safely. Timing goes through `timer(mode)`, which reads the prepared case's sampler: each asv sample is
+one sample of kvbench's sampler, so asv's statistics are those of per-call latency.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+
+from kvbench import impls, machine, roofline
+from kvbench.device import default_device
+from kvbench.errors import CaseError, Unavailable
+from kvbench.runner import Prepared, make_case, prepare
+
+DEVICE = default_device()
+NUM_TOKENS = [2**i for i in range(1, 17)]
+# The CPU grid is sized for a 2-core, 24 GB machine: 16384 slots and at most 1024 tokens (minutes, not hours).
+NUM_BLOCKS = int(os.environ.get("KVBENCH_NUM_BLOCKS") or (16384 if DEVICE == "cuda" else 1024))
+MAX_TOKENS = int(os.environ.get("KVBENCH_MAX_TOKENS") or (65536 if DEVICE == "cuda" else 1024))
+PRIMARY_MODE = "cudagraph" if DEVICE == "cuda" else "no_graph"
+
+_prepared: dict[tuple, Prepared | Exception] = {}
+_current: Prepared | None = None
+
+
+def setup_case(implementation: str, num_tokens: int, num_blocks: int, **fields) -> Prepared:
+    """Prepare once per parameter combination; raise NotImplementedError (asv: skipped) with the reason."""
+    global _current
+    key = (implementation, num_tokens, num_blocks, tuple(sorted(fields.items())))
+    if key not in _prepared:
+        _prepared.clear()  # one combination per process; never hold two sets of caches
+        try:
+            if num_tokens > MAX_TOKENS:
+                raise Unavailable(f"{DEVICE} grid stops at {MAX_TOKENS} tokens (KVBENCH_MAX_TOKENS)")
+            case = make_case(implementation, num_tokens=num_tokens, num_blocks=num_blocks, device=DEVICE, **fields)
+            _prepared[key] = prepare(case, implementation)
+        except (Unavailable, CaseError) as exc:
+            _prepared[key] = NotImplementedError(str(exc))
+        except Exception as exc:  # wrong output and crashes: asv records a failure, every sample alike
+            _prepared[key] = exc
+    found = _prepared[key]
+    if isinstance(found, Exception):
+        raise found
+    _current = found
+    return found
+
+
+class timer:
+    """asv timer for `mode`: total per-call seconds measured so far by the current case's sampler."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+
+    def __call__(self) -> float:
+        return _current.sampler(self.mode).elapsed() if _current else 0.0
+
+
+def sample(mode: str) -> None:
+    _current.sampler(mode).sample()
+
+
+def x_ideal(p: Prepared, samples: int = 10) -> float:
+    """Median per-call time in the primary mode over the ideal time at this machine's copy bandwidth."""
+    facts = machine.info(DEVICE)
+    bw = roofline.copy_bandwidth(DEVICE, machine.device_key(facts))
+    return statistics.median(p.sampler(PRIMARY_MODE).measure(samples)) / bw.ideal_s(p.case)
+
+
+IMPLEMENTATIONS = list(impls.names())

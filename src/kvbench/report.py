@@ -1,0 +1,71 @@
+"""Sweep results as a table (tabulate), JSON, CSV and a latency / bandwidth plot (matplotlib)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+from tabulate import tabulate
+
+from kvbench.runner import Result
+
+COLUMNS = ("num_tokens", "latency (µs)", "GB/s", "× ideal", "verified")
+CSV_FIELDS = ("implementation", "mode", "num_tokens", "status", "latency_us", "gbps", "x_ideal", "bytes_moved",
+              "calls_per_sample", "verified", "message")
+
+
+def _fmt(value, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def table(results: list[Result]) -> str:
+    """`num_tokens | latency (µs)` (vLLM's script's table) plus GB/s, × ideal and verification."""
+    rows = []
+    for r in results:
+        if r.status == "ok":
+            rows.append((r.num_tokens, _fmt(r.latency_us, ".3f"), _fmt(r.gbps, ".1f"), _fmt(r.x_ideal, ".2f"), r.verified))
+        else:
+            rows.append((r.num_tokens, r.status.upper(), "", "", r.message))
+    return tabulate(rows, headers=COLUMNS, tablefmt="github", disable_numparse=True)
+
+
+def write_json(path: str, header: dict, results: list[Result]) -> None:
+    with open(path, "w") as f:
+        json.dump({"machine": header, "results": [r.as_dict() for r in results]}, f, indent=1)
+
+
+def write_csv(path: str, results: list[Result]) -> None:
+    with open(path, "w", newline="") as f:
+        out = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        out.writeheader()
+        for r in results:
+            out.writerow(r.as_dict())
+
+
+def plot(path: str, results: list[Result], copy_gbps: float | None, title: str) -> None:
+    """Latency and GB/s versus tokens, one line per implementation and mode (log-scaled token axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_bw) = plt.subplots(1, 2, figsize=(12, 4.5))
+    series: dict[str, list[Result]] = {}
+    for r in results:
+        if r.status == "ok":
+            series.setdefault(f"{r.implementation} ({r.mode})", []).append(r)
+    for label, rows in series.items():
+        rows.sort(key=lambda r: r.num_tokens)
+        tokens = [r.num_tokens for r in rows]
+        ax_t.plot(tokens, [r.latency_us for r in rows], marker="o", label=label)
+        ax_bw.plot(tokens, [r.gbps for r in rows], marker="o", label=label)
+    if copy_gbps:
+        ax_bw.axhline(copy_gbps, color="gray", linestyle="--", label="measured copy bandwidth")
+    ax_t.set(xscale="log", yscale="log", xlabel="num_tokens", ylabel="latency per call (µs)", title=title)
+    ax_bw.set(xscale="log", xlabel="num_tokens", ylabel="GB/s (bytes read + written)", title="achieved bandwidth")
+    for ax in (ax_t, ax_bw):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

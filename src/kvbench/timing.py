@@ -1,0 +1,178 @@
+"""Per-call timing of a KV-cache writer, in three modes.
+
+- `cudagraph` (CUDA): K back-to-back calls captured in one CUDA graph, K chosen from a first estimate so that one
+  replay holds >= 1 ms of GPU work (at most 1000 calls). Each sample is one replay timed with CUDA events, divided
+  by K: per-call *device* time, launch gaps hidden as in a model's graph replay. A short GPU sleep is queued before
+  the start event so the graph is already launched when the clock starts (the host's launch latency is excluded).
+  Inputs and slots are the same every call (vLLM's method): data touched by small cases stays in L2 ("warm").
+- `no_graph` (CUDA): n eager calls back to back between two CUDA events, divided by n: per-call time *with* launch
+  overhead, which dominates small cases.
+- `no_graph` on CPU: n calls timed with perf_counter, divided by n (wall-clock per call).
+
+vLLM's script instead replays a graph of ONE call and synchronizes after each, averaging perf_counter: that adds
+the launch and synchronization latency to every call (a 14-16 us floor on an H100).
+
+Samplers keep a running total of per-call seconds; `elapsed()` is usable directly as asv's `timer`, so asv's
+own samples, medians and confidence intervals apply to per-call latency.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+
+import torch
+
+from kvbench.errors import CaseError, Unavailable
+from kvbench.impls.base import Writer
+
+MODES = ("cudagraph", "no_graph")
+TARGET_SAMPLE_S = 1e-3
+MAX_GRAPH_CALLS = 1000
+MAX_EAGER_CALLS = 1000
+SLEEP_CYCLES = 100_000  # ~50 us at H100 clocks: longer than a graph launch takes on the host
+
+
+def calls_for(target_s: float, per_call_s: float, cap: int) -> int:
+    """How many calls make one sample of about `target_s`, between 1 and `cap`."""
+    return max(1, min(cap, math.ceil(target_s / max(per_call_s, 1e-9))))
+
+
+class Sampler:
+    """Timed samples of one writer. `sample()` queues one; `elapsed()` syncs and returns total per-call seconds."""
+
+    mode = ""
+    calls_per_sample = 1
+
+    def __init__(self):
+        self._total = 0.0
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def elapsed(self) -> float:
+        return self._total
+
+    def measure(self, n: int) -> list[float]:
+        """Per-call seconds of `n` samples."""
+        out = []
+        for _ in range(n):
+            before = self.elapsed()
+            self.sample()
+            out.append(self.elapsed() - before)
+        return out
+
+
+class _CudaEventSampler(Sampler):
+    def __init__(self):
+        super().__init__()
+        self._pending: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+
+    def _span(self, work, divisor: int) -> None:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        work()
+        end.record()
+        self._pending.append((start, end, divisor))
+
+    def elapsed(self) -> float:
+        if self._pending:
+            self._pending[-1][1].synchronize()
+            self._total += sum(s.elapsed_time(e) / 1e3 / k for s, e, k in self._pending)
+            self._pending.clear()
+        return self._total
+
+
+def _warm_up(write: Writer, calls: int = 3) -> None:
+    """Run eagerly on a side stream (lazy initialisation, compilation) before any capture."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(calls):
+            write()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+
+
+def _capture(write: Writer, calls: int) -> torch.cuda.CUDAGraph:
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            write()
+    graph.replay()
+    torch.cuda.synchronize()
+    return graph
+
+
+class GraphSampler(_CudaEventSampler):
+    mode = "cudagraph"
+
+    def __init__(self, write: Writer, target_s: float = TARGET_SAMPLE_S, max_calls: int = MAX_GRAPH_CALLS):
+        super().__init__()
+        _warm_up(write)
+        probe_calls = 8
+        self.graph = _capture(write, probe_calls)
+        self.calls_per_sample = probe_calls
+        estimate = statistics.median(self.measure(5))
+        k = calls_for(target_s, estimate, max_calls)
+        if k != probe_calls:
+            self.graph = _capture(write, k)
+            self.calls_per_sample = k
+        self._total = 0.0
+        self._sleep = getattr(torch.cuda, "_sleep", None)
+
+    def sample(self) -> None:
+        if self._sleep is not None:
+            self._sleep(SLEEP_CYCLES)
+        self._span(self.graph.replay, self.calls_per_sample)
+
+
+class EagerCudaSampler(_CudaEventSampler):
+    mode = "no_graph"
+
+    def __init__(self, write: Writer, target_s: float = TARGET_SAMPLE_S, max_calls: int = MAX_EAGER_CALLS):
+        super().__init__()
+        self.write = write
+        _warm_up(write)
+        self.calls_per_sample = 4
+        estimate = statistics.median(self.measure(3))
+        self.calls_per_sample = calls_for(target_s, estimate, max_calls)
+        self._total = 0.0
+
+    def _calls(self) -> None:
+        for _ in range(self.calls_per_sample):
+            self.write()
+
+    def sample(self) -> None:
+        self._span(self._calls, self.calls_per_sample)
+
+
+class CpuSampler(Sampler):
+    mode = "no_graph"
+
+    def __init__(self, write: Writer, target_s: float = TARGET_SAMPLE_S, max_calls: int = MAX_EAGER_CALLS):
+        super().__init__()
+        self.write = write
+        write()
+        self.calls_per_sample = 1
+        estimate = statistics.median(self.measure(3))
+        self.calls_per_sample = calls_for(target_s, estimate, max_calls)
+        self._total = 0.0
+
+    def sample(self) -> None:
+        start = time.perf_counter()
+        for _ in range(self.calls_per_sample):
+            self.write()
+        self._total += (time.perf_counter() - start) / self.calls_per_sample
+
+
+def sampler(mode: str, write: Writer, device: str) -> Sampler:
+    """The sampler for `mode` on `device` (cudagraph needs CUDA)."""
+    if mode not in MODES:
+        raise CaseError(f"mode {mode!r} is not supported; choose one of: {', '.join(MODES)}")
+    if device == "cpu":
+        if mode == "cudagraph":
+            raise Unavailable("mode 'cudagraph' needs a CUDA device; on cpu use mode 'no_graph'")
+        return CpuSampler(write)
+    return GraphSampler(write) if mode == "cudagraph" else EagerCudaSampler(write)
