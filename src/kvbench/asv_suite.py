@@ -18,7 +18,15 @@ from kvbench.errors import CaseError, Unavailable
 from kvbench.runner import Prepared, make_case, prepare
 
 DEVICE = default_device()
-NUM_TOKENS = [2**i for i in range(1, 17)]
+
+
+def _env_list(name: str, default: list, kind=str) -> list:
+    """A comma-separated override of a parameter list (used by tests and quick runs)."""
+    value = os.environ.get(name)
+    return [kind(v) for v in value.split(",")] if value else default
+
+
+NUM_TOKENS = _env_list("KVBENCH_NUM_TOKENS", [2**i for i in range(1, 17)], int)
 # The CPU grid is sized for a 2-core, 24 GB machine: 16384 slots and at most 1024 tokens (minutes, not hours).
 NUM_BLOCKS = int(os.environ.get("KVBENCH_NUM_BLOCKS") or (16384 if DEVICE == "cuda" else 1024))
 MAX_TOKENS = int(os.environ.get("KVBENCH_MAX_TOKENS") or (65536 if DEVICE == "cuda" else 1024))
@@ -71,4 +79,4 @@ def x_ideal(p: Prepared, samples: int = 10) -> float:
     return statistics.median(p.sampler(PRIMARY_MODE).measure(samples)) / bw.ideal_s(p.case)
 
 
-IMPLEMENTATIONS = list(impls.names())
+IMPLEMENTATIONS = _env_list("KVBENCH_IMPLEMENTATIONS", list(impls.names()))

@@ -1,0 +1,66 @@
+import pytest
+
+from kvbench import device
+from kvbench.case import Case
+from kvbench.errors import CaseError, Unavailable
+from kvbench.runner import bytes_needed, make_case, prepare
+
+
+def one_line(exc_info) -> str:
+    message = str(exc_info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_defaults_match_vllms_script():
+    c = Case(num_tokens=2)
+    assert (c.num_heads, c.head_size, c.block_size, c.num_blocks, c.dtype, c.kv_cache_dtype) == (
+        128, 128, 16, 16384, "bfloat16", "auto")
+
+
+@pytest.mark.parametrize(
+    "fields, words",
+    [
+        (dict(head_size=100), ["head_size 100", "64, 80, 96, 112, 120, 128, 192, 256"]),
+        (dict(block_size=8), ["block_size 8", "16, 32"]),
+        (dict(dtype="int8"), ["dtype 'int8'", "half, bfloat16, float"]),
+        (dict(kv_cache_dtype="fp4"), ["kv_cache_dtype 'fp4'", "auto, fp8, fp8_e4m3, fp8_e5m2"]),
+        (dict(kv_cache_dtype="fp8", head_size=120), ["head_size 120", "% 16", "64, 80, 96, 112, 128, 192, 256"]),
+        (dict(num_tokens=70000, num_blocks=4096), ["num_tokens 70000", "65536 slots", "--num-blocks 4375"]),
+        (dict(layout="nhd_x"), ["layout 'nhd_x'", "paged, nhd, hnd, cpu-vec"]),
+        (dict(fp8_scales="head", layout="paged", kv_cache_dtype="fp8"), ["fp8_scales 'head'", "nhd, hnd"]),
+        (dict(num_heads=0), ["num_heads 0", "positive integer"]),
+    ],
+)
+def test_invalid_cases_say_value_and_allowed(fields, words):
+    fields = {"num_tokens": 2, **fields}
+    with pytest.raises(CaseError) as exc:
+        Case(**fields)
+    message = one_line(exc)
+    for word in words:
+        assert word in message
+
+
+def test_layout_an_implementation_does_not_support():
+    case = make_case("vllm-cpu", layout="nhd", num_tokens=2, num_blocks=8, device="cpu")
+    with pytest.raises(Unavailable) as exc:
+        prepare(case, "vllm-cpu")
+    assert one_line(exc) == "vllm-cpu: does not support layout 'nhd'; it supports: cpu-vec"
+
+
+def test_unknown_implementation():
+    with pytest.raises(CaseError) as exc:
+        make_case("cutlass", num_tokens=2)
+    assert "implementation 'cutlass'" in one_line(exc) and "torch" in str(exc.value)
+
+
+def test_caches_that_do_not_fit_suggest_num_blocks(monkeypatch):
+    case = Case(num_tokens=64, device="cpu")  # 16384 blocks of 16 x 128 x 128 bf16: 2 x 8 GiB of caches
+    monkeypatch.setattr(device, "free_bytes", lambda dev: 300 * 2**20)
+    with pytest.raises(CaseError) as exc:
+        device.check_fits(case, bytes_needed(case))
+    message = one_line(exc)
+    assert "num_blocks 16384 needs 16.02 GiB on cpu" in message
+    suggested = int(message.split("--num-blocks ")[1].split()[0])
+    assert 4 <= suggested < 16384
+    assert bytes_needed(case.replace(num_blocks=suggested)) <= 300 * 2**20 * 0.9

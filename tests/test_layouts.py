@@ -1,0 +1,46 @@
+import pytest
+import torch
+
+from kvbench import layouts
+from kvbench.case import LAYOUTS, Case
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype, kv", [("bfloat16", "auto"), ("float", "auto"), ("half", "fp8")])
+def test_scatter_then_gather_round_trips(layout, dtype, kv):
+    case = Case(num_tokens=10, num_heads=3, head_size=64, num_blocks=4, layout=layout, dtype=dtype,
+                kv_cache_dtype=kv, device="cpu")
+    key_cache, value_cache = layouts.allocate(case)
+    slots = layouts.slot_mapping(case)
+    assert len(set(slots.tolist())) == 10 and 0 <= min(slots.tolist()) and max(slots.tolist()) < case.num_slots
+    for which, cache in (("key", key_cache), ("value", value_cache)):
+        data = torch.randint(0, 255, (10, 3, 64), dtype=torch.uint8).to(case.cache_dtype)
+        layouts.scatter(layout, which, cache, slots, data)
+        assert torch.equal(layouts.gather(layout, which, cache, slots), data)
+
+
+def test_physical_positions_match_vllms_layouts():
+    """One element (token at slot s, head h, dim d) lands where vLLM's kernels put it."""
+    case = Case(num_tokens=1, num_heads=2, head_size=64, num_blocks=3, layout="paged", device="cpu")
+    s, h, d = 2 * 16 + 5, 1, 19
+    block, off = divmod(s, 16)
+    data = torch.zeros(1, 2, 64, dtype=torch.bfloat16)
+    data[0, h, d] = 7
+    slots = torch.tensor([s])
+    x = 8  # 16 bytes of bf16
+    for layout, expect in [
+        ("paged", {"key": lambda k: k[block, h, d // x, off, d % x], "value": lambda v: v[block, h, d, off]}),
+        ("nhd", {"key": lambda k: k[block, off, h, d], "value": lambda v: v[block, off, h, d]}),
+        ("hnd", {"key": lambda k: k[block, h, off, d], "value": lambda v: v[block, h, off, d]}),
+        ("cpu-vec", {"key": lambda k: k[block, h].reshape(64, 16)[d, off], "value": lambda v: v[block, h, off, d]}),
+    ]:
+        caches = layouts.allocate(case.replace(layout=layout))
+        for (which, pick), cache in zip(expect.items(), caches):
+            cache.zero_()
+            layouts.scatter(layout, which, cache, slots, data)
+            assert pick(cache) == 7 and cache.float().sum() == 7, (layout, which)
+
+
+def test_flash_caches_share_stride0_like_vllms_benchmark():
+    k, v = layouts.allocate(Case(num_tokens=1, num_blocks=4, layout="nhd", device="cpu"))
+    assert k.stride(0) == v.stride(0) == 2 * 16 * 128 * 128

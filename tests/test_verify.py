@@ -1,0 +1,103 @@
+"""The verifier against deliberately wrong writers (test doubles that live here, not in the package)."""
+
+import pytest
+import torch
+
+from kvbench import layouts
+from kvbench.errors import VerificationError
+from kvbench.impls.base import Implementation
+from kvbench.impls.torch_ref import TorchReference, write
+from kvbench.runner import make_case
+from kvbench.verify import verify
+from kvbench.workload import make
+
+
+class Double(Implementation):
+    devices = ("cpu",)
+    layouts = ("nhd", "paged")
+
+    def __init__(self, name, body):
+        self.name, self.body = name, body
+
+    def bind(self, w):
+        return lambda: self.body(w)
+
+
+def quarter_of_heads(w):
+    """Like vLLM's paged kernel at 128 heads: only the first quarter of each token is written."""
+    h = w.case.num_heads // 4
+    write(w.case.replace(num_heads=h), w.key[:, :h], w.value[:, :h], w.key_cache[..., :h, :],
+          w.value_cache[..., :h, :], w.slot_mapping, w.k_scale, w.v_scale)
+
+
+def off_by_one_value(w):
+    write(w.case, w.key, w.value, w.key_cache, w.value_cache, w.slot_mapping, w.k_scale, w.v_scale)
+    layouts.scatter(w.case.layout, "value", w.value_cache, w.slot_mapping[:1], w.value[:1] + 1)
+
+
+def one_extra_slot(w):
+    write(w.case, w.key, w.value, w.key_cache, w.value_cache, w.slot_mapping, w.k_scale, w.v_scale)
+    free = sorted(set(range(w.case.num_slots)) - set(w.slot_mapping.tolist()))[0]
+    layouts.scatter(w.case.layout, "key", w.key_cache, torch.tensor([free]), w.key[:1])
+
+
+def case(**kw):
+    return make_case("torch", layout="nhd", num_tokens=16, num_heads=8, head_size=64, num_blocks=4, device="cpu",
+                     **kw)
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (quarter_of_heads, "partial: key cache 25.0% written (expected 100%)"),
+        (off_by_one_value, "wrong: value cache: 512 of 8192 elements differ from the reference (first at token 0, head 0"),
+        (one_extra_slot, "stray: key cache: 512 elements written outside the mapped slots"),
+    ],
+)
+def test_verifier_catches_wrong_writers(body, message):
+    name = message.split(":")[0]
+    w = make(case(), seed=5)
+    with pytest.raises(VerificationError) as exc:
+        verify(Double(name, body), w, Double(name, body).bind(w))
+    assert str(exc.value).startswith(message)
+
+
+def test_verifier_catches_a_writer_that_does_not_skip_padding():
+    def clamps_padding(w):
+        write(w.case, w.key, w.value, w.key_cache, w.value_cache, w.slot_mapping.clamp_min(0), w.k_scale, w.v_scale)
+
+    w = make(case(), seed=5)
+    w.slot_mapping[3] = -1
+    if 0 in w.slot_mapping.tolist():
+        w.slot_mapping[w.slot_mapping.tolist().index(0)] = -1
+    impl = Double("clamps", clamps_padding)
+    with pytest.raises(VerificationError, match="written outside the mapped slots"):
+        verify(impl, w, impl.bind(w))
+
+
+@pytest.mark.parametrize("kv", ["auto", "fp8", "fp8_e5m2"])
+@pytest.mark.parametrize("layout", ["nhd", "paged"])
+def test_verifier_passes_the_reference_and_counts_tokens(kv, layout):
+    w = make(case(kv_cache_dtype=kv).replace(layout=layout), seed=9)
+    w.slot_mapping[2] = -1
+    impl = TorchReference()
+    result = verify(impl, w, impl.bind(w))
+    assert result.tokens_checked == 15 and result.method == "bit-exact"
+
+
+def test_fp8_rounding_mismatch_is_caught():
+    """A writer rounding toward zero fails a check that expects round-to-nearest (and shows both values)."""
+
+    def toward_zero(w):
+        c = w.case
+        from kvbench import fp8
+
+        for which, x, s, cache in (("key", w.key, w.k_scale, w.key_cache), ("value", w.value, w.v_scale, w.value_cache)):
+            layouts.scatter(c.layout, which, cache, w.slot_mapping, fp8.quantize(x, s, c.fp8_format, "toward_zero"))
+
+    w = make(case(kv_cache_dtype="fp8"), seed=2)
+    impl = Double("tz", toward_zero)
+    with pytest.raises(VerificationError, match=r"tz: key cache: \d+ of 8192 elements differ.*got .*, expected "):
+        verify(impl, w, impl.bind(w))
+    impl.fp8_rounding = "toward_zero"
+    assert verify(impl, w, impl.bind(w)).method == "bit-exact (fp8 rounding toward_zero)"
