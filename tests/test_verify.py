@@ -85,19 +85,31 @@ def test_verifier_passes_the_reference_and_counts_tokens(kv, layout):
     assert result.tokens_checked == 15 and result.method == "bit-exact"
 
 
-def test_fp8_rounding_mismatch_is_caught():
-    """A writer rounding toward zero fails a check that expects round-to-nearest (and shows both values)."""
+def _fp8_writer(transform):
+    """Writes transform(x / scale) as e4m3 codes: a stand-in for kernels that round or scale differently."""
 
-    def toward_zero(w):
-        c = w.case
-        from kvbench import fp8
-
+    def body(w):
         for which, x, s, cache in (("key", w.key, w.k_scale, w.key_cache), ("value", w.value, w.v_scale, w.value_cache)):
-            layouts.scatter(c.layout, which, cache, w.slot_mapping, fp8.quantize(x, s, c.fp8_format, "toward_zero"))
+            codes = transform(x.float() / s).to(torch.float8_e4m3fn).view(torch.uint8)
+            layouts.scatter(w.case.layout, which, cache, w.slot_mapping, codes)
 
+    return body
+
+
+def _truncate_e4m3(y):
+    nearest = y.to(torch.float8_e4m3fn)
+    away = nearest.float().abs() > y.abs()
+    return torch.where(away, (nearest.view(torch.uint8) - 1).view(torch.float8_e4m3fn).float(), nearest.float())
+
+
+def test_fp8_checks_exact_and_one_step():
     w = make(case(kv_cache_dtype="fp8"), seed=2)
-    impl = Double("tz", toward_zero)
+    truncating = Double("tz", _fp8_writer(_truncate_e4m3))
     with pytest.raises(VerificationError, match=r"tz: key cache: \d+ of 8192 elements differ.*got .*, expected "):
-        verify(impl, w, impl.bind(w))
-    impl.fp8_rounding = "toward_zero"
-    assert verify(impl, w, impl.bind(w)).method == "bit-exact (fp8 rounding toward_zero)"
+        verify(truncating, w, truncating.bind(w))
+    truncating.fp8_check = "step"
+    assert verify(truncating, w, truncating.bind(w)).method == "fp8 within 1 step of round-to-nearest"
+    wrong_scale = Double("scale", _fp8_writer(lambda y: y * 2))
+    wrong_scale.fp8_check = "step"
+    with pytest.raises(VerificationError, match="scale: key cache"):
+        verify(wrong_scale, w, wrong_scale.bind(w))

@@ -18,7 +18,7 @@ def test_vllm_cpu_matches_reference(kv, dtype, block_size, head_size):
                      num_blocks=64, dtype=dtype, kv_cache_dtype=kv, device="cpu")
     p = prepare(case, "vllm-cpu")
     assert p.verified.tokens_checked == 200
-    assert p.verified.method == ("bit-exact" if kv == "auto" else "bit-exact (fp8 rounding toward_zero)")
+    assert p.verified.method == ("bit-exact" if kv == "auto" else "fp8 within 1 step of round-to-nearest")
 
 
 def test_vllm_cpu_fp8_needs_head_size_multiple_of_32():

@@ -20,9 +20,8 @@ class Implementation:
     layouts: tuple[str, ...] = FLASH_LAYOUTS
     kv_cache_dtypes: tuple[str, ...] = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
     per_head_scales: bool = False
-    # How its fp8 output is checked: bit-exact against the reference with this rounding (see kvbench.fp8),
-    # or, with fp8_check "tolerance", after dequantizing with vLLM's own test tolerance.
-    fp8_rounding: str = "nearest"
+    # How its fp8 output is checked against the round-to-nearest reference (kvbench.verify.FP8_CHECKS):
+    # "exact" (bit-exact), "step" (at most one fp8 step away), "tolerance" (vLLM's test tolerance, dequantized).
     fp8_check: str = "exact"
 
     @property

@@ -15,9 +15,9 @@ from kvbench.impls.base import Implementation, Writer
 from kvbench.workload import Workload
 
 
-def stored(x: torch.Tensor, scale: torch.Tensor, case: Case, rounding: str = "nearest") -> torch.Tensor:
+def stored(x: torch.Tensor, scale: torch.Tensor, case: Case) -> torch.Tensor:
     """What the cache must hold for inputs x [tokens, heads, head_size]: x itself, or its fp8 codes."""
-    return fp8.quantize(x, scale, case.fp8_format, rounding) if case.is_fp8 else x
+    return fp8.quantize(x, scale, case.fp8_format) if case.is_fp8 else x
 
 
 def write(
