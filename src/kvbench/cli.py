@@ -64,10 +64,10 @@ def _header(device: str) -> tuple[dict, roofline.CopyBandwidth]:
     return facts, bw
 
 
-def _print_header(facts: dict, out=sys.stdout) -> None:
+def _print_header(facts: dict) -> None:
     for key, value in facts.items():
         if value is not None:
-            print(f"{key:>22}: {value}", file=out)
+            print(f"{key:>22}: {value}")
 
 
 def _available(device: str) -> dict[str, str | None]:

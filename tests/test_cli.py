@@ -1,0 +1,85 @@
+import json
+
+import pytest
+import torch
+
+from kvbench import cli, impls
+from kvbench.impls.torch_ref import TorchReference
+
+SMALL = ["--device", "cpu", "--num-heads", "4", "--num-blocks", "64", "--iters", "3"]
+
+
+def test_sweep_prints_vllms_table_and_writes_json_csv_plot(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    rc = cli.main(["sweep", *SMALL, "--num_tokens", "2", "16", "--implementation", "torch", "vllm-cpu",
+                   "--kv_cache_dtype", "fp8", "--json", str(out), "--csv", str(tmp_path / "r.csv"),
+                   "--plot", str(tmp_path / "r.png"), "--mode", "no_graph"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "Benchmark results for implementation torch (measuring with no_graph):" in text
+    assert "Benchmark results for implementation vllm-cpu (measuring with no_graph):" in text
+    assert "| num_tokens   | latency (µs)   | GB/s   | × ideal   | verified" in text
+    data = json.loads(out.read_text())
+    assert data["machine"]["device"] == "cpu" and data["machine"]["copy_bandwidth_gbps"] > 0
+    rows = data["results"]
+    assert [(r["implementation"], r["num_tokens"], r["status"]) for r in rows] == [
+        ("torch", 2, "ok"), ("torch", 16, "ok"), ("vllm-cpu", 2, "ok"), ("vllm-cpu", 16, "ok")]
+    for r in rows:
+        assert r["latency_us"] > 0 and len(r["samples_us"]) == 3 and r["x_ideal"] > 0
+        assert r["bytes_moved"] == r["num_tokens"] * 4 * 128 * (2 * 2 + 2 * 1)
+        assert r["case"]["kv_cache_dtype"] == "fp8"
+    assert rows[0]["verified"] == "bit-exact"
+    assert (tmp_path / "r.csv").read_text().count("\n") == 5
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cudagraph_on_cpu_is_skipped_with_reason(capsys):
+    assert cli.main(["sweep", *SMALL, "--num-tokens", "2", "--implementation", "torch"]) == 0
+    assert "SKIPPED" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["sweep", "--dtype", "int8"], ["int8", "half", "bfloat16", "float"]),
+    (["sweep", "--head-size", "100"], ["100", "64, 80, 96"]),
+    (["sweep", "--implementation", "cutlass"], ["cutlass", "torch", "vllm-cpu"]),
+])
+def test_bad_flags_give_one_line(argv, words, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and all(w in err for w in words)
+
+
+def test_invalid_case_gives_one_line(capsys):
+    assert cli.main(["sweep", *SMALL, "--num-tokens", "5000", "--implementation", "torch"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "kvbench: error: num_tokens 5000 exceeds the cache's 1024 slots (num_blocks 64 x block_size 16); "
+        "use --num-blocks 313 or more")
+
+
+class HalfWriter(TorchReference):
+    name = "half-writer"
+
+    def bind(self, w):
+        full = super().bind(w)
+        return lambda: (full(), w.value_cache[..., : w.case.num_heads // 2, :].view(torch.uint8).fill_(0xFF))
+
+
+def test_a_failing_case_is_reported_and_the_others_still_measured(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(impls.REGISTRY, "half-writer", HalfWriter())
+    rc = cli.main(["sweep", *SMALL, "--mode", "no_graph", "--num-tokens", "2", "--implementation", "half-writer",
+                   "torch", "--json", str(tmp_path / "r.json")])
+    assert rc == 1
+    rows = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert rows[0]["status"] == "failed"
+    assert rows[0]["message"].startswith("half-writer: value cache 50.0% written (expected 100%)")
+    assert rows[1]["status"] == "ok" and rows[1]["latency_us"] > 0
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_info_lists_implementations_and_reasons(capsys):
+    assert cli.main(["info", "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "copy_bandwidth_gbps" in text and "vllm-cpu     available" in text
+    assert "vllm-flash   unavailable: runs on cuda only, not cpu" in text
