@@ -5,11 +5,12 @@ from __future__ import annotations
 from kvbench.errors import CaseError
 from kvbench.impls.base import Implementation
 from kvbench.impls.torch_ref import TorchReference
+from kvbench.impls.triton_impl import TritonWrite
 from kvbench.impls.vllm_cpu import VllmCpu
 from kvbench.impls.vllm_cuda import VllmFlash, VllmPaged, VllmTriton
 
 REGISTRY: dict[str, Implementation] = {
-    impl.name: impl for impl in (TorchReference(), VllmPaged(), VllmFlash(), VllmTriton(), VllmCpu())
+    impl.name: impl for impl in (TorchReference(), TritonWrite(), VllmPaged(), VllmFlash(), VllmTriton(), VllmCpu())
 }
 
 

@@ -1,0 +1,138 @@
+"""kvbench's own Triton KV-cache write kernel, for the flash (NHD, HND) and paged layouts.
+
+Same contract as vLLM's ops: inputs [tokens, heads, head_size] (any token and head stride, head_size contiguous),
+int64 slot mapping whose length is the number of tokens, negative slots skipped; caches of the input dtype, or
+uint8 holding fp8 e4m3/e5m2 codes of saturate(x / scale) rounded to nearest (per-tensor scale, or per-head on the
+flash layouts).
+
+One program writes BLOCK_H heads of one token, key and value. Launch parameters come from a fixed heuristic on the
+shapes (no autotuning, so launches can be captured in a CUDA graph):
+- BLOCK_D = head_size rounded up to a power of two (masked), so rows stay contiguous for 16-byte accesses;
+- BLOCK_H: as many heads as make <= 4096 elements per program (8 KiB of bf16 per tensor: enough bytes in flight
+  per program at large token counts), halved while the grid has fewer than 4 programs per SM (small token counts
+  need many small programs to spread over the chip);
+- num_warps: one warp per 1024 elements, 1 to 4.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+FP8_CODES = {None: 0, "e4m3": 1, "e5m2": 2}
+MAX_ELEMENTS_PER_PROGRAM = 4096
+PROGRAMS_PER_SM = 4
+
+
+@triton.jit
+def _stored(x, scale_ptr, heads, FP8: tl.constexpr, PER_HEAD: tl.constexpr):
+    """x itself, or the fp8 codes (uint8) of saturate(x / scale), rounded to nearest."""
+    if FP8 == 0:
+        return x
+    if PER_HEAD:
+        scale = tl.load(scale_ptr + heads)[:, None]
+    else:
+        scale = tl.load(scale_ptr)
+    y = tl.math.div_rn(x.to(tl.float32), scale)  # IEEE division, as the reference's x / scale
+    if FP8 == 1:
+        y = tl.clamp(y, -448.0, 448.0)
+        return y.to(tl.float8e4nv).to(tl.uint8, bitcast=True)
+    y = tl.clamp(y, -57344.0, 57344.0)
+    return y.to(tl.float8e5).to(tl.uint8, bitcast=True)
+
+
+@triton.jit
+def _write_kernel(
+    key_ptr, value_ptr, key_cache_ptr, value_cache_ptr, slot_ptr, k_scale_ptr, v_scale_ptr,
+    key_st, key_sh, value_st, value_sh,  # input strides: token, head (head_size stride is 1)
+    kc_sb, kc_so, kc_sh, kc_sx,  # key cache strides: block, offset in block, head, x-chunk (paged only)
+    vc_sb, vc_so, vc_sh, vc_sd,  # value cache strides: block, offset in block, head, head_size element
+    NUM_HEADS: tl.constexpr, HEAD_SIZE: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
+    PAGED: tl.constexpr, X: tl.constexpr, FP8: tl.constexpr, PER_HEAD: tl.constexpr,
+):
+    token = tl.program_id(0).to(tl.int64)
+    slot = tl.load(slot_ptr + token)
+    if slot < 0:  # padding token
+        return
+    block = slot // BLOCK_SIZE
+    offset = slot % BLOCK_SIZE
+    heads = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    dims = tl.arange(0, BLOCK_D)
+    mask = (heads < NUM_HEADS)[:, None] & (dims < HEAD_SIZE)[None, :]
+    h, d = heads[:, None], dims[None, :]
+
+    k = tl.load(key_ptr + token * key_st + h * key_sh + d, mask=mask)
+    v = tl.load(value_ptr + token * value_st + h * value_sh + d, mask=mask)
+    if PAGED:  # key [blocks, heads, head_size // X, block_size, X]: 16-byte chunks block_size * 16 bytes apart
+        k_dst = block * kc_sb + h * kc_sh + (d // X) * kc_sx + offset * kc_so + d % X
+    else:
+        k_dst = block * kc_sb + offset * kc_so + h * kc_sh + d
+    v_dst = block * vc_sb + offset * vc_so + h * vc_sh + d * vc_sd  # paged: vc_sd = block_size (transposed)
+    tl.store(key_cache_ptr + k_dst, _stored(k, k_scale_ptr, heads, FP8, PER_HEAD), mask=mask)
+    tl.store(value_cache_ptr + v_dst, _stored(v, v_scale_ptr, heads, FP8, PER_HEAD), mask=mask)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int | None) -> int:
+    if device_index is None:  # CPU tensors under TRITON_INTERPRET=1
+        return 4
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int) -> dict:
+    """BLOCK_H, BLOCK_D and num_warps for a write (see the module docstring)."""
+    block_d = triton.next_power_of_2(head_size)
+    block_h = min(triton.next_power_of_2(num_heads), max(1, MAX_ELEMENTS_PER_PROGRAM // block_d))
+    while block_h > 1 and num_tokens * triton.cdiv(num_heads, block_h) < PROGRAMS_PER_SM * sm_count:
+        block_h //= 2
+    num_warps = max(1, min(4, block_h * block_d // 1024))
+    return dict(BLOCK_H=block_h, BLOCK_D=block_d, num_warps=num_warps)
+
+
+def _cache_strides(layout: str, key_cache: torch.Tensor, value_cache: torch.Tensor) -> tuple[int, ...]:
+    """(block, offset, head, x-chunk) strides of the key cache, (block, offset, head, element) of the value cache."""
+    k, v = key_cache.stride(), value_cache.stride()
+    if layout == "paged":
+        return (k[0], k[3], k[1], k[2], v[0], v[3], v[1], v[2])
+    if layout == "nhd":
+        return (k[0], k[1], k[2], 0, v[0], v[1], v[2], 1)
+    if layout == "hnd":
+        return (k[0], k[2], k[1], 0, v[0], v[2], v[1], 1)
+    raise ValueError(f"layout {layout!r} is not supported by the Triton kernel; choose one of: paged, nhd, hnd")
+
+
+def reshape_and_cache(
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    fp8_format: str | None,
+    k_scale: torch.Tensor,
+    v_scale: torch.Tensor,
+    layout: str,
+) -> None:
+    """Write key/value [: len(slot_mapping)] into the caches of `layout` (see the module docstring)."""
+    num_tokens = slot_mapping.shape[0]
+    _, num_heads, head_size = key.shape
+    if key.stride(2) != 1 or value.stride(2) != 1:
+        raise ValueError("key and value must be contiguous along head_size (stride(2) == 1)")
+    if num_tokens == 0:
+        return
+    block_size = key_cache.shape[3] if layout == "paged" else value_cache.shape[1 if layout == "nhd" else 2]
+    device_index = key.device.index if key.is_cuda else None
+    config = launch_config(num_tokens, num_heads, head_size, _sm_count(device_index))
+    grid = (num_tokens, triton.cdiv(num_heads, config["BLOCK_H"]))
+    _write_kernel[grid](
+        key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale,
+        key.stride(0), key.stride(1), value.stride(0), value.stride(1),
+        *_cache_strides(layout, key_cache, value_cache),
+        NUM_HEADS=num_heads, HEAD_SIZE=head_size, BLOCK_SIZE=block_size,
+        PAGED=layout == "paged", X=key_cache.shape[-1] if layout == "paged" else 1,
+        FP8=FP8_CODES[fp8_format], PER_HEAD=k_scale.dim() == 1,
+        **config,
+    )

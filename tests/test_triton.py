@@ -1,0 +1,117 @@
+"""kvbench's Triton kernel against the reference: on CPU through TRITON_INTERPRET=1 (small shapes), and on the
+GPU (marked `gpu`) at real sizes with random inputs, bit-exact for auto and fp8.
+
+Triton's interpreter converts to fp8 wrongly when rounding carries into the exponent (FACTS.md: 7.95 -> 4.0), so
+interpreter tests feed fp8 cases inputs whose x / scale is exactly representable (no rounding happens); the GPU
+tests use plain random inputs.
+"""
+
+import itertools
+
+import pytest
+import torch
+
+from kvbench import fp8, impls
+from kvbench.runner import make_case, prepare
+from kvbench.verify import verify
+from kvbench.workload import make
+
+TRITON = impls.get("triton")
+
+
+def exact_fp8_inputs(x: torch.Tensor, fmt: str, per_head: bool) -> torch.Tensor:
+    """Values y * 2**-2 with y representable in `fmt`, |y| <= 64 and 64 reached (in every head): scale 2**-2."""
+    y = (torch.randn(x.shape) * 16).clamp(-64, 64).to(fp8.FORMATS[fmt]).float()
+    y[0, :, 0] = 64.0 if per_head else y[0, :, 0]
+    y[0, 0, 0] = 64.0
+    return (y * 0.25).to(x.dtype)
+
+
+def interpreter_workload(case, noncontiguous: bool, padding: bool):
+    w = make(case, seed=11)
+    if noncontiguous:  # key and value as views of one [tokens, 3, heads, head_size] qkv-like tensor
+        qkv = torch.randn(case.num_tokens, 3, case.num_heads, case.head_size).to(case.torch_dtype)
+        w.key, w.value = qkv[:, 1], qkv[:, 2]
+        assert w.key.stride(0) == 3 * case.num_heads * case.head_size
+    if case.is_fp8:
+        per_head = case.fp8_scales == "head"
+        for name in ("key", "value"):
+            getattr(w, name).copy_(exact_fp8_inputs(getattr(w, name), case.fp8_format, per_head))
+        w.k_scale, w.v_scale = fp8.scales(w.key, per_head), fp8.scales(w.value, per_head)
+        assert torch.all(w.k_scale == 0.25)
+    if padding:
+        w.slot_mapping[1::3] = -1
+    return w
+
+
+MATRIX = [
+    (layout, dtype, kv, scales)
+    for layout, dtype, kv in itertools.product(["nhd", "hnd", "paged"], ["half", "bfloat16", "float"],
+                                               ["auto", "fp8", "fp8_e5m2"])
+    for scales in (["tensor", "head"] if kv != "auto" and layout != "paged" else ["tensor"])
+]
+
+
+@pytest.mark.parametrize("layout, dtype, kv, scales", MATRIX)
+def test_interpreter_matches_reference(layout, dtype, kv, scales):
+    case = make_case("triton", layout, num_tokens=7, num_heads=3, head_size=64, num_blocks=3, dtype=dtype,
+                     kv_cache_dtype=kv, fp8_scales=scales, device="cpu")
+    w = interpreter_workload(case, noncontiguous=dtype == "half", padding=kv != "fp8_e5m2")
+    result = verify(TRITON, w, TRITON.bind(w))
+    assert result.method == "bit-exact"
+
+
+@pytest.mark.parametrize("head_size, block_size, layout", [(80, 32, "nhd"), (120, 16, "hnd"), (120, 32, "paged"),
+                                                           (192, 16, "paged"), (96, 32, "hnd")])
+def test_interpreter_odd_head_sizes_and_block_32(head_size, block_size, layout):
+    case = make_case("triton", layout, num_tokens=5, num_heads=2, head_size=head_size, block_size=block_size,
+                     num_blocks=2, device="cpu")
+    w = interpreter_workload(case, noncontiguous=True, padding=True)
+    assert verify(TRITON, w, TRITON.bind(w)).tokens_checked == 3  # tokens 1 and 4 are padding
+
+
+def test_launch_heuristic():
+    from kvbench.triton_kernels import launch_config
+
+    assert launch_config(65536, 128, 128, 132) == dict(BLOCK_H=32, BLOCK_D=128, num_warps=4)
+    small = launch_config(2, 128, 128, 132)
+    assert small["BLOCK_H"] == 1 and small["num_warps"] == 1  # 256 programs for 2 tokens
+    assert launch_config(16, 32, 80, 132)["BLOCK_D"] == 128
+
+
+GPU_MATRIX = list(itertools.product(["nhd", "hnd", "paged"], ["half", "bfloat16", "float"],
+                                    ["auto", "fp8", "fp8_e5m2"]))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout, dtype, kv", GPU_MATRIX)
+@pytest.mark.parametrize("num_tokens", [3, 4096])
+def test_gpu_matches_reference_bit_exact(layout, dtype, kv, num_tokens):
+    case = make_case("triton", layout, num_tokens=num_tokens, num_blocks=4096, dtype=dtype, kv_cache_dtype=kv)
+    p = prepare(case, "triton")
+    assert p.verified.method == "bit-exact" and p.verified.tokens_checked == num_tokens
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["nhd", "paged"])
+def test_gpu_65536_tokens_default_shape(layout):
+    case = make_case("triton", layout, num_tokens=65536, kv_cache_dtype="fp8")
+    assert prepare(case, "triton").verified.tokens_checked == 65536
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("head_size, block_size, layout, scales", [
+    (80, 32, "nhd", "head"), (120, 16, "hnd", "tensor"), (112, 32, "paged", "tensor"), (192, 16, "hnd", "head"),
+    (256, 32, "paged", "tensor")])
+def test_gpu_shapes_noncontiguous_padding_per_head(head_size, block_size, layout, scales):
+    kv = "fp8" if head_size % 16 == 0 else "auto"
+    case = make_case("triton", layout, num_tokens=1000, num_heads=8, head_size=head_size, block_size=block_size,
+                     num_blocks=256, kv_cache_dtype=kv, fp8_scales=scales if kv != "auto" else "tensor")
+    w = make(case, seed=5)
+    qkv = torch.randn(1000, 3, 8, head_size, device="cuda", dtype=case.torch_dtype)
+    w.key, w.value = qkv[:, 1], qkv[:, 2]
+    if case.is_fp8:
+        per_head = case.fp8_scales == "head"
+        w.k_scale, w.v_scale = fp8.scales(w.key, per_head), fp8.scales(w.value, per_head)
+    w.slot_mapping[::7] = -1
+    assert verify(TRITON, w, TRITON.bind(w)).tokens_checked == 1000 - len(range(0, 1000, 7))
