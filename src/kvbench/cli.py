@@ -1,14 +1,18 @@
-"""The `kvbench` command: `sweep` (vLLM's benchmark script's flags and more) and `info`."""
+"""The `kvbench` command: `sweep` (vLLM's benchmark script's flags and more), `info` and `fidelity`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from kvbench import impls, machine, report, roofline
+import json
+
+from tabulate import tabulate
+
+from kvbench import fidelity, impls, machine, report, roofline
 from kvbench.case import BLOCK_SIZES, DTYPES, FP8_SCALES, HEAD_SIZES, KV_CACHE_DTYPES, LAYOUTS
 from kvbench.device import default_device
-from kvbench.errors import CaseError
+from kvbench.errors import KvbenchError
 from kvbench.runner import make_case, run_case
 from kvbench.timing import MODES
 
@@ -53,6 +57,12 @@ def parser() -> argparse.ArgumentParser:
     _add_sweep(sub)
     info = sub.add_parser("info", help="device, versions, copy bandwidth, and which implementations run here")
     _flag(info, "device", default=None, choices=("cuda", "cpu"))
+    fid = sub.add_parser("fidelity", help="kvbench's cudagraph figure vs an independent CUDA-event measurement")
+    _flag(fid, "implementation", nargs="+", default=["torch"], choices=impls.names())
+    _flag(fid, "num-tokens", type=int, nargs="+", default=DEFAULT_TOKENS)
+    _flag(fid, "layout", default=None, choices=LAYOUTS)
+    _flag(fid, "tolerance", type=float, default=0.03, help="allowed |ratio - 1| (default 0.03)")
+    _flag(fid, "json", metavar="FILE")
     return p
 
 
@@ -118,11 +128,29 @@ def cmd_sweep(args) -> int:
     return 1 if any(r.status == "failed" for r in results) else 0
 
 
+def cmd_fidelity(args) -> int:
+    from kvbench.runner import prepare
+
+    rows = []
+    for name in args.implementation:
+        for tokens in args.num_tokens:
+            f = fidelity.compare(prepare(make_case(name, args.layout, num_tokens=tokens), name))
+            rows.append(f)
+            print(f"{name} {tokens}: ratio {f.ratio:.4f}", file=sys.stderr, flush=True)
+    headers = ("implementation", "num_tokens", "calls/replay", "kvbench (µs)", "independent (µs)", "ratio")
+    print(tabulate([(f.implementation, f.num_tokens, f.calls_per_replay, f"{f.kvbench_us:.3f}",
+                     f"{f.independent_us:.3f}", f"{f.ratio:.4f}") for f in rows], headers, tablefmt="github"))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump([dict(vars(f), ratio=f.ratio) for f in rows], out, indent=1)
+    return 0 if all(abs(f.ratio - 1) <= args.tolerance for f in rows) else 1
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
-        return {"sweep": cmd_sweep, "info": cmd_info}[args.command](args)
-    except CaseError as exc:
+        return {"sweep": cmd_sweep, "info": cmd_info, "fidelity": cmd_fidelity}[args.command](args)
+    except KvbenchError as exc:  # invalid case, or nothing can run it here
         print(f"kvbench: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,45 @@
+"""GPU tests (marked `gpu`; skipped without CUDA): verification and timing on CUDA, both modes, fp8, fidelity."""
+
+import pytest
+import torch
+
+from kvbench import fidelity, timing
+from kvbench.case import LAYOUTS
+from kvbench.runner import make_case, prepare
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.mark.parametrize("layout", [layout for layout in LAYOUTS if layout != "cpu-vec"] + ["cpu-vec"])
+@pytest.mark.parametrize("kv", ["auto", "fp8", "fp8_e5m2"])
+def test_torch_reference_verifies_on_cuda(layout, kv):
+    p = prepare(make_case("torch", layout, num_tokens=1000, num_blocks=2048, kv_cache_dtype=kv), "torch")
+    assert p.verified.tokens_checked == 1000 and p.verified.method == "bit-exact"
+
+
+@pytest.mark.parametrize("implementation", ["torch", "triton"])
+@pytest.mark.parametrize("kv", ["auto", "fp8"])
+def test_both_modes_time_per_call(implementation, kv):
+    p = prepare(make_case(implementation, num_tokens=1024, num_blocks=2048, kv_cache_dtype=kv), implementation)
+    graph = p.sampler("cudagraph")
+    eager = p.sampler("no_graph")
+    g, e = graph.measure(10), eager.measure(10)
+    assert graph.calls_per_sample > 1 and all(0 < t < 1e-2 for t in g + e)
+    assert graph.calls_per_sample * min(g) >= 0.5 * timing.TARGET_SAMPLE_S  # replays hold about 1 ms of work
+
+
+def test_cuda_graph_is_replayed_not_re_executed_eagerly():
+    """Replays must rewrite the caches: poison after capture, replay once, and the data is back."""
+    p = prepare(make_case("torch", num_tokens=64, num_blocks=256), "torch")
+    sampler = p.sampler("cudagraph")
+    p.workload.key_cache.view(torch.uint8).fill_(0xFF)
+    sampler.measure(1)
+    torch.cuda.synchronize()
+    assert not torch.isnan(p.workload.key_cache[p.workload.slot_mapping // 16, p.workload.slot_mapping % 16]).any()
+
+
+@pytest.mark.parametrize("implementation", ["torch", "triton"])
+@pytest.mark.parametrize("num_tokens", [2, 1024, 65536])
+def test_cudagraph_figure_matches_independent_events(implementation, num_tokens):
+    f = fidelity.compare(prepare(make_case(implementation, num_tokens=num_tokens), implementation))
+    assert abs(f.ratio - 1) <= 0.03, f
