@@ -25,9 +25,10 @@ step no_graph;       kvbench sweep --implementation torch triton --mode no_graph
                        --iters 30 --json "$OUT/sweep-nhd-auto-no_graph.json" 2>/dev/null
 step fidelity;       kvbench fidelity --implementation torch triton --num-tokens $(seq -f '%.0f' -s ' ' 1 16 | \
                        awk '{for(i=1;i<=NF;i++) printf "%d ", 2^$i}') --json "$OUT/fidelity.json" 2>/dev/null
-if ! git rev-parse HEAD >/dev/null 2>&1; then
-  git init -q -b main && git add -A && git -c user.name=device -c user.email=device@localhost commit -qm device
+if ! git rev-parse HEAD >/dev/null 2>&1; then  # the copy may come without history: asv needs a commit
+  rm -rf .git && git init -q -b main && git add -A && git -c user.name=device -c user.email=device@localhost commit -qm device
 fi
+export ASV_PYTHONPATH=$PYTHONPATH  # asv drops PYTHONPATH in benchmark processes but passes this one on
 step asv small run
 python3 -m asv machine --yes >/dev/null
 start=$(date +%s)

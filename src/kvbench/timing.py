@@ -110,6 +110,7 @@ class GraphSampler(_CudaEventSampler):
 
     def __init__(self, write: Writer, target_s: float = TARGET_SAMPLE_S, max_calls: int = MAX_GRAPH_CALLS):
         super().__init__()
+        self._sleep = getattr(torch.cuda, "_sleep", None)
         _warm_up(write)
         probe_calls = 8
         self.graph = _capture(write, probe_calls)
@@ -120,7 +121,6 @@ class GraphSampler(_CudaEventSampler):
             self.graph = _capture(write, k)
             self.calls_per_sample = k
         self._total = 0.0
-        self._sleep = getattr(torch.cuda, "_sleep", None)
 
     def sample(self) -> None:
         if self._sleep is not None:

@@ -28,10 +28,8 @@ PROGRAMS_PER_SM = 4
 
 
 @triton.jit
-def _stored(x, scale_ptr, heads, FP8: tl.constexpr, PER_HEAD: tl.constexpr):
-    """x itself, or the fp8 codes (uint8) of saturate(x / scale), rounded to nearest."""
-    if FP8 == 0:
-        return x
+def _fp8_codes(x, scale_ptr, heads, FP8: tl.constexpr, PER_HEAD: tl.constexpr):
+    """The fp8 codes (uint8) of saturate(x / scale), rounded to nearest; FP8 1 = e4m3fn, 2 = e5m2."""
     if PER_HEAD:
         scale = tl.load(scale_ptr + heads)[:, None]
     else:
@@ -72,8 +70,12 @@ def _write_kernel(
     else:
         k_dst = block * kc_sb + offset * kc_so + h * kc_sh + d
     v_dst = block * vc_sb + offset * vc_so + h * vc_sh + d * vc_sd  # paged: vc_sd = block_size (transposed)
-    tl.store(key_cache_ptr + k_dst, _stored(k, k_scale_ptr, heads, FP8, PER_HEAD), mask=mask)
-    tl.store(value_cache_ptr + v_dst, _stored(v, v_scale_ptr, heads, FP8, PER_HEAD), mask=mask)
+    if FP8 == 0:
+        tl.store(key_cache_ptr + k_dst, k, mask=mask)
+        tl.store(value_cache_ptr + v_dst, v, mask=mask)
+    else:
+        tl.store(key_cache_ptr + k_dst, _fp8_codes(k, k_scale_ptr, heads, FP8, PER_HEAD), mask=mask)
+        tl.store(value_cache_ptr + v_dst, _fp8_codes(v, v_scale_ptr, heads, FP8, PER_HEAD), mask=mask)
 
 
 @functools.lru_cache(maxsize=None)
