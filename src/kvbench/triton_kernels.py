@@ -25,6 +25,7 @@ import triton.language as tl
 FP8_CODES = {None: 0, "e4m3": 1, "e5m2": 2}
 MAX_ELEMENTS_PER_PROGRAM = 4096
 PROGRAMS_PER_SM = 4
+EVICTION_POLICY = ""  # "" (default caching) or "evict_first" (streamed data; see notes/triton.md)
 
 
 @triton.jit
@@ -50,7 +51,7 @@ def _write_kernel(
     vc_sb, vc_so, vc_sh, vc_sd,  # value cache strides: block, offset in block, head, head_size element
     NUM_HEADS: tl.constexpr, HEAD_SIZE: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
-    PAGED: tl.constexpr, X: tl.constexpr, FP8: tl.constexpr, PER_HEAD: tl.constexpr,
+    PAGED: tl.constexpr, X: tl.constexpr, FP8: tl.constexpr, PER_HEAD: tl.constexpr, EVICT: tl.constexpr,
 ):
     token = tl.program_id(0).to(tl.int64)
     slot = tl.load(slot_ptr + token)
@@ -63,19 +64,21 @@ def _write_kernel(
     mask = (heads < NUM_HEADS)[:, None] & (dims < HEAD_SIZE)[None, :]
     h, d = heads[:, None], dims[None, :]
 
-    k = tl.load(key_ptr + token * key_st + h * key_sh + d, mask=mask)
-    v = tl.load(value_ptr + token * value_st + h * value_sh + d, mask=mask)
+    k = tl.load(key_ptr + token * key_st + h * key_sh + d, mask=mask, eviction_policy=EVICT)
+    v = tl.load(value_ptr + token * value_st + h * value_sh + d, mask=mask, eviction_policy=EVICT)
     if PAGED:  # key [blocks, heads, head_size // X, block_size, X]: 16-byte chunks block_size * 16 bytes apart
         k_dst = block * kc_sb + h * kc_sh + (d // X) * kc_sx + offset * kc_so + d % X
     else:
         k_dst = block * kc_sb + offset * kc_so + h * kc_sh + d
     v_dst = block * vc_sb + offset * vc_so + h * vc_sh + d * vc_sd  # paged: vc_sd = block_size (transposed)
     if FP8 == 0:
-        tl.store(key_cache_ptr + k_dst, k, mask=mask)
-        tl.store(value_cache_ptr + v_dst, v, mask=mask)
+        tl.store(key_cache_ptr + k_dst, k, mask=mask, eviction_policy=EVICT)
+        tl.store(value_cache_ptr + v_dst, v, mask=mask, eviction_policy=EVICT)
     else:
-        tl.store(key_cache_ptr + k_dst, _fp8_codes(k, k_scale_ptr, heads, FP8, PER_HEAD), mask=mask)
-        tl.store(value_cache_ptr + v_dst, _fp8_codes(v, v_scale_ptr, heads, FP8, PER_HEAD), mask=mask)
+        k8 = _fp8_codes(k, k_scale_ptr, heads, FP8, PER_HEAD)
+        v8 = _fp8_codes(v, v_scale_ptr, heads, FP8, PER_HEAD)
+        tl.store(key_cache_ptr + k_dst, k8, mask=mask, eviction_policy=EVICT)
+        tl.store(value_cache_ptr + v_dst, v8, mask=mask, eviction_policy=EVICT)
 
 
 @functools.lru_cache(maxsize=None)
@@ -85,14 +88,15 @@ def _sm_count(device_index: int | None) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int) -> dict:
-    """BLOCK_H, BLOCK_D and num_warps for a write (see the module docstring)."""
+def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int,
+                  max_elements: int = MAX_ELEMENTS_PER_PROGRAM, max_warps: int = 4) -> dict:
+    """BLOCK_H, BLOCK_D, num_warps and the eviction policy for a write (see the module docstring)."""
     block_d = triton.next_power_of_2(head_size)
-    block_h = min(triton.next_power_of_2(num_heads), max(1, MAX_ELEMENTS_PER_PROGRAM // block_d))
+    block_h = min(triton.next_power_of_2(num_heads), max(1, max_elements // block_d))
     while block_h > 1 and num_tokens * triton.cdiv(num_heads, block_h) < PROGRAMS_PER_SM * sm_count:
         block_h //= 2
-    num_warps = max(1, min(4, block_h * block_d // 1024))
-    return dict(BLOCK_H=block_h, BLOCK_D=block_d, num_warps=num_warps)
+    num_warps = max(1, min(max_warps, block_h * block_d // 1024))
+    return dict(BLOCK_H=block_h, BLOCK_D=block_d, num_warps=num_warps, EVICT=EVICTION_POLICY)
 
 
 def _cache_strides(layout: str, key_cache: torch.Tensor, value_cache: torch.Tensor) -> tuple[int, ...]:
@@ -117,8 +121,12 @@ def reshape_and_cache(
     k_scale: torch.Tensor,
     v_scale: torch.Tensor,
     layout: str,
+    config: dict | None = None,
 ) -> None:
-    """Write key/value [: len(slot_mapping)] into the caches of `layout` (see the module docstring)."""
+    """Write key/value [: len(slot_mapping)] into the caches of `layout` (see the module docstring).
+
+    `config` overrides launch parameters (BLOCK_H, num_warps, EVICT) for experiments (scripts/tune_triton.py).
+    """
     num_tokens = slot_mapping.shape[0]
     _, num_heads, head_size = key.shape
     if key.stride(2) != 1 or value.stride(2) != 1:
@@ -127,7 +135,7 @@ def reshape_and_cache(
         return
     block_size = key_cache.shape[3] if layout == "paged" else value_cache.shape[1 if layout == "nhd" else 2]
     device_index = key.device.index if key.is_cuda else None
-    config = launch_config(num_tokens, num_heads, head_size, _sm_count(device_index))
+    config = {**launch_config(num_tokens, num_heads, head_size, _sm_count(device_index)), **(config or {})}
     grid = (num_tokens, triton.cdiv(num_heads, config["BLOCK_H"]))
     _write_kernel[grid](
         key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale,
