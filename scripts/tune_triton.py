@@ -55,11 +55,11 @@ class Variant(TritonWrite):
 
 def kernel_variants(layout: str, tokens: list[int]) -> list:
     variants = {
-        "default (4096 el, 4 warps)": lambda c: {},
+        "default (16384 el, 8 warps)": lambda c: {},
         "evict_first": lambda c: {"EVICT": "evict_first"},
+        "4096 el, 4 warps": lambda c: launch_config(c.num_tokens, c.num_heads, c.head_size, 132, 4096, 4),
         "8192 el, 8 warps": lambda c: launch_config(c.num_tokens, c.num_heads, c.head_size, 132, 8192, 8),
-        "16384 el, 8 warps": lambda c: launch_config(c.num_tokens, c.num_heads, c.head_size, 132, 16384, 8),
-        "2048 el, 2 warps": lambda c: launch_config(c.num_tokens, c.num_heads, c.head_size, 132, 2048, 2),
+        "16384 el, 4 warps": lambda c: launch_config(c.num_tokens, c.num_heads, c.head_size, 132, 16384, 4),
     }
     rows = []
     for n in tokens:

@@ -41,11 +41,17 @@ def _cache_file() -> pathlib.Path:
     return pathlib.Path(root) / "copy_bandwidth.json"
 
 
-def measure_copy(device: str, nbytes: int | None = None, repeats: int = 20) -> float:
-    """Median bytes/s (read + written) of a large tensor copy on `device`."""
+def measure_copy(device: str, nbytes: int | None = None, repeats: int = 20, warmup_s: float = 0.2) -> float:
+    """Median bytes/s (read + written) of a large tensor copy on `device`, after `warmup_s` of copying
+    (an idle GPU's clocks need that to ramp up: a cold measurement read 7 % low on an H100)."""
     nbytes = nbytes or COPY_BYTES[device]
     src = torch.empty(nbytes, dtype=torch.uint8, device=device).random_(0, 256)
     dst = torch.empty_like(src)
+    end = time.perf_counter() + warmup_s
+    while time.perf_counter() < end:
+        dst.copy_(src)
+        if device == "cuda":
+            torch.cuda.synchronize()
     times = []
     for i in range(repeats + 3):
         if device == "cuda":

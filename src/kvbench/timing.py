@@ -32,6 +32,7 @@ TARGET_SAMPLE_S = 1e-3
 MAX_GRAPH_CALLS = 1000
 MAX_EAGER_CALLS = 1000
 SLEEP_CYCLES = 100_000  # ~50 us at H100 clocks: longer than a graph launch takes on the host
+WARMUP_S = 0.1  # replay before sampling so an idle GPU's clocks have ramped up (seen: 15 % slower without)
 
 
 def calls_for(target_s: float, per_call_s: float, cap: int) -> int:
@@ -95,6 +96,14 @@ def _warm_up(write: Writer, calls: int = 3) -> None:
     torch.cuda.synchronize()
 
 
+def _busy(work, seconds: float) -> None:
+    """Run `work` repeatedly for about `seconds` of wall time (clock ramp-up before timing)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        work()
+        torch.cuda.synchronize()
+
+
 def _capture(write: Writer, calls: int) -> torch.cuda.CUDAGraph:
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
@@ -120,6 +129,7 @@ class GraphSampler(_CudaEventSampler):
         if k != probe_calls:
             self.graph = _capture(write, k)
             self.calls_per_sample = k
+        _busy(self.graph.replay, WARMUP_S)
         self._total = 0.0
 
     def sample(self) -> None:
@@ -138,6 +148,7 @@ class EagerCudaSampler(_CudaEventSampler):
         self.calls_per_sample = 4
         estimate = statistics.median(self.measure(3))
         self.calls_per_sample = calls_for(target_s, estimate, max_calls)
+        _busy(self._calls, WARMUP_S)
         self._total = 0.0
 
     def _calls(self) -> None:
