@@ -52,16 +52,17 @@ def test_asv_run_records_real_numbers_and_publishes(asv_config):
            "KVBENCH_NUM_BLOCKS": "64"}
     asv(asv_config, "machine", "--yes")
     asv(asv_config, "run", "--python=same", "--set-commit-hash", commit, "--record-samples",
-        "-b", r"KVCacheWrite\.(time_no_graph|track_x_ideal)", env=env)
+        "-b", r"KVCacheWrite\.time_no_graph|KVCacheWriteBF16\.track_x_ideal", env=env)
     conf = json.loads(asv_config.read_text())
     files = [p for p in pathlib.Path(conf["results_dir"]).glob("*/*.json") if p.name != "machine.json"]
     assert len(files) == 1
     data = json.loads(files[0].read_text())
     assert data["commit_hash"] == commit
     columns = data["result_columns"]
-    for name in ("benchmarks.KVCacheWrite.time_no_graph", "benchmarks.KVCacheWrite.track_x_ideal"):
-        row = dict(zip(columns, data["results"][name]))
-        tokens, dtypes, kvs, implementations, blocks = row["params"]
+    assert set(data["results"]) == {"benchmarks.KVCacheWrite.time_no_graph", "benchmarks.KVCacheWriteBF16.track_x_ideal"}
+    for name, row in data["results"].items():
+        row = dict(zip(columns, row))
+        implementations, blocks = row["params"][-2:]
         assert implementations == ["'torch'", "'vllm-cpu'", "'vllm-flash'"] and blocks == ["64"]
         values = row["result"]  # params vary fastest at the end: implementation is the second-fastest
         for i, value in enumerate(values):

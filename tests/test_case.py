@@ -64,3 +64,25 @@ def test_caches_that_do_not_fit_suggest_num_blocks(monkeypatch):
     suggested = int(message.split("--num-blocks ")[1].split()[0])
     assert 4 <= suggested < 16384
     assert bytes_needed(case.replace(num_blocks=suggested)) <= 300 * 2**20 * 0.9
+
+
+def test_slot_patterns_need_enough_blocks():
+    with pytest.raises(CaseError) as exc:
+        Case(num_tokens=100, num_blocks=50, slots="decode")
+    assert "use --num-blocks 100 or more" in one_line(exc)
+    with pytest.raises(CaseError) as exc:
+        Case(num_tokens=2, l2="lukewarm")
+    assert "l2 'lukewarm'" in one_line(exc) and "warm, cold" in str(exc.value)
+
+
+def test_cold_l2_rotates_input_sets_into_the_same_caches():
+    from kvbench.workload import COLD_L2_FACTOR
+
+    case = make_case("torch", num_tokens=64, num_heads=4, head_size=64, num_blocks=64, device="cpu", l2="cold")
+    p = prepare(case, "torch")
+    per_call = 64 * 4 * 64 * 8  # bytes moved by one call
+    assert p.rotation == -(-COLD_L2_FACTOR * (32 << 20) // per_call)
+    sampler = p.sampler("no_graph")
+    assert sampler.calls_per_sample >= p.rotation
+    warm = prepare(case.replace(l2="warm"), "torch")
+    assert warm.rotation == 1

@@ -44,3 +44,22 @@ def test_physical_positions_match_vllms_layouts():
 def test_flash_caches_share_stride0_like_vllms_benchmark():
     k, v = layouts.allocate(Case(num_tokens=1, num_blocks=4, layout="nhd", device="cpu"))
     assert k.stride(0) == v.stride(0) == 2 * 16 * 128 * 128
+
+
+def test_prefill_slots_fill_consecutive_slots_of_own_blocks():
+    from kvbench.case import PREFILL_SEQ_LEN
+
+    case = Case(num_tokens=PREFILL_SEQ_LEN + 40, num_blocks=100, device="cpu", slots="prefill")
+    slots = layouts.slot_mapping(case).tolist()
+    assert len(set(slots)) == len(slots)
+    for start in (0, PREFILL_SEQ_LEN):  # each sequence starts a block and runs through consecutive offsets
+        seq = slots[start : start + PREFILL_SEQ_LEN]
+        assert seq[0] % 16 == 0
+        assert all(b - a == 1 for a, b in zip(seq, seq[1:]) if b % 16)
+    assert layouts.slot_mapping(case).tolist() == slots  # fixed seed
+
+
+def test_decode_slots_use_distinct_blocks():
+    case = Case(num_tokens=300, num_blocks=400, device="cpu", slots="decode")
+    slots = layouts.slot_mapping(case)
+    assert len(set((slots // 16).tolist())) == 300 and slots.max() < case.num_slots

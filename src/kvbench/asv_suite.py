@@ -12,7 +12,10 @@ from __future__ import annotations
 import os
 import statistics
 
-from kvbench import impls, machine, roofline
+import json
+import sys
+
+from kvbench import guards, impls, machine, roofline
 from kvbench.device import default_device
 from kvbench.errors import CaseError, Unavailable
 from kvbench.runner import Prepared, make_case, prepare
@@ -34,6 +37,7 @@ PRIMARY_MODE = "cudagraph" if DEVICE == "cuda" else "no_graph"
 
 _prepared: dict[tuple, Prepared | Exception] = {}
 _current: Prepared | None = None
+_state_read = False
 
 
 def setup_case(implementation: str, num_tokens: int, num_blocks: int, **fields) -> Prepared:
@@ -68,15 +72,37 @@ class timer:
         return _current.sampler(self.mode).elapsed() if _current else 0.0
 
 
+def check_state(benchmark: str) -> None:
+    """Once per process, after the first sample (asv tears down between samples): read the GPU state, warn on
+    stderr when the numbers are not trustworthy, and append it to KVBENCH_STATE_LOG (JSON lines) when set."""
+    global _state_read
+    if _state_read or _current is None or DEVICE != "cuda":
+        return
+    _state_read = True
+    state = guards.gpu_state()
+    for warning in guards.warnings(state):
+        print(f"WARNING: {benchmark}: not trustworthy: {warning}", file=sys.stderr, flush=True)
+    log = os.environ.get("KVBENCH_STATE_LOG")
+    if log and state is not None:
+        with open(log, "a") as f:
+            f.write(json.dumps({"benchmark": benchmark, "case": _current.case.label(), **state}) + "\n")
+
+
 def sample(mode: str) -> None:
     _current.sampler(mode).sample()
 
 
-def x_ideal(p: Prepared, samples: int = 10) -> float:
-    """Median per-call time in the primary mode over the ideal time at this machine's copy bandwidth."""
-    facts = machine.info(DEVICE)
-    bw = roofline.copy_bandwidth(DEVICE, machine.device_key(facts))
-    return statistics.median(p.sampler(PRIMARY_MODE).measure(samples)) / bw.ideal_s(p.case)
+def x_ideal(samples: int = 10) -> float:
+    """The current case's median per-call time in the primary mode over the ideal time at the copy bandwidth."""
+    bw = roofline.copy_bandwidth(DEVICE, machine.device_key(machine.info(DEVICE)))
+    return statistics.median(_current.sampler(PRIMARY_MODE).measure(samples)) / bw.ideal_s(_current.case)
 
 
-IMPLEMENTATIONS = _env_list("KVBENCH_IMPLEMENTATIONS", list(impls.names()))
+def _installed_here() -> list[str]:
+    """Implementations for this device whose packages are installed (found without importing them: importing
+    vLLM could touch CUDA before asv forks). The others would only be skipped, at a process each."""
+    return [name for name, impl in impls.REGISTRY.items() if DEVICE in impl.devices and impl.installed()]
+
+
+IMPLEMENTATIONS = _env_list("KVBENCH_IMPLEMENTATIONS", _installed_here())
+DTYPES = _env_list("KVBENCH_DTYPES", ["half", "bfloat16", "float"])

@@ -21,6 +21,13 @@ LAYOUTS = ("paged", "nhd", "hnd", "cpu-vec")
 FLASH_LAYOUTS = ("nhd", "hnd")
 FP8_SCALES = ("tensor", "head")
 DEVICES = ("cuda", "cpu")
+# random: unique random slots (vLLM's benchmark); prefill: sequences of PREFILL_SEQ_LEN tokens, each filling
+# consecutive slots of its own random blocks; decode: one token per sequence, each in a distinct random block.
+SLOT_PATTERNS = ("random", "prefill", "decode")
+PREFILL_SEQ_LEN = 512  # a multiple of every block size: sequences need no more blocks than num_slots allows
+# warm: the same inputs and slots every call (vLLM's method; small cases live in L2); cold: rotate through enough
+# input sets and slot mappings that the data touched exceeds the L2 several times over.
+L2_STATES = ("warm", "cold")
 
 
 def _choose(what: str, value, allowed) -> None:
@@ -43,6 +50,8 @@ class Case:
     layout: str = "nhd"
     device: str = "cuda"
     fp8_scales: str = "tensor"
+    slots: str = "random"
+    l2: str = "warm"
     seed: int = 42
 
     def __post_init__(self):
@@ -57,6 +66,8 @@ class Case:
         _choose("layout", self.layout, LAYOUTS)
         _choose("device", self.device, DEVICES)
         _choose("fp8_scales", self.fp8_scales, FP8_SCALES)
+        _choose("slots", self.slots, SLOT_PATTERNS)
+        _choose("l2", self.l2, L2_STATES)
         if self.is_fp8 and self.head_size % 16:
             ok = ", ".join(str(h) for h in HEAD_SIZES if h % 16 == 0)
             raise CaseError(
@@ -73,6 +84,11 @@ class Case:
             raise CaseError(
                 f"num_tokens {self.num_tokens} exceeds the cache's {self.num_slots} slots "
                 f"(num_blocks {self.num_blocks} x block_size {self.block_size}); use --num-blocks {need} or more"
+            )
+        if self.slots == "decode" and self.num_tokens > self.num_blocks:
+            raise CaseError(
+                f"num_tokens {self.num_tokens} exceeds num_blocks {self.num_blocks}: slots 'decode' puts each token "
+                f"in its own block; use --num-blocks {self.num_tokens} or more"
             )
 
     @property
@@ -111,5 +127,6 @@ class Case:
     def label(self) -> str:
         return (
             f"{self.num_tokens} tokens, {self.num_heads}x{self.head_size}, block {self.block_size}, "
-            f"{self.num_blocks} blocks, {self.dtype}, kv {self.kv_cache_dtype}, {self.layout}, {self.device}"
+            f"{self.num_blocks} blocks, {self.dtype}, kv {self.kv_cache_dtype}, {self.layout}, slots {self.slots}, "
+            f"L2 {self.l2}, {self.device}"
         )

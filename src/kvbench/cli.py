@@ -10,7 +10,7 @@ import json
 from tabulate import tabulate
 
 from kvbench import fidelity, impls, machine, report, roofline
-from kvbench.case import BLOCK_SIZES, DTYPES, FP8_SCALES, HEAD_SIZES, KV_CACHE_DTYPES, LAYOUTS
+from kvbench.case import BLOCK_SIZES, DTYPES, FP8_SCALES, HEAD_SIZES, KV_CACHE_DTYPES, L2_STATES, LAYOUTS, SLOT_PATTERNS
 from kvbench.device import default_device
 from kvbench.errors import KvbenchError
 from kvbench.runner import make_case, run_case
@@ -44,6 +44,10 @@ def _add_sweep(sub) -> None:
           help="default: every implementation available on the device")
     _flag(p, "layout", default=None, choices=LAYOUTS, help="default: each implementation's own")
     _flag(p, "fp8-scales", default="tensor", choices=FP8_SCALES)
+    _flag(p, "slots", default="random", choices=SLOT_PATTERNS,
+          help="slot pattern: random (vLLM's benchmark), prefill (consecutive slots), decode (one per block)")
+    _flag(p, "l2", default="warm", choices=L2_STATES,
+          help="warm: same inputs every call (vLLM's method); cold: rotate inputs/slots past 4x the L2")
     _flag(p, "num-tokens", type=int, nargs="+", default=DEFAULT_TOKENS)
     _flag(p, "device", default=None, choices=("cuda", "cpu"))
     _flag(p, "json", metavar="FILE")
@@ -101,7 +105,7 @@ def cmd_sweep(args) -> int:
     names = args.implementation or [n for n, r in _available(device).items() if r is None]
     common = dict(num_heads=args.num_heads, head_size=args.head_size, block_size=args.block_size,
                   num_blocks=args.num_blocks, dtype=args.dtype, kv_cache_dtype=args.kv_cache_dtype,
-                  device=device, fp8_scales=args.fp8_scales)
+                  device=device, fp8_scales=args.fp8_scales, slots=args.slots, l2=args.l2)
     cases = {name: [make_case(name, args.layout, num_tokens=t, **common) for t in args.num_tokens] for name in names}
     facts, bw = _header(device)
     _print_header(facts)
@@ -114,6 +118,8 @@ def cmd_sweep(args) -> int:
             r = run_case(case, name, args.mode, args.iters, bw)
             shown = f"{r.latency_us:.3f} µs" if r.status == "ok" else f"{r.status}: {r.message}"
             print(f"[{done}/{total}] {name} {case.num_tokens} tokens: {shown}", file=sys.stderr, flush=True)
+            for warning in r.warnings:
+                print(f"WARNING: not trustworthy: {warning}", file=sys.stderr, flush=True)
             rows.append(r)
         print(f"\nBenchmark results for implementation {name} (measuring with {args.mode}):")
         print(report.table(rows))

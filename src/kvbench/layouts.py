@@ -43,10 +43,22 @@ def allocate(case: Case) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.empty(nb, h, bs, d, **kw), torch.empty(nb, h, bs, d, **kw)
 
 
-def slot_mapping(case: Case) -> torch.Tensor:
-    """int64 [num_tokens] of unique random valid slots, fixed seed (vLLM's benchmark method)."""
-    gen = torch.Generator().manual_seed(case.seed)
-    slots = torch.randperm(case.num_slots, generator=gen)[: case.num_tokens]
+def slot_mapping(case: Case, seed: int | None = None) -> torch.Tensor:
+    """int64 [num_tokens] of unique valid slots in the case's pattern (kvbench.case.SLOT_PATTERNS).
+
+    random: vLLM's benchmark method. prefill: sequences of PREFILL_SEQ_LEN tokens, each written to consecutive slots
+    of its own randomly chosen blocks. decode: one token per sequence at a random offset of a distinct random block.
+    """
+    gen = torch.Generator().manual_seed(case.seed if seed is None else seed)
+    n, bs = case.num_tokens, case.block_size
+    if case.slots == "random":
+        slots = torch.randperm(case.num_slots, generator=gen)[:n]
+    elif case.slots == "decode":
+        blocks = torch.randperm(case.num_blocks, generator=gen)[:n]
+        slots = blocks * bs + torch.randint(0, bs, (n,), generator=gen)
+    else:  # sequences of PREFILL_SEQ_LEN (a multiple of bs) tokens: token i is at offset i % bs of its block
+        blocks = torch.randperm(case.num_blocks, generator=gen)[: -(-n // bs)]
+        slots = (blocks[:, None] * bs + torch.arange(bs)).flatten()[:n]
     return slots.to(case.device)
 
 

@@ -6,13 +6,13 @@ import dataclasses
 import random
 import statistics
 
-from kvbench import impls, layouts, roofline, timing
+from kvbench import guards, impls, layouts, roofline, timing
 from kvbench.case import Case
 from kvbench.device import check_fits
 from kvbench.errors import CaseError, Unavailable, VerificationError
 from kvbench.impls.base import Implementation, Writer
 from kvbench.verify import Verified, verify
-from kvbench.workload import Workload, make
+from kvbench.workload import Workload, make, rotation, rotation_size
 
 
 def make_case(implementation: str, layout: str | None = None, **fields) -> Case:
@@ -20,21 +20,35 @@ def make_case(implementation: str, layout: str | None = None, **fields) -> Case:
     return Case(layout=layout or impls.get(implementation).default_layout, **fields)
 
 
-def bytes_needed(case: Case) -> int:
-    """Caches, inputs, and the verifier's temporaries (a few copies of the inputs)."""
+def bytes_needed(case: Case, sets: int = 1) -> int:
+    """Caches, inputs (`sets` of them for a cold-L2 rotation), and the verifier's temporaries."""
     inputs = 2 * case.num_tokens * case.num_heads * case.head_size * case.input_element_size
-    return layouts.cache_bytes(case) + 4 * inputs
+    return layouts.cache_bytes(case) + (sets + 3) * inputs
+
+
+def l2_bytes(device: str) -> int:
+    """The last-level cache a cold case must defeat: the GPU's L2; on CPU a nominal 32 MiB."""
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
+    return 32 << 20
 
 
 @dataclasses.dataclass
 class Prepared:
-    """A verified implementation bound to its workload, ready to be timed in any mode."""
+    """A verified implementation bound to its workload, ready to be timed in any mode.
+
+    `write` performs one call; for a cold-L2 case each call moves on to the next input set of the rotation
+    (`rotation` sets), so a CUDA graph of K >= rotation calls touches every set once per replay.
+    """
 
     impl: Implementation
     workload: Workload
     write: Writer
     verified: Verified
     input_seed: int
+    rotation: int = 1
     _samplers: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -43,7 +57,7 @@ class Prepared:
 
     def sampler(self, mode: str) -> timing.Sampler:
         if mode not in self._samplers:
-            self._samplers[mode] = timing.sampler(mode, self.write, self.case.device)
+            self._samplers[mode] = timing.sampler(mode, self.write, self.case.device, min_calls=self.rotation)
         return self._samplers[mode]
 
 
@@ -54,7 +68,8 @@ def prepare(case: Case, implementation: str, input_seed: int | None = None) -> P
     """
     impl = impls.get(implementation)
     impl.check(case)
-    check_fits(case, bytes_needed(case))
+    sets = rotation_size(case, roofline.bytes_moved(case), l2_bytes(case.device))
+    check_fits(case, bytes_needed(case, sets))
     seed = random.randrange(2**31) if input_seed is None else input_seed
     w = make(case, seed=seed)
     write = impl.bind(w)
@@ -62,7 +77,20 @@ def prepare(case: Case, implementation: str, input_seed: int | None = None) -> P
         verified = verify(impl, w, write)
     except VerificationError as exc:
         raise VerificationError(f"{exc} [{case.label()}; input seed {seed}]") from None
-    return Prepared(impl, w, write, verified, seed)
+    if sets > 1:
+        write = _round_robin([write] + [impl.bind(other) for other in rotation(w, sets)[1:]])
+    return Prepared(impl, w, write, verified, seed, sets)
+
+
+def _round_robin(writers: list[Writer]) -> Writer:
+    """One writer that calls `writers` in turn (a cold-L2 rotation)."""
+    turn = [0]
+
+    def write():
+        writers[turn[0]]()
+        turn[0] = (turn[0] + 1) % len(writers)
+
+    return write
 
 
 @dataclasses.dataclass
@@ -82,6 +110,8 @@ class Result:
     x_ideal: float | None = None
     verified: str | None = None
     message: str | None = None
+    gpu_state: dict | None = None  # read right after the samples (kvbench.guards)
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -91,6 +121,7 @@ def measure(p: Prepared, mode: str, samples: int, bandwidth: roofline.CopyBandwi
     """Median per-call latency over `samples` samples, with bytes, GB/s and x ideal."""
     sampler = p.sampler(mode)
     per_call = sampler.measure(samples)
+    state = guards.gpu_state() if p.case.device == "cuda" else None
     median_s = statistics.median(per_call)
     moved = roofline.bytes_moved(p.case)
     return Result(
@@ -106,6 +137,8 @@ def measure(p: Prepared, mode: str, samples: int, bandwidth: roofline.CopyBandwi
         gbps=moved / median_s / 1e9,
         x_ideal=median_s / bandwidth.ideal_s(p.case) if bandwidth else None,
         verified=p.verified.method,
+        gpu_state=state,
+        warnings=guards.warnings(state),
     )
 
 

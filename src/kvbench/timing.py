@@ -117,7 +117,8 @@ def _capture(write: Writer, calls: int) -> torch.cuda.CUDAGraph:
 class GraphSampler(_CudaEventSampler):
     mode = "cudagraph"
 
-    def __init__(self, write: Writer, target_s: float = TARGET_SAMPLE_S, max_calls: int = MAX_GRAPH_CALLS):
+    def __init__(self, write: Writer, target_s: float = TARGET_SAMPLE_S, max_calls: int = MAX_GRAPH_CALLS,
+                 min_calls: int = 1):
         super().__init__()
         self._sleep = getattr(torch.cuda, "_sleep", None)
         _warm_up(write)
@@ -125,7 +126,7 @@ class GraphSampler(_CudaEventSampler):
         self.graph = _capture(write, probe_calls)
         self.calls_per_sample = probe_calls
         estimate = statistics.median(self.measure(5))
-        k = calls_for(target_s, estimate, max_calls)
+        k = max(min_calls, calls_for(target_s, estimate, max_calls))
         if k != probe_calls:
             self.graph = _capture(write, k)
             self.calls_per_sample = k
@@ -141,13 +142,14 @@ class GraphSampler(_CudaEventSampler):
 class EagerCudaSampler(_CudaEventSampler):
     mode = "no_graph"
 
-    def __init__(self, write: Writer, target_s: float = TARGET_SAMPLE_S, max_calls: int = MAX_EAGER_CALLS):
+    def __init__(self, write: Writer, target_s: float = TARGET_SAMPLE_S, max_calls: int = MAX_EAGER_CALLS,
+                 min_calls: int = 1):
         super().__init__()
         self.write = write
         _warm_up(write)
         self.calls_per_sample = 4
         estimate = statistics.median(self.measure(3))
-        self.calls_per_sample = calls_for(target_s, estimate, max_calls)
+        self.calls_per_sample = max(min_calls, calls_for(target_s, estimate, max_calls))
         _busy(self._calls, WARMUP_S)
         self._total = 0.0
 
@@ -162,13 +164,14 @@ class EagerCudaSampler(_CudaEventSampler):
 class CpuSampler(Sampler):
     mode = "no_graph"
 
-    def __init__(self, write: Writer, target_s: float = TARGET_SAMPLE_S, max_calls: int = MAX_EAGER_CALLS):
+    def __init__(self, write: Writer, target_s: float = TARGET_SAMPLE_S, max_calls: int = MAX_EAGER_CALLS,
+                 min_calls: int = 1):
         super().__init__()
         self.write = write
         write()
         self.calls_per_sample = 1
         estimate = statistics.median(self.measure(3))
-        self.calls_per_sample = calls_for(target_s, estimate, max_calls)
+        self.calls_per_sample = max(min_calls, calls_for(target_s, estimate, max_calls))
         self._total = 0.0
 
     def sample(self) -> None:
@@ -178,12 +181,13 @@ class CpuSampler(Sampler):
         self._total += (time.perf_counter() - start) / self.calls_per_sample
 
 
-def sampler(mode: str, write: Writer, device: str) -> Sampler:
-    """The sampler for `mode` on `device` (cudagraph needs CUDA)."""
+def sampler(mode: str, write: Writer, device: str, min_calls: int = 1) -> Sampler:
+    """The sampler for `mode` on `device` (cudagraph needs CUDA); each sample makes at least `min_calls` calls."""
     if mode not in MODES:
         raise CaseError(f"mode {mode!r} is not supported; choose one of: {', '.join(MODES)}")
     if device == "cpu":
         if mode == "cudagraph":
             raise Unavailable("mode 'cudagraph' needs a CUDA device; on cpu use mode 'no_graph'")
-        return CpuSampler(write)
-    return GraphSampler(write) if mode == "cudagraph" else EagerCudaSampler(write)
+        return CpuSampler(write, min_calls=min_calls)
+    kind = GraphSampler if mode == "cudagraph" else EagerCudaSampler
+    return kind(write, min_calls=min_calls)

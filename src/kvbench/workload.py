@@ -31,13 +31,33 @@ def random_inputs(case: Case, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return key, value
 
 
-def make(case: Case, seed: int | None = None) -> Workload:
-    """A workload with inputs drawn from `seed` (default: the case's seed) and freshly allocated caches."""
+COLD_L2_FACTOR = 4  # cold: the sets of one rotation touch at least 4x the L2
+MAX_ROTATION = 2048
+
+
+def make(case: Case, seed: int | None = None, caches: tuple[torch.Tensor, torch.Tensor] | None = None,
+         slot_seed: int | None = None) -> Workload:
+    """A workload with inputs drawn from `seed` (default: the case's seed), slots from `slot_seed` (default: the
+    case's seed), and freshly allocated caches unless `caches` are given."""
     key, value = random_inputs(case, case.seed if seed is None else seed)
     per_head = case.fp8_scales == "head"
     if case.is_fp8:
         k_scale, v_scale = fp8.scales(key, per_head), fp8.scales(value, per_head)
     else:
         k_scale = v_scale = torch.ones((), dtype=torch.float32, device=case.device)
-    key_cache, value_cache = layouts.allocate(case)
-    return Workload(case, key, value, layouts.slot_mapping(case), key_cache, value_cache, k_scale, v_scale)
+    key_cache, value_cache = caches or layouts.allocate(case)
+    slots = layouts.slot_mapping(case, slot_seed)
+    return Workload(case, key, value, slots, key_cache, value_cache, k_scale, v_scale)
+
+
+def rotation_size(case: Case, bytes_per_call: int, l2_bytes: int) -> int:
+    """How many input sets a cold-L2 case rotates through: enough that one rotation touches COLD_L2_FACTOR x L2."""
+    if case.l2 == "warm":
+        return 1
+    return max(1, min(MAX_ROTATION, -(-COLD_L2_FACTOR * l2_bytes // bytes_per_call)))
+
+
+def rotation(w: Workload, sets: int) -> list[Workload]:
+    """`w` and `sets - 1` more workloads with their own inputs and slot mappings, writing into `w`'s caches."""
+    caches = (w.key_cache, w.value_cache)
+    return [w] + [make(w.case, seed=w.case.seed + i, caches=caches, slot_seed=w.case.seed + i) for i in range(1, sets)]

@@ -24,6 +24,14 @@ class Implementation:
     # "exact" (bit-exact), "step" (at most one fp8 step away), "tolerance" (vLLM's test tolerance, dequantized).
     fp8_check: str = "exact"
 
+    # Python packages this implementation imports (checked without importing them).
+    packages: tuple[str, ...] = ()
+
+    def installed(self) -> bool:
+        import importlib.util
+
+        return all(importlib.util.find_spec(p) is not None for p in self.packages)
+
     @property
     def default_layout(self) -> str:
         return self.layouts[0]

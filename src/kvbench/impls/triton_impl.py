@@ -16,6 +16,7 @@ class TritonWrite(Implementation):
     description = "kvbench's own Triton kernel (one program per token and group of heads)"
     layouts = ("nhd", "hnd", "paged")
     per_head_scales = True
+    packages = ("triton",)
 
     @property
     def devices(self) -> tuple[str, ...]:

