@@ -78,3 +78,15 @@ def test_asv_run_records_real_numbers_and_publishes(asv_config):
     assert (html / "index.html").exists()
     graphs = list(html.glob("graphs/**/benchmarks.KVCacheWrite.time_no_graph.json"))
     assert graphs and any(json.loads(g.read_text()) for g in graphs)
+
+
+def test_asv_report_reads_spreads(asv_config, capsys):
+    from kvbench import cli
+
+    conf = json.loads(asv_config.read_text())
+    files = [p for p in pathlib.Path(conf["results_dir"]).glob("*/*.json") if p.name != "machine.json"]
+    if not files:
+        pytest.skip("needs the results of test_asv_run_records_real_numbers_and_publishes")
+    assert cli.main(["asv-report", str(files[0]), "--max-spread", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "timed cases; IQR / median" in out and "KVCacheWrite.time_no_graph" in out

@@ -83,3 +83,13 @@ def test_info_lists_implementations_and_reasons(capsys):
     text = capsys.readouterr().out
     assert "copy_bandwidth_gbps" in text and "vllm-cpu     available" in text
     assert "vllm-flash   unavailable: runs on cuda only, not cpu" in text
+
+
+def test_fidelity_ratios_pair_asv_and_independent_numbers():
+    from kvbench.asv_results import fidelity_ratios
+
+    asv = [dict(name="KVCacheWrite.time_cudagraph", params=["1024", "bfloat16", "auto", "triton", "16384"],
+                median=50e-6),
+           dict(name="KVCacheWrite.time_cudagraph", params=["1024", "float", "auto", "triton", "16384"], median=1.0)]
+    rows = fidelity_ratios(asv, [dict(implementation="triton", num_tokens=1024, independent_us=49.0)])
+    assert len(rows) == 1 and rows[0]["ratio"] == pytest.approx(50 / 49)

@@ -67,6 +67,10 @@ def parser() -> argparse.ArgumentParser:
     _flag(fid, "layout", default=None, choices=LAYOUTS)
     _flag(fid, "tolerance", type=float, default=0.03, help="allowed |ratio - 1| (default 0.03)")
     _flag(fid, "json", metavar="FILE")
+    rep = sub.add_parser("asv-report", help="spreads (IQR / median) of an asv result file, and asv vs fidelity")
+    rep.add_argument("results", help="an asv result file (.asv/results/MACHINE/COMMIT-ENV.json)")
+    _flag(rep, "fidelity", metavar="FILE", help="JSON written by `kvbench fidelity --json`")
+    _flag(rep, "max-spread", type=float, default=0.01, help="list cases whose IQR / median exceeds this")
     return p
 
 
@@ -152,10 +156,34 @@ def cmd_fidelity(args) -> int:
     return 0 if all(abs(f.ratio - 1) <= args.tolerance for f in rows) else 1
 
 
+def cmd_asv_report(args) -> int:
+    from kvbench import asv_results
+
+    rows = asv_results.cases(args.results)
+    timed = [r for r in rows if r["spread"] is not None]
+    wide = sorted((r for r in timed if r["spread"] > args.max_spread), key=lambda r: -r["spread"])
+    spreads = sorted(r["spread"] for r in timed)
+    if spreads:
+        print(f"{len(timed)} timed cases; IQR / median: median {100 * spreads[len(spreads) // 2]:.2f} %, "
+              f"max {100 * spreads[-1]:.2f} %; {len(wide)} above {100 * args.max_spread:.1f} %")
+    print(tabulate([(r["name"], " ".join(r["params"]), f"{r['median'] * 1e6:.3f}", f"{100 * r['spread']:.2f}")
+                    for r in wide], ("benchmark", "parameters", "median (µs)", "IQR/median %"), tablefmt="github"))
+    if args.fidelity:
+        with open(args.fidelity) as f:
+            ratios = asv_results.fidelity_ratios(rows, json.load(f))
+        print(tabulate([(r["implementation"], r["num_tokens"], f"{r['asv_us']:.3f}", f"{r['independent_us']:.3f}",
+                         f"{r['ratio']:.4f}") for r in ratios],
+                       ("implementation", "num_tokens", "asv (µs)", "independent (µs)", "ratio"), tablefmt="github"))
+        if any(abs(r["ratio"] - 1) > 0.03 for r in ratios):
+            return 1
+    return 0
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
-        return {"sweep": cmd_sweep, "info": cmd_info, "fidelity": cmd_fidelity}[args.command](args)
+        commands = {"sweep": cmd_sweep, "info": cmd_info, "fidelity": cmd_fidelity, "asv-report": cmd_asv_report}
+        return commands[args.command](args)
     except KvbenchError as exc:  # invalid case, or nothing can run it here
         print(f"kvbench: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,57 @@
+"""Reading asv result files: per-case medians and spreads, and the comparison with `kvbench fidelity`.
+
+An asv result file holds, per benchmark, the parameter lists and one entry per parameter combination (the last
+parameter varies fastest) of result (median), quartiles and samples.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import pathlib
+
+
+def _at(row: dict, key: str, i: int):
+    values = row.get(key)
+    return values[i] if values and i < len(values) else None
+
+
+def cases(path: str | pathlib.Path) -> list[dict]:
+    """One dict per measured (benchmark, parameters): name, params, median, q25, q75, spread, samples."""
+    data = json.loads(pathlib.Path(path).read_text())
+    columns = data["result_columns"]
+    out = []
+    for name, values in data["results"].items():
+        row = dict(zip(columns, values))
+        combos = itertools.product(*row["params"]) if row.get("params") else [()]
+        for i, params in enumerate(combos):
+            median = _at(row, "result", i)
+            if median is None or median != median:  # skipped or failed
+                continue
+            q25, q75 = _at(row, "stats_q_25", i), _at(row, "stats_q_75", i)
+            spread = (q75 - q25) / median if q25 is not None and q75 is not None and median else None
+            samples = _at(row, "samples", i)
+            out.append(dict(name=name.split(".", 1)[-1], params=[p.strip("'") for p in params], median=median,
+                            q25=q25, q75=q75, spread=spread, samples=samples))
+    return out
+
+
+def result_files(results_dir: str | pathlib.Path, commit: str) -> list[pathlib.Path]:
+    """The result files of `commit` (a hash prefix) under asv's results directory."""
+    return sorted(p for p in pathlib.Path(results_dir).glob(f"*/{commit[:8]}*.json"))
+
+
+def fidelity_ratios(asv_cases: list[dict], fidelity_rows: list[dict], dtype: str = "bfloat16") -> list[dict]:
+    """KVCacheWrite.time_cudagraph (auto cache, `dtype`) next to `kvbench fidelity`'s independent measurement."""
+    independent = {(r["implementation"], r["num_tokens"]): r["independent_us"] for r in fidelity_rows}
+    out = []
+    for c in asv_cases:
+        if c["name"] != "KVCacheWrite.time_cudagraph":
+            continue
+        tokens, case_dtype, kv, implementation, _ = c["params"]
+        key = (implementation, int(tokens))
+        if case_dtype == dtype and kv == "auto" and key in independent:
+            asv_us = c["median"] * 1e6
+            out.append(dict(implementation=implementation, num_tokens=int(tokens), asv_us=asv_us,
+                            independent_us=independent[key], ratio=asv_us / independent[key]))
+    return sorted(out, key=lambda r: (r["implementation"], r["num_tokens"]))
