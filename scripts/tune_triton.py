@@ -53,24 +53,24 @@ class Variant(TritonWrite):
         return lambda: reshape_and_cache(*args, config=self.overrides(w.case))
 
 
-def kernel_variants(layout: str, tokens: list[int]) -> list:
+def kernel_variants(layout: str, tokens: list[int], kv_cache_dtype: str = "auto") -> list:
     variants = {
-        "default (16384 el, 8 warps)": lambda c: {},
+        "default": lambda c: {},
         "evict_first": lambda c: {"EVICT": "evict_first"},
-        "4096 el, 4 warps": lambda c: launch_config(c.num_tokens, c.num_heads, c.head_size, 132, 4096, 4),
-        "8192 el, 8 warps": lambda c: launch_config(c.num_tokens, c.num_heads, c.head_size, 132, 8192, 8),
-        "16384 el, 4 warps": lambda c: launch_config(c.num_tokens, c.num_heads, c.head_size, 132, 16384, 4),
+        "4096 el, 4 warps": lambda c: launch_config(c.num_tokens, c.num_heads, c.head_size, 132, c.is_fp8, 4096, 4),
+        "8192 el, 8 warps": lambda c: launch_config(c.num_tokens, c.num_heads, c.head_size, 132, c.is_fp8, 8192, 8),
+        "16384 el, 8 warps": lambda c: launch_config(c.num_tokens, c.num_heads, c.head_size, 132, c.is_fp8, 16384, 8),
     }
     rows = []
     for n in tokens:
-        p = prepare(make_case("triton", layout, num_tokens=n), "triton")
+        p = prepare(make_case("triton", layout, num_tokens=n, kv_cache_dtype=kv_cache_dtype), "triton")
         ideal = roofline.bytes_moved(p.case)
         for name, overrides in variants.items():
             v = Variant(overrides)
             write = v.bind(p.workload)
             verify(v, p.workload, write)
             us = per_call_us(write)
-            rows.append((layout, n, name, f"{us:.2f}", f"{ideal / us / 1e3:.1f}"))
+            rows.append((f"{layout} {kv_cache_dtype}", n, name, f"{us:.2f}", f"{ideal / us / 1e3:.1f}"))
         del p
     return rows
 
@@ -114,8 +114,8 @@ def paged_probes(tokens: list[int]) -> list:
 def main():
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__)
     print(tabulate(copy_bandwidths(), ["copy", "µs", "GB/s"], tablefmt="github"))
-    print(tabulate(kernel_variants("nhd", [2, 1024, 4096, 65536]), ["layout", "tokens", "variant", "µs", "GB/s"],
-                   tablefmt="github"))
+    rows = kernel_variants("nhd", [2, 1024, 4096, 65536]) + kernel_variants("nhd", [1024, 16384], "fp8")
+    print(tabulate(rows, ["layout", "tokens", "variant", "µs", "GB/s"], tablefmt="github"))
     print(tabulate(paged_probes([1024, 16384]), ["paged probe", "tokens", "µs"], tablefmt="github"))
 
 

@@ -93,3 +93,12 @@ def test_fidelity_ratios_pair_asv_and_independent_numbers():
            dict(name="KVCacheWrite.time_cudagraph", params=["1024", "float", "auto", "triton", "16384"], median=1.0)]
     rows = fidelity_ratios(asv, [dict(implementation="triton", num_tokens=1024, independent_us=49.0)])
     assert len(rows) == 1 and rows[0]["ratio"] == pytest.approx(50 / 49)
+
+
+def test_an_invalid_token_count_among_valid_ones_is_a_skipped_row(tmp_path, capsys):
+    rc = cli.main(["sweep", *SMALL, "--mode", "no_graph", "--num-tokens", "16", "100", "--slots", "decode",
+                   "--implementation", "torch", "--json", str(tmp_path / "r.json")])
+    assert rc == 0
+    rows = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert [r["status"] for r in rows] == ["ok", "skipped"]
+    assert "slots 'decode' puts each token in its own block" in rows[1]["message"]

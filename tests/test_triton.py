@@ -75,6 +75,7 @@ def test_launch_heuristic():
 
     assert launch_config(65536, 128, 128, 132) == dict(BLOCK_H=128, BLOCK_D=128, num_warps=8, EVICT="")
     assert launch_config(256, 128, 128, 132)["BLOCK_H"] == 32  # 1024 programs: at least 4 per SM (528)
+    assert launch_config(65536, 128, 128, 132, fp8=True) == dict(BLOCK_H=32, BLOCK_D=128, num_warps=4, EVICT="")
     small = launch_config(2, 128, 128, 132)
     assert small["BLOCK_H"] == 1 and small["num_warps"] == 1  # 256 programs for 2 tokens
     assert launch_config(16, 32, 80, 132)["BLOCK_D"] == 128

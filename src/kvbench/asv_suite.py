@@ -9,8 +9,10 @@ one sample of kvbench's sampler, so asv's statistics are those of per-call laten
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import statistics
+import time
 
 import json
 import sys
@@ -38,6 +40,24 @@ PRIMARY_MODE = "cudagraph" if DEVICE == "cuda" else "no_graph"
 _prepared: dict[tuple, Prepared | Exception] = {}
 _current: Prepared | None = None
 _state_read = False
+_phases: dict[str, float] = {}  # seconds since this process started, at each step (recorded in the state log)
+
+if DEVICE == "cuda" and importlib.util.find_spec("triton"):
+    # Import Triton and compile nothing here, in the parent asv forks from: each benchmark process then saves the
+    # import (about a second). Triton initialises CUDA only at its first launch.
+    import kvbench.triton_kernels  # noqa: F401
+
+
+def _process_age() -> float:
+    """Seconds since this process was created (forked), from /proc; 0 where that is unavailable."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def setup_case(implementation: str, num_tokens: int, num_blocks: int, **fields) -> Prepared:
@@ -46,6 +66,8 @@ def setup_case(implementation: str, num_tokens: int, num_blocks: int, **fields) 
     key = (implementation, num_tokens, num_blocks, tuple(sorted(fields.items())))
     if key not in _prepared:
         _prepared.clear()  # one combination per process; never hold two sets of caches
+        _phases["setup_start_s"] = round(_process_age(), 3)
+        start = time.perf_counter()
         try:
             if num_tokens > MAX_TOKENS:
                 raise Unavailable(f"{DEVICE} grid stops at {MAX_TOKENS} tokens (KVBENCH_MAX_TOKENS)")
@@ -55,6 +77,7 @@ def setup_case(implementation: str, num_tokens: int, num_blocks: int, **fields) 
             _prepared[key] = NotImplementedError(str(exc))
         except Exception as exc:  # wrong output and crashes: asv records a failure, every sample alike
             _prepared[key] = exc
+        _phases["prepare_s"] = round(time.perf_counter() - start, 3)
     found = _prepared[key]
     if isinstance(found, Exception):
         raise found
@@ -85,7 +108,9 @@ def check_state(benchmark: str) -> None:
     log = os.environ.get("KVBENCH_STATE_LOG")
     if log and state is not None:
         with open(log, "a") as f:
-            f.write(json.dumps({"benchmark": benchmark, "case": _current.case.label(), **state}) + "\n")
+            entry = {"benchmark": benchmark, "case": _current.case.label(), **state, **_phases,
+                     "first_sample_done_s": round(_process_age(), 3)}
+            f.write(json.dumps(entry) + "\n")
 
 
 def sample(mode: str) -> None:

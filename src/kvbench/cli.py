@@ -12,8 +12,8 @@ from tabulate import tabulate
 from kvbench import fidelity, impls, machine, report, roofline
 from kvbench.case import BLOCK_SIZES, DTYPES, FP8_SCALES, HEAD_SIZES, KV_CACHE_DTYPES, L2_STATES, LAYOUTS, SLOT_PATTERNS
 from kvbench.device import default_device
-from kvbench.errors import KvbenchError
-from kvbench.runner import make_case, run_case
+from kvbench.errors import CaseError, KvbenchError
+from kvbench.runner import Result, make_case, run_case
 from kvbench.timing import MODES
 
 DEFAULT_TOKENS = [2**i for i in range(1, 17)]
@@ -104,24 +104,42 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _check_some_case_is_valid(names, args, common) -> None:
+    """Raise the first CaseError when no requested case is valid (bad flags fail before any work)."""
+    first = None
+    for name in names or ["torch"]:
+        for tokens in args.num_tokens:
+            try:
+                make_case(name, args.layout, num_tokens=tokens, **common)
+                return
+            except CaseError as exc:
+                first = first or exc
+    raise first
+
+
 def cmd_sweep(args) -> int:
     device = args.device or default_device()
     names = args.implementation or [n for n, r in _available(device).items() if r is None]
     common = dict(num_heads=args.num_heads, head_size=args.head_size, block_size=args.block_size,
                   num_blocks=args.num_blocks, dtype=args.dtype, kv_cache_dtype=args.kv_cache_dtype,
                   device=device, fp8_scales=args.fp8_scales, slots=args.slots, l2=args.l2)
-    cases = {name: [make_case(name, args.layout, num_tokens=t, **common) for t in args.num_tokens] for name in names}
+    _check_some_case_is_valid(names, args, common)
     facts, bw = _header(device)
     _print_header(facts)
     results = []
-    total, done = sum(len(c) for c in cases.values()), 0
-    for name, name_cases in cases.items():
+    total, done = len(names) * len(args.num_tokens), 0
+    for name in names:
         rows = []
-        for case in name_cases:
+        for tokens in args.num_tokens:
             done += 1
-            r = run_case(case, name, args.mode, args.iters, bw)
+            try:
+                case = make_case(name, args.layout, num_tokens=tokens, **common)
+            except CaseError as exc:  # e.g. more tokens than slots: this row only
+                r = Result(name, args.mode, tokens, "skipped", dict(common, num_tokens=tokens), message=str(exc))
+            else:
+                r = run_case(case, name, args.mode, args.iters, bw)
             shown = f"{r.latency_us:.3f} µs" if r.status == "ok" else f"{r.status}: {r.message}"
-            print(f"[{done}/{total}] {name} {case.num_tokens} tokens: {shown}", file=sys.stderr, flush=True)
+            print(f"[{done}/{total}] {name} {tokens} tokens: {shown}", file=sys.stderr, flush=True)
             for warning in r.warnings:
                 print(f"WARNING: not trustworthy: {warning}", file=sys.stderr, flush=True)
             rows.append(r)

@@ -9,10 +9,11 @@ One program writes BLOCK_H heads of one token, key and value. Launch parameters 
 shapes (no autotuning, so launches can be captured in a CUDA graph):
 - BLOCK_D = head_size rounded up to a power of two (masked), so rows stay contiguous for 16-byte accesses;
 - BLOCK_H: as many heads as make <= 16384 elements per program (a whole 128 x 128 token: 32 KiB of bf16 per
-  tensor in flight per program), halved while the grid has fewer than 4 programs per SM (small token counts need
-  many small programs to spread over the chip);
-- num_warps: one warp per 1024 elements, 1 to 8.
-(Measured against 4096 elements / 4 warps on an H100: 2938 vs 3022 us at 65536 tokens; notes/triton.md.)
+  tensor in flight per program; 4096 for fp8 caches, whose float32 conversion needs the registers), halved while
+  the grid has fewer than 4 programs per SM (small token counts need many small programs to spread over the chip);
+- num_warps: one warp per 1024 elements, 1 to 8 (1 to 4 for fp8).
+(Measured on an H100, notes/triton.md: auto 2938 us at 65536 tokens vs 3022 with 4096 elements / 4 warps; fp8
+ with 16384 / 8: 809 us at 16384 tokens vs 562 with 4096 / 4.)
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import triton
 import triton.language as tl
 
 FP8_CODES = {None: 0, "e4m3": 1, "e5m2": 2}
-MAX_ELEMENTS_PER_PROGRAM = 16384
-MAX_WARPS = 8
+MAX_ELEMENTS_PER_PROGRAM = {False: 16384, True: 4096}  # by "is the cache fp8"
+MAX_WARPS = {False: 8, True: 4}
 PROGRAMS_PER_SM = 4
 EVICTION_POLICY = ""  # "" (default caching) or "evict_first" (streamed data; see notes/triton.md)
 
@@ -90,9 +91,11 @@ def _sm_count(device_index: int | None) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int,
-                  max_elements: int = MAX_ELEMENTS_PER_PROGRAM, max_warps: int = MAX_WARPS) -> dict:
+def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int, fp8: bool = False,
+                  max_elements: int | None = None, max_warps: int | None = None) -> dict:
     """BLOCK_H, BLOCK_D, num_warps and the eviction policy for a write (see the module docstring)."""
+    max_elements = max_elements or MAX_ELEMENTS_PER_PROGRAM[fp8]
+    max_warps = max_warps or MAX_WARPS[fp8]
     block_d = triton.next_power_of_2(head_size)
     block_h = min(triton.next_power_of_2(num_heads), max(1, max_elements // block_d))
     while block_h > 1 and num_tokens * triton.cdiv(num_heads, block_h) < PROGRAMS_PER_SM * sm_count:
@@ -137,7 +140,8 @@ def reshape_and_cache(
         return
     block_size = key_cache.shape[3] if layout == "paged" else value_cache.shape[1 if layout == "nhd" else 2]
     device_index = key.device.index if key.is_cuda else None
-    config = {**launch_config(num_tokens, num_heads, head_size, _sm_count(device_index)), **(config or {})}
+    base = launch_config(num_tokens, num_heads, head_size, _sm_count(device_index), fp8=fp8_format is not None)
+    config = {**base, **(config or {})}
     grid = (num_tokens, triton.cdiv(num_heads, config["BLOCK_H"]))
     _write_kernel[grid](
         key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale,
