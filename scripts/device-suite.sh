@@ -11,6 +11,8 @@ asv machine --yes --machine gpu-device >/dev/null
 A=$(git rev-parse HEAD)
 export KVBENCH_STATE_LOG=$PWD/$OUT/gpu-state.jsonl
 if [ "$phase" = 1 ]; then
+  step fp8 sweep; kvbench sweep --implementation triton --kv-cache-dtype fp8 --num-tokens 2 16 64 256 1024 4096 \
+    16384 65536 --iters 30 --json "$OUT/sweep-nhd-fp8.json" 2>/dev/null | grep -E "^\| [0-9]"
   step fidelity; kvbench fidelity --implementation torch triton --json "$OUT/fidelity.json" 2>/dev/null | tail -n 34
   commit=$A
 else
@@ -20,7 +22,8 @@ else
 fi
 step "asv run (full default suite) at ${commit:0:8}"
 start=$(date +%s)
-asv run --python=same --machine gpu-device --set-commit-hash "$commit" --record-samples > "$OUT/asv-run-$phase.txt" 2>&1
+timeout "${SUITE_LIMIT_S:-480}" python3 -m asv run --python=same --machine gpu-device --set-commit-hash "$commit" \
+  --record-samples > "$OUT/asv-run-$phase.txt" 2>&1
 echo "full default suite: $(( $(date +%s) - start )) s; $(grep -c '^\[' "$OUT/asv-run-$phase.txt") progress lines"
 result=$(ls .asv/results/gpu-device/${commit:0:8}*.json)
 step report
