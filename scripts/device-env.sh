@@ -2,7 +2,7 @@
 # commit for asv to file results under (the copy on a device machine may come without history; fixed dates
 # make the same tree give the same hash in every call).
 OUT=${OUT:-artifacts}
-mkdir -p "$OUT"
+mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
 if [ -d .whl ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PATH=/tmp/site/bin:$PATH

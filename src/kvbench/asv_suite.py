@@ -107,10 +107,13 @@ def check_state(benchmark: str) -> None:
         print(f"WARNING: {benchmark}: not trustworthy: {warning}", file=sys.stderr, flush=True)
     log = os.environ.get("KVBENCH_STATE_LOG")
     if log and state is not None:
-        with open(log, "a") as f:
-            entry = {"benchmark": benchmark, "case": _current.case.label(), **state, **_phases,
-                     "first_sample_done_s": round(_process_age(), 3)}
-            f.write(json.dumps(entry) + "\n")
+        entry = {"benchmark": benchmark, "case": _current.case.label(), **state, **_phases,
+                 "first_sample_done_s": round(_process_age(), 3)}
+        try:
+            with open(log, "a") as f:
+                f.write(json.dumps(entry) + "\n")
+        except OSError as exc:  # a log that cannot be written must not fail the benchmark
+            print(f"WARNING: KVBENCH_STATE_LOG not written: {exc}", file=sys.stderr, flush=True)
 
 
 def sample(mode: str) -> None:
