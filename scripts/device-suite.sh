@@ -27,10 +27,11 @@ report() {  # commit label [fidelity]
   kvbench asv-report "$result" ${3:+--fidelity "$3"} | tee "$OUT/report-$2.txt" | head -n 45
 }
 if [ "$phase" = full ]; then
+  step GPU tests; python3 -m pytest -m gpu tests -q -p no:cacheprovider 2>&1 | tee "$OUT/gpu-tests.txt" | tail -n 3
   step "full default suite at ${A:0:8}"
   run_suite "$A" full 'KVCacheWrite\.time' 'KVCacheWriteBF16' 'KVCacheWriteShapes' 'KVCacheWritePatterns'
-  step fidelity; timeout 60 python3 -m kvbench.cli fidelity --implementation triton torch --num-tokens 2 16 256 1024 \
-    4096 65536 --json "$OUT/fidelity.json" 2>/dev/null | tail -n 14
+  step fidelity; timeout 80 python3 -m kvbench.cli fidelity --implementation triton torch \
+    --json "$OUT/fidelity.json" 2>/dev/null | tail -n 34
   step report; report "$A" full "$OUT/fidelity.json"
 else
   step "A/A run 1 at ${A:0:8}"; run_suite "$A" aa1 "${AA_BENCH:-KVCacheWriteBF16}"

@@ -36,6 +36,7 @@ NUM_TOKENS = _env_list("KVBENCH_NUM_TOKENS", [2**i for i in range(1, 17)], int)
 NUM_BLOCKS = int(os.environ.get("KVBENCH_NUM_BLOCKS") or (16384 if DEVICE == "cuda" else 1024))
 MAX_TOKENS = int(os.environ.get("KVBENCH_MAX_TOKENS") or (65536 if DEVICE == "cuda" else 1024))
 PRIMARY_MODE = "cudagraph" if DEVICE == "cuda" else "no_graph"
+EAGER = os.environ.get("KVBENCH_EAGER") == "1"  # add the host-bound eager benchmarks on CUDA machines
 
 _prepared: dict[tuple, Prepared | Exception] = {}
 _current: Prepared | None = None
