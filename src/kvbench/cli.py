@@ -67,6 +67,14 @@ def parser() -> argparse.ArgumentParser:
     _flag(fid, "layout", default=None, choices=LAYOUTS)
     _flag(fid, "tolerance", type=float, default=0.03, help="allowed |ratio - 1| (default 0.03)")
     _flag(fid, "json", metavar="FILE")
+    mach = sub.add_parser("asv-machine", help="write asv's machine file non-interactively, GPU and versions included")
+    _flag(mach, "machine", default=None, help="default: HOST-GPU_MODEL (HOST on CPU-only machines)")
+    _flag(mach, "device", default=None, choices=("cuda", "cpu"))
+    hist = sub.add_parser("vllm-history", help="time the installed vLLM and file results under its vLLM commit")
+    _flag(hist, "vllm-repo", required=True, metavar="CHECKOUT", help="a git checkout of vLLM (with its tags)")
+    _flag(hist, "commit", default=None, help="file under this vLLM commit instead of the installed version's")
+    _flag(hist, "machine", default=None, help="asv machine name (see kvbench asv-machine)")
+    hist.add_argument("asv_args", nargs=argparse.REMAINDER, help="after --: arguments for asv run (e.g. -b ...)")
     rep = sub.add_parser("asv-report", help="spreads (IQR / median) of an asv result file, and asv vs fidelity")
     rep.add_argument("results", help="an asv result file (.asv/results/MACHINE/COMMIT-ENV.json)")
     _flag(rep, "fidelity", metavar="FILE", help="JSON written by `kvbench fidelity --json`")
@@ -197,10 +205,26 @@ def cmd_asv_report(args) -> int:
     return 0
 
 
+def cmd_asv_machine(args) -> int:
+    from kvbench import asv_machine
+
+    for key, value in asv_machine.write(args.device or default_device(), args.machine).items():
+        print(f"{key:>8}: {value}")
+    return 0
+
+
+def cmd_vllm_history(args) -> int:
+    from kvbench import vllm_history
+
+    extra = args.asv_args[1:] if args.asv_args[:1] == ["--"] else args.asv_args
+    return vllm_history.run(args.vllm_repo, extra, commit=args.commit, machine=args.machine)
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
-        commands = {"sweep": cmd_sweep, "info": cmd_info, "fidelity": cmd_fidelity, "asv-report": cmd_asv_report}
+        commands = {"sweep": cmd_sweep, "info": cmd_info, "fidelity": cmd_fidelity, "asv-report": cmd_asv_report,
+                    "asv-machine": cmd_asv_machine, "vllm-history": cmd_vllm_history}
         return commands[args.command](args)
     except KvbenchError as exc:  # invalid case, or nothing can run it here
         print(f"kvbench: error: {exc}", file=sys.stderr)

