@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/setup.sh
-asv machine --yes >/dev/null
-asv run --python=same --set-commit-hash "$(git rev-parse HEAD)" --record-samples --show-stderr "$@"
+# The machine file, rewritten each run: its name carries the GPU model, its fields the driver, CUDA and versions.
+machine=$(kvbench asv-machine | awk '$1 == "machine:" {print $2}')
+asv run --python=same --machine "$machine" --set-commit-hash "$(git rev-parse HEAD)" --record-samples --show-stderr "$@"
 asv publish
 echo "Site written to .asv/html (serve it with: .venv/bin/asv preview)"
