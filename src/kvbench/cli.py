@@ -75,6 +75,9 @@ def parser() -> argparse.ArgumentParser:
     _flag(hist, "commit", default=None, help="file under this vLLM commit instead of the installed version's")
     _flag(hist, "machine", default=None, help="asv machine name (see kvbench asv-machine)")
     hist.add_argument("asv_args", nargs=argparse.REMAINDER, help="after --: arguments for asv run (e.g. -b ...)")
+    site = sub.add_parser("site-vendor", help="make a published asv site work offline (local copies of its libraries)")
+    site.add_argument("html_dir", nargs="?", default=".asv/html")
+    _flag(site, "cache", default=None, help="where npm packages are kept (default: ~/.cache/kvbench/npm)")
     rep = sub.add_parser("asv-report", help="spreads (IQR / median) of an asv result file, and asv vs fidelity")
     rep.add_argument("results", help="an asv result file (.asv/results/MACHINE/COMMIT-ENV.json)")
     _flag(rep, "fidelity", metavar="FILE", help="JSON written by `kvbench fidelity --json`")
@@ -220,11 +223,21 @@ def cmd_vllm_history(args) -> int:
     return vllm_history.run(args.vllm_repo, extra, commit=args.commit, machine=args.machine)
 
 
+def cmd_site_vendor(args) -> int:
+    import pathlib
+
+    from kvbench import site_vendor
+
+    cache = args.cache or pathlib.Path.home() / ".cache" / "kvbench" / "npm"
+    print(f"vendored into {args.html_dir}/vendor: {', '.join(site_vendor.vendor(args.html_dir, cache))}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         commands = {"sweep": cmd_sweep, "info": cmd_info, "fidelity": cmd_fidelity, "asv-report": cmd_asv_report,
-                    "asv-machine": cmd_asv_machine, "vllm-history": cmd_vllm_history}
+                    "asv-machine": cmd_asv_machine, "vllm-history": cmd_vllm_history, "site-vendor": cmd_site_vendor}
         return commands[args.command](args)
     except KvbenchError as exc:  # invalid case, or nothing can run it here
         print(f"kvbench: error: {exc}", file=sys.stderr)
