@@ -88,3 +88,26 @@ def test_vllm_history_end_to_end(fake_vllm_repo, tmp_path):
     bad = subprocess.run([*kv, "vllm-history", "--vllm-repo", str(tmp_path)], cwd=work, env=env,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip().startswith("kvbench: error: vllm ") and "\n" not in bad.stderr.strip()
+
+
+@pytest.mark.slow
+def test_pre_provisioned_flow_and_compare_between_two_commits(tmp_path):
+    """scripts/run-commit.sh files each commit's own code under its hash; asv compare reads them."""
+    work = tmp_path / "kvbench"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(work)], check=True)
+    git(work, "commit", "-q", "--allow-empty", "-m", "second commit")
+    first, second = git(work, "rev-parse", "HEAD~1"), git(work, "rev-parse", "HEAD")
+    env = {**os.environ, "KVBENCH_NUM_TOKENS": "16,256", "KVBENCH_IMPLEMENTATIONS": "torch,vllm-cpu",
+           "KVBENCH_DTYPES": "bfloat16", "KVBENCH_NUM_BLOCKS": "64", "HOME": str(tmp_path)}
+    subprocess.run([sys.executable, "-m", "kvbench.cli", "asv-machine", "--machine", "cpu-test"], cwd=work,
+                   env=env, check=True)
+    for commit in (first, second):
+        run = subprocess.run(["bash", "scripts/run-commit.sh", commit, "--machine", "cpu-test", "-b",
+                              r"KVCacheWrite\.time_no_graph"], cwd=work, env=env, capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+        assert list((work / ".asv/results/cpu-test").glob(f"{commit[:8]}*.json"))
+    compare = subprocess.run([sys.executable, "-m", "asv", "compare", "--machine", "cpu-test", "--split",
+                              first, second], cwd=work, env=env, capture_output=True, text=True, check=True)
+    rows = [line for line in compare.stdout.splitlines() if "KVCacheWrite.time_no_graph(" in line]
+    assert len(rows) == 8, compare.stdout  # 2 token counts x 2 cache dtypes x 2 implementations
+    assert not git(work, "worktree", "list").count("\n")  # the temporary worktree is gone
