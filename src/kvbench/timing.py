@@ -55,6 +55,12 @@ class Sampler:
     def elapsed(self) -> float:
         return self._total
 
+    def _calibrate(self, first: int, target_s: float, max_calls: int, min_calls: int) -> None:
+        """Set calls_per_sample so a sample lasts about target_s, from 3 samples of `first` calls."""
+        self.calls_per_sample = first
+        estimate = statistics.median(self.measure(3))
+        self.calls_per_sample = max(min_calls, calls_for(target_s, estimate, max_calls))
+
     def measure(self, n: int) -> list[float]:
         """Per-call seconds of `n` samples."""
         out = []
@@ -147,9 +153,7 @@ class EagerCudaSampler(_CudaEventSampler):
         super().__init__()
         self.write = write
         _warm_up(write)
-        self.calls_per_sample = 4
-        estimate = statistics.median(self.measure(3))
-        self.calls_per_sample = max(min_calls, calls_for(target_s, estimate, max_calls))
+        self._calibrate(4, target_s, max_calls, min_calls)
         _busy(self._calls, WARMUP_S)
         self._total = 0.0
 
@@ -169,9 +173,7 @@ class CpuSampler(Sampler):
         super().__init__()
         self.write = write
         write()
-        self.calls_per_sample = 1
-        estimate = statistics.median(self.measure(3))
-        self.calls_per_sample = max(min_calls, calls_for(target_s, estimate, max_calls))
+        self._calibrate(1, target_s, max_calls, min_calls)
         self._total = 0.0
 
     def sample(self) -> None:

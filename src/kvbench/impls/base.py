@@ -36,6 +36,9 @@ class Implementation:
     def default_layout(self) -> str:
         return self.layouts[0]
 
+    def load(self) -> None:
+        """Import what the implementation calls; raise ImportError saying what is missing."""
+
     def unavailable_reason(self, device: str) -> str | None:
         """Why this implementation cannot run on `device` here, or None if it can."""
         if device not in self.devices:
@@ -43,7 +46,13 @@ class Implementation:
         if device == "cuda":
             from kvbench.device import cuda_reason
 
-            return cuda_reason()
+            reason = cuda_reason()
+            if reason:
+                return reason
+        try:
+            self.load()
+        except ImportError as exc:
+            return str(exc)
         return None
 
     def unsupported_reason(self, case: Case) -> str | None:

@@ -22,15 +22,11 @@ class TritonWrite(Implementation):
     def devices(self) -> tuple[str, ...]:
         return ("cuda", "cpu") if os.environ.get("TRITON_INTERPRET") == "1" else ("cuda",)
 
-    def unavailable_reason(self, device: str) -> str | None:
-        reason = super().unavailable_reason(device)
-        if reason:
-            return reason
+    def load(self) -> None:
         try:
             import kvbench.triton_kernels  # noqa: F401
         except ImportError as exc:
-            return f"triton not installed ({exc})"
-        return None
+            raise ImportError(f"triton not installed ({exc})") from exc
 
     def bind(self, w: Workload) -> Writer:
         from kvbench.triton_kernels import reshape_and_cache

@@ -42,15 +42,8 @@ class VllmCpu(Implementation):
     packages = ("vllm",)
     fp8_check = "step"
 
-    def unavailable_reason(self, device: str) -> str | None:
-        reason = super().unavailable_reason(device)
-        if reason:
-            return reason
-        try:
-            _load()
-        except ImportError as exc:
-            return str(exc)
-        return None
+    def load(self) -> None:
+        _load()
 
     def unsupported_reason(self, case) -> str | None:
         reason = super().unsupported_reason(case)

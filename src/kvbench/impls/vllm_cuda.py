@@ -30,19 +30,12 @@ class _VllmCudaOp(Implementation):
     op_name = ""
     packages = ("vllm",)
 
-    def unavailable_reason(self, device: str) -> str | None:
-        reason = super().unavailable_reason(device)
-        if reason:
-            return reason
-        try:
-            _vllm_ops()
-        except ImportError as exc:
-            return str(exc)
+    def load(self) -> None:
+        _vllm_ops()
         import torch
 
         if not hasattr(torch.ops._C_cache_ops, self.op_name):
-            return f"this vllm build has no torch.ops._C_cache_ops.{self.op_name} (a CPU build?)"
-        return None
+            raise ImportError(f"this vllm build has no torch.ops._C_cache_ops.{self.op_name} (a CPU build?)")
 
     def bind(self, w: Workload) -> Writer:
         op = getattr(_vllm_ops(), self.op_name)
@@ -65,10 +58,11 @@ class VllmFlash(_VllmCudaOp):
     op_name = "reshape_and_cache_flash"
 
 
-class VllmTriton(_VllmCudaOp):
+class VllmTriton(Implementation):
     name = "vllm-triton"
     description = "vLLM's Triton triton_reshape_and_cache_flash (NHD)"
     layouts = ("nhd",)
+    packages = ("vllm",)
     fp8_check = "tolerance"
 
     def _function(self):
@@ -80,16 +74,9 @@ class VllmTriton(_VllmCudaOp):
                 errors.append(f"{module}: {exc}")
         raise ImportError("vllm's Triton write op not found (" + "; ".join(errors) + ")")
 
-    def unavailable_reason(self, device: str) -> str | None:
-        reason = Implementation.unavailable_reason(self, device)
-        if reason:
-            return reason
-        try:
-            _vllm_ops()
-            self._function()
-        except ImportError as exc:
-            return str(exc)
-        return None
+    def load(self) -> None:
+        _vllm_ops()
+        self._function()
 
     def bind(self, w: Workload) -> Writer:
         fn = self._function()
