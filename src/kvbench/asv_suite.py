@@ -10,12 +10,11 @@ one sample of kvbench's sampler, so asv's statistics are those of per-call laten
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import statistics
-import time
-
-import json
 import sys
+import time
 
 from kvbench import guards, impls, machine, roofline
 from kvbench.device import default_device
@@ -42,7 +41,6 @@ _prepared: dict[tuple, Prepared | Exception] = {}
 _current: Prepared | None = None
 _state_read = False
 _phases: dict[str, float] = {}  # seconds since this process started, at each step (recorded in the state log)
-
 
 
 def _warm_triton() -> None:
@@ -123,7 +121,8 @@ def check_state(benchmark: str) -> None:
         print(f"WARNING: {benchmark}: not trustworthy: {warning}", file=sys.stderr, flush=True)
     log = os.environ.get("KVBENCH_STATE_LOG")
     if log and state is not None:
-        entry = {"benchmark": benchmark, "case": _current.case.label(), **state, **_phases,
+        entry = {"benchmark": benchmark, "implementation": _current.impl.name, "case": _current.case.label(),
+                 **state, **_phases,
                  "first_sample_done_s": round(_process_age(), 3)}
         try:
             with open(log, "a") as f:
