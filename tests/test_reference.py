@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from kvbench import fp8, layouts
+from kvbench import fp8
 from kvbench.case import LAYOUTS, Case
 from kvbench.impls import torch_ref
 from kvbench.workload import make

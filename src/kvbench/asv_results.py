@@ -36,11 +36,6 @@ def cases(path: str | pathlib.Path) -> list[dict]:
     return out
 
 
-def result_files(results_dir: str | pathlib.Path, commit: str) -> list[pathlib.Path]:
-    """The result files of `commit` (a hash prefix) under asv's results directory."""
-    return sorted(p for p in pathlib.Path(results_dir).glob(f"*/{commit[:8]}*.json"))
-
-
 def fidelity_ratios(asv_cases: list[dict], fidelity_rows: list[dict], dtype: str = "bfloat16") -> list[dict]:
     """KVCacheWrite.time_cudagraph (auto cache, `dtype`) next to `kvbench fidelity`'s independent measurement."""
     independent = {(r["implementation"], r["num_tokens"]): r["independent_us"] for r in fidelity_rows}
