@@ -9,14 +9,13 @@ one sample of kvbench's sampler, so asv's statistics are those of per-call laten
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import statistics
 import sys
 import time
 
-from kvbench import guards, impls, machine, roofline
+from kvbench import guards, impls, isolation, machine, roofline
 from kvbench.device import default_device
 from kvbench.errors import CaseError, Unavailable
 from kvbench.runner import Prepared, make_case, prepare
@@ -43,23 +42,8 @@ _state_read = False
 _phases: dict[str, float] = {}  # seconds since this process started, at each step (recorded in the state log)
 
 
-def _warm_triton() -> None:
-    """In the parent asv forks from: import Triton and fill its per-process caches that need no GPU, so that no
-    benchmark process pays for them (measured on an H100: Triton cases prepared in ~1.25 s, torch cases in ~0.6 s).
-    The largest is Triton's version key, a hash of its whole compiler library. Triton touches CUDA only at its
-    first launch, so forking stays safe."""
-    import kvbench.triton_kernels  # noqa: F401
-
-    for module, function in (("triton.runtime.cache", "triton_key"),
-                             ("triton.backends.nvidia.driver", "libcuda_dirs")):
-        try:
-            getattr(importlib.import_module(module), function)()
-        except Exception:  # another Triton version or backend: only the saving is lost
-            pass
-
-
-if DEVICE == "cuda" and importlib.util.find_spec("triton"):
-    _warm_triton()
+if DEVICE == "cuda":
+    isolation.warm_triton()  # in the parent asv forks from, so that no benchmark process pays for it
 
 
 def _process_age() -> float:
@@ -81,6 +65,7 @@ def setup_case(implementation: str, num_tokens: int, num_blocks: int, **fields) 
     if key not in _prepared:
         _prepared.clear()  # one combination per process; never hold two sets of caches
         _phases["setup_start_s"] = round(_process_age(), 3)
+        _phases["setup_at"] = round(time.time(), 3)  # wall clock: consecutive entries give the cycle per process
         start = time.perf_counter()
         try:
             if num_tokens > MAX_TOKENS:
@@ -122,7 +107,7 @@ def check_state(benchmark: str) -> None:
     log = os.environ.get("KVBENCH_STATE_LOG")
     if log and state is not None:
         entry = {"benchmark": benchmark, "implementation": _current.impl.name, "case": _current.case.label(),
-                 **state, **_phases,
+                 **state, **_phases, "steps_s": _current.steps(),
                  "first_sample_done_s": round(_process_age(), 3)}
         try:
             with open(log, "a") as f:

@@ -9,11 +9,11 @@ import json
 
 from tabulate import tabulate
 
-from kvbench import fidelity, impls, machine, report, roofline
+from kvbench import fidelity, impls, isolation, machine, report, roofline
 from kvbench.case import BLOCK_SIZES, DTYPES, FP8_SCALES, HEAD_SIZES, KV_CACHE_DTYPES, L2_STATES, LAYOUTS, SLOT_PATTERNS
 from kvbench.device import default_device
 from kvbench.errors import CaseError, KvbenchError
-from kvbench.runner import Result, make_case, run_case
+from kvbench.runner import Result, make_case, prepare, run_case
 from kvbench.timing import MODES
 
 DEFAULT_TOKENS = [2**i for i in range(1, 17)]
@@ -28,6 +28,20 @@ def _flag(group, name: str, **kw):
     """Add --a-b with --a_b as an alias (vLLM's script spells its flags with dashes)."""
     spellings = [f"--{name}"] + ([f"--{name.replace('-', '_')}"] if "-" in name else [])
     group.add_argument(*spellings, **kw)
+
+
+def _same_process_flag(p) -> None:
+    _flag(p, "same-process", action="store_true",
+          help="on CUDA, measure every case in this one process (vLLM's script does) instead of a fresh process "
+               "per case (as asv does): later cases of tiny kernels then read up to ~11 %% high")
+
+
+def _caller(device: str, same_process: bool):
+    """How cases are run: in a fresh forked process each on CUDA (kvbench.isolation), else directly."""
+    if device != "cuda" or same_process:
+        return lambda function, *args: function(*args)
+    isolation.warm_triton()
+    return isolation.run
 
 
 def _add_sweep(sub) -> None:
@@ -50,6 +64,7 @@ def _add_sweep(sub) -> None:
           help="warm: same inputs every call (vLLM's method); cold: rotate inputs/slots past 4x the L2")
     _flag(p, "num-tokens", type=int, nargs="+", default=DEFAULT_TOKENS)
     _flag(p, "device", default=None, choices=("cuda", "cpu"))
+    _same_process_flag(p)
     _flag(p, "json", metavar="FILE")
     _flag(p, "csv", metavar="FILE")
     _flag(p, "plot", metavar="FILE.png")
@@ -66,6 +81,7 @@ def parser() -> argparse.ArgumentParser:
     _flag(fid, "num-tokens", type=int, nargs="+", default=DEFAULT_TOKENS)
     _flag(fid, "layout", default=None, choices=LAYOUTS)
     _flag(fid, "tolerance", type=float, default=0.03, help="allowed |ratio - 1| (default 0.03)")
+    _same_process_flag(fid)
     _flag(fid, "json", metavar="FILE")
     mach = sub.add_parser("asv-machine", help="write asv's machine file non-interactively, GPU and versions included")
     _flag(mach, "machine", default=None, help="default: HOST-GPU_MODEL (HOST on CPU-only machines)")
@@ -135,7 +151,8 @@ def cmd_sweep(args) -> int:
                   num_blocks=args.num_blocks, dtype=args.dtype, kv_cache_dtype=args.kv_cache_dtype,
                   device=device, fp8_scales=args.fp8_scales, slots=args.slots, l2=args.l2)
     _check_some_case_is_valid(names, args, common)
-    facts, bw = _header(device)
+    call = _caller(device, args.same_process)
+    facts, bw = call(_header, device)
     _print_header(facts)
     results = []
     total, done = len(names) * len(args.num_tokens), 0
@@ -148,7 +165,10 @@ def cmd_sweep(args) -> int:
             except CaseError as exc:  # e.g. more tokens than slots: this row only
                 r = Result(name, args.mode, tokens, "skipped", dict(common, num_tokens=tokens), message=str(exc))
             else:
-                r = run_case(case, name, args.mode, args.iters, bw)
+                try:
+                    r = call(run_case, case, name, args.mode, args.iters, bw)
+                except isolation.ChildDied as exc:
+                    r = Result(name, args.mode, tokens, "failed", dict(common, num_tokens=tokens), message=str(exc))
             shown = f"{r.latency_us:.3f} µs" if r.status == "ok" else f"{r.status}: {r.message}"
             print(f"[{done}/{total}] {name} {tokens} tokens: {shown}", file=sys.stderr, flush=True)
             for warning in r.warnings:
@@ -167,13 +187,16 @@ def cmd_sweep(args) -> int:
     return 1 if any(r.status == "failed" for r in results) else 0
 
 
-def cmd_fidelity(args) -> int:
-    from kvbench.runner import prepare
+def _fidelity_case(name: str, layout: str | None, tokens: int) -> fidelity.Fidelity:
+    return fidelity.compare(prepare(make_case(name, layout, num_tokens=tokens), name))
 
+
+def cmd_fidelity(args) -> int:
+    call = _caller(default_device(), args.same_process)
     rows = []
     for name in args.implementation:
         for tokens in args.num_tokens:
-            f = fidelity.compare(prepare(make_case(name, args.layout, num_tokens=tokens), name))
+            f = call(_fidelity_case, name, args.layout, tokens)
             rows.append(f)
             print(f"{name} {tokens}: ratio {f.ratio:.4f}", file=sys.stderr, flush=True)
     headers = ("implementation", "num_tokens", "calls/replay", "kvbench (µs)", "independent (µs)", "ratio")

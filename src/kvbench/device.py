@@ -33,6 +33,13 @@ def default_device() -> str:
     return os.environ.get("KVBENCH_DEVICE") or ("cuda" if cuda_present() else "cpu")
 
 
+def ensure_context(device: str) -> None:
+    """Create the CUDA context now (a new process's largest fixed cost), so that it is timed on its own."""
+    if device == "cuda":
+        torch.zeros(1, device=device)
+        torch.cuda.synchronize()
+
+
 def synchronize(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()

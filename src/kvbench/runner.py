@@ -8,7 +8,7 @@ import statistics
 
 from kvbench import guards, impls, layouts, roofline, timing
 from kvbench.case import Case
-from kvbench.device import check_fits
+from kvbench.device import check_fits, ensure_context
 from kvbench.errors import CaseError, Unavailable, VerificationError
 from kvbench.impls.base import Implementation, Writer
 from kvbench.verify import Verified, verify
@@ -49,6 +49,7 @@ class Prepared:
     verified: Verified
     input_seed: int
     rotation: int = 1
+    phases: timing.Phases = dataclasses.field(default_factory=timing.Phases)
     _samplers: dict = dataclasses.field(default_factory=dict)
 
     @property
@@ -60,26 +61,39 @@ class Prepared:
             self._samplers[mode] = timing.sampler(mode, self.write, self.case.device, min_calls=self.rotation)
         return self._samplers[mode]
 
+    def steps(self) -> dict[str, float]:
+        """Seconds spent preparing and in each sampler's set-up, by step."""
+        out = dict(self.phases)
+        for s in self._samplers.values():
+            out.update({f"{s.mode}_{name}": t for name, t in s.phases.items()})
+        return out
+
 
 def prepare(case: Case, implementation: str, input_seed: int | None = None) -> Prepared:
     """Check that `implementation` can run `case` here, allocate, and verify it on fresh random inputs.
 
     Raises Unavailable, CaseError (does not fit in memory) or VerificationError.
     """
+    phases = timing.Phases()
     impl = impls.get(implementation)
     impl.check(case)
+    with phases.step("context"):
+        ensure_context(case.device)
     sets = rotation_size(case, roofline.bytes_moved(case), l2_bytes(case.device))
     check_fits(case, bytes_needed(case, sets))
     seed = random.randrange(2**31) if input_seed is None else input_seed
-    w = make(case, seed=seed)
-    write = impl.bind(w)
-    try:
-        verified = verify(impl, w, write)
-    except VerificationError as exc:
-        raise VerificationError(f"{exc} [{case.label()}; input seed {seed}]") from None
+    with phases.step("allocate"):
+        w = make(case, seed=seed)
+        write = impl.bind(w)
+    with phases.step("verify"):
+        try:
+            verified = verify(impl, w, write)
+        except VerificationError as exc:
+            raise VerificationError(f"{exc} [{case.label()}; input seed {seed}]") from None
     if sets > 1:
-        write = _round_robin([write] + [impl.bind(other) for other in rotation(w, sets)[1:]])
-    return Prepared(impl, w, write, verified, seed, sets)
+        with phases.step("rotation"):
+            write = _round_robin([write] + [impl.bind(other) for other in rotation(w, sets)[1:]])
+    return Prepared(impl, w, write, verified, seed, sets, phases)
 
 
 def _round_robin(writers: list[Writer]) -> Writer:

@@ -44,9 +44,17 @@ def _poison_value(t: torch.Tensor) -> int:
     return POISON_BYTE if t.element_size() == 1 else -1
 
 
+def _words(t: torch.Tensor) -> torch.Tensor:
+    """`t`'s bytes as int64 words where its innermost dimension allows (8x fewer elements to fill and scan),
+    else as integers of its element size. All-0xFF poison reads as -1 either way, except in 1-byte integers."""
+    if t.stride(-1) == 1 and (t.shape[-1] * t.element_size()) % 8 == 0:
+        return t.view(torch.int64)
+    return _bits(t)
+
+
 def poison(w: Workload) -> None:
     for cache in (w.key_cache, w.value_cache):
-        cache.view(torch.uint8).fill_(POISON_BYTE)
+        _words(cache).fill_(_poison_value(_words(cache)))
 
 
 def _poison_row(w: Workload) -> torch.Tensor:
@@ -65,6 +73,13 @@ def _first_difference(got: torch.Tensor, expected: torch.Tensor, bad: torch.Tens
     if fmt is not None:
         g, e = g.view(fp8.FORMATS[fmt]), e.view(fp8.FORMATS[fmt])
     return f"first at token {t}, head {h}, dim {d}: got {g.float().item():g}, expected {e.float().item():g}"
+
+
+def _all_poison(cache: torch.Tensor) -> bool:
+    """Whether every byte of `cache` is poison: one min/max pass, no temporaries (16 GiB in ~5 ms on an H100)."""
+    words = _words(cache)
+    low, high = torch.aminmax(words)
+    return int(low) == int(high) == _poison_value(words)
 
 
 def _count_not_poison(cache: torch.Tensor, blocks_per_chunk: int = 1024) -> int:
@@ -100,8 +115,8 @@ def _check_cache(impl, w, which, slots, rows) -> None:
         )
     # Put the poison back where the tokens went: anything else that is not poison was written out of place.
     layouts.scatter(case.layout, which, cache, slots, _poison_row(w))
-    stray = _count_not_poison(cache)
-    if stray:
+    if not _all_poison(cache):
+        stray = _count_not_poison(cache)
         raise VerificationError(
             f"{impl.name}: {which} cache: {stray} elements written outside the mapped slots "
             f"(padding tokens must be skipped)"

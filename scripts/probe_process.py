@@ -1,0 +1,275 @@
+"""Diagnostics on a GPU machine for issue #5: where a benchmark process's time goes, whether earlier cases in one
+process change the timing of later ones, and what the samples of wide-spread cases look like.
+
+Each case runs in a child forked from this (CUDA-free) process, as asv's forkserver does, and reports back as
+JSON through a pipe. Usage: python3 scripts/probe_process.py overhead|state|spread [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+
+from kvbench import asv_suite, guards, timing
+from kvbench.fidelity import independent_per_call_s
+from kvbench.runner import make_case, prepare
+
+
+def in_child(work):
+    """Run `work()` in a forked child; return (its JSON-able result, wall seconds from fork to reaped exit)."""
+    read, write = os.pipe()
+    start = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        try:
+            out = work()
+        except Exception as exc:
+            out = {"error": f"{type(exc).__name__}: {exc}"}
+        out["child_done_s"] = time.perf_counter() - start
+        with os.fdopen(write, "w") as f:
+            json.dump(out, f)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        text = f.read()
+    os.waitpid(pid, 0)
+    return json.loads(text), time.perf_counter() - start
+
+
+def spread(values):
+    q = statistics.quantiles(values, n=4)
+    return (q[2] - q[0]) / statistics.median(values)
+
+
+def overhead(args):
+    rows = []
+    cases = [("torch", 16), ("triton", 16), ("triton", 65536), ("torch", 65536), ("triton", 1024)]
+
+    def bare():
+        from kvbench.device import ensure_context
+
+        t = time.perf_counter()
+        ensure_context("cuda")
+        return {"context_s": time.perf_counter() - t}
+
+    for _ in range(3):
+        out, wall = in_child(bare)
+        rows.append({"case": "bare context", "wall_s": wall, **out})
+    for warmup in (timing.WARMUP_S, 0.0):
+        for impl, tokens in cases:
+            for _ in range(2):
+                def work(impl=impl, tokens=tokens, warmup=warmup):
+                    t0 = time.perf_counter()
+                    p = asv_suite.setup_case(impl, tokens, asv_suite.NUM_BLOCKS)
+                    t1 = time.perf_counter()
+                    clock = (guards.gpu_state() or {}).get("sm_clock_mhz")
+                    timing.WARMUP_S = warmup
+                    s = p.sampler("cudagraph")
+                    t2 = time.perf_counter()
+                    per_call = s.measure(20)
+                    t3 = time.perf_counter()
+                    return {"prepare_s": t1 - t0, "sampler_s": t2 - t1, "samples_s": t3 - t2, "steps": p.steps(),
+                            "clock_after_prepare": clock, "k": s.calls_per_sample,
+                            "samples_us": [round(x * 1e6, 3) for x in per_call]}
+                out, wall = in_child(work)
+                out["exit_s"] = wall - out.pop("child_done_s")
+                rows.append({"case": f"{impl} {tokens}", "warmup_s": warmup, "wall_s": wall, **out})
+                print(json.dumps({k: v for k, v in rows[-1].items() if k != "samples_us"}), flush=True)
+                if "samples_us" in out:
+                    x = out["samples_us"]
+                    print(f"   first 3 {x[:3]} median {statistics.median(x):.3f} spread {100 * spread(x):.2f} %")
+    return rows
+
+
+def state(args):
+    """One process measuring a sequence of cases (as the CLI does), next to fresh processes per case."""
+    def measure(p, label):
+        s = p.sampler("cudagraph")
+        ours = statistics.median(s.measure(20))
+        theirs = independent_per_call_s(s.graph, s.calls_per_sample)
+        return {"step": label, "case": f"{p.impl.name} {p.case.num_tokens}", "kvbench_us": ours * 1e6,
+                "independent_us": theirs * 1e6, "k": s.calls_per_sample}
+
+    def sequence(impl):
+        def work():
+            import torch
+
+            def fresh():
+                gc.collect()
+                torch.cuda.empty_cache()
+
+            rows = []
+            run = lambda n, label: rows.append(measure(prepare(make_case(impl, num_tokens=n), impl), label))  # noqa
+            run(16, "first case")
+            run(16, "same case again")
+            run(64, "next case")
+            run(16, "16 again")
+            fresh()
+            run(16, "after gc + empty_cache")
+            fresh()
+            run(64, "after gc + empty_cache")
+            run(1024, "big case")
+            run(16, "after big case")
+            fresh()
+            run(16, "after big case, gc + empty_cache")
+            a = prepare(make_case(impl, num_tokens=16), impl)
+            rows.append(measure(a, "A alive"))
+            b = prepare(make_case(impl, num_tokens=16), impl)
+            rows.append(measure(b, "B while A alive"))
+            rows.append(measure(a, "A again"))
+            return {"rows": rows}
+        return work
+
+    out = []
+    for impl in args.implementation:
+        for n in (16, 64):
+            for i in range(3):
+                def fresh_case(n=n):
+                    return {"rows": [measure(prepare(make_case(impl, num_tokens=n), impl), f"fresh process {i}")]}
+                out += in_child(fresh_case)[0].get("rows", [])
+        res, _ = in_child(sequence(impl))
+        out += res.get("rows", [res])
+    for r in out:
+        print(json.dumps(r), flush=True)
+    return out
+
+
+SPREAD_CASES = [
+    ("torch", 16, dict(num_heads=32, head_size=128, block_size=32)),
+    ("triton", 4096, dict(dtype="half")),
+    ("triton", 32, dict(dtype="half")),
+    ("triton", 2048, dict(dtype="half")),
+    ("torch", 8, dict(dtype="half", kv_cache_dtype="fp8")),
+    ("triton", 512, dict(kv_cache_dtype="fp8")),
+    ("torch", 1024, dict(kv_cache_dtype="fp8")),
+    ("torch", 4096, dict()),
+]
+
+
+def spreads(args):
+    rows = []
+    for impl, tokens, fields in SPREAD_CASES:
+        def work(impl=impl, tokens=tokens, fields=fields):
+            p = asv_suite.setup_case(impl, tokens, asv_suite.NUM_BLOCKS, **fields)
+            res = {}
+            for target in (1e-3, 4e-3):
+                s = timing.GraphSampler(p.write, target_s=target)
+                x = [v * 1e6 for v in s.measure(50)]
+                res[f"{target * 1e3:g}ms"] = {"k": s.calls_per_sample, "spread_pct": 100 * spread(x),
+                                             "median_us": statistics.median(x), "samples_us": [round(v, 3) for v in x]}
+            return res
+        out, _ = in_child(work)
+        out["case"] = f"{impl} {tokens} {fields}"
+        rows.append(out)
+        for key in ("1ms", "4ms"):
+            if key in out:
+                r = out[key]
+                print(f"{out['case']} target {key}: k {r['k']} median {r['median_us']:.3f} spread "
+                      f"{r['spread_pct']:.2f} %\n   {r['samples_us']}", flush=True)
+            else:
+                print(out, flush=True)
+    return rows
+
+
+def _synced(fn, times, name):
+    """`fn` wrapped to add its synchronized wall time to times[name]."""
+    import torch
+
+    def wrapper(*a, **kw):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        out = fn(*a, **kw)
+        torch.cuda.synchronize()
+        times[name] = round(times.get(name, 0.0) + time.perf_counter() - t, 4)
+        return out
+    return wrapper
+
+
+def verify_steps(args):
+    """Where the verify step's time goes in a fresh process, the same again once warm, and with eager loading."""
+    from kvbench import verify as v
+    from kvbench.device import ensure_context
+    from kvbench import impls, workload
+
+    def work(impl_name, tokens):
+        def run():
+            times = {}
+            t = time.perf_counter()
+            ensure_context("cuda")
+            times["context"] = round(time.perf_counter() - t, 4)
+            for name in ("poison", "stored", "_count_not_poison", "_first_difference"):
+                setattr(v, name, _synced(getattr(v, name), times, name))
+            v.layouts.gather = _synced(v.layouts.gather, times, "gather")
+            v.layouts.scatter = _synced(v.layouts.scatter, times, "scatter")
+            impl = impls.get(impl_name)
+            case = make_case(impl_name, num_tokens=tokens, device="cuda")
+            w = workload.make(case, seed=1)
+            write = _synced(impl.bind(w), times, "write")
+            out = {}
+            for label in ("first verify", "second verify", "third verify"):
+                times.clear()
+                t = time.perf_counter()
+                v.verify(impl, w, write)
+                out[label] = {"total": round(time.perf_counter() - t, 4), **times}
+            return out
+        return run
+
+    rows = []
+    for loading in ("LAZY", "EAGER"):
+        os.environ["CUDA_MODULE_LOADING"] = loading
+        for impl_name in ("torch", "triton"):
+            out, wall = in_child(work(impl_name, 16))
+            rows.append({"loading": loading, "impl": impl_name, "wall_s": wall, **out})
+            print(json.dumps(rows[-1]), flush=True)
+    os.environ["CUDA_MODULE_LOADING"] = "LAZY"
+    return rows
+
+
+def graphs(args):
+    """Two graphs of the same calls in one process: is the second one slower, and does the first become slower?"""
+    def work(impl_name, tokens):
+        def run():
+            p = prepare(make_case(impl_name, num_tokens=tokens), impl_name)
+            s = p.sampler("cudagraph")
+            k = s.calls_per_sample
+            med = lambda g: independent_per_call_s(g, k) * 1e6  # noqa: E731
+            out = {"k": k, "G1": med(s.graph)}
+            g2 = timing._capture(p.write, k)
+            out["G2 (G1 alive)"] = med(g2)
+            out["G1 again"] = med(s.graph)
+            del s.graph
+            gc.collect()
+            out["G2 after G1 deleted"] = med(g2)
+            g3 = timing._capture(p.write, k)
+            out["G3"] = med(g3)
+            return out
+        return run
+
+    rows = []
+    for impl_name, tokens in (("triton", 16), ("triton", 64), ("torch", 16)):
+        out, _ = in_child(work(impl_name, tokens))
+        rows.append({"case": f"{impl_name} {tokens}", **out})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["overhead", "state", "spread", "verify", "graphs"])
+    ap.add_argument("--implementation", nargs="+", default=["triton", "torch"])
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    rows = {"overhead": overhead, "state": state, "spread": spreads, "verify": verify_steps, "graphs": graphs}[args.what](args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

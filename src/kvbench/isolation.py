@@ -1,0 +1,83 @@
+"""One case per fresh process, as asv runs them, for the CLI's sweeps and fidelity checks on CUDA.
+
+Why: in one process, replays of a tiny kernel's CUDA graph ran 11 % slower once a third graph had been captured,
+in every graph, old and new (H200, Triton at 16 tokens: 1.53 -> 1.71 us; `scripts/probe_process.py graphs`), so a
+sweep that measures case after case in one process would read its later cases high and disagree with asv.
+`run` forks a child from this process, which must not have touched CUDA yet (CUDA does not survive a fork), calls
+the function there and returns its result. A child that dies is reported as an error naming how it ended.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import sys
+
+from kvbench.errors import KvbenchError
+
+
+class ChildDied(KvbenchError):
+    """The child process ended without returning a result (a crash or a kill)."""
+
+
+def warm_triton() -> None:
+    """Import Triton and fill its per-process caches that need no GPU, so that forked children do not pay for them
+    (measured on an H100: Triton cases prepared in ~1.25 s, torch cases in ~0.6 s, before this). The largest is
+    Triton's version key, a hash of its whole compiler library. Triton touches CUDA only at its first launch."""
+    try:
+        import kvbench.triton_kernels  # noqa: F401
+    except ImportError:  # no Triton: nothing to warm
+        return
+    for module, function in (("triton.runtime.cache", "triton_key"),
+                             ("triton.backends.nvidia.driver", "libcuda_dirs")):
+        try:
+            getattr(importlib.import_module(module), function)()
+        except Exception:  # another Triton version or backend: only the saving is lost
+            pass
+
+
+def cuda_initialized() -> bool:
+    import torch
+
+    return torch.cuda.is_initialized()
+
+
+def run(function, *args, **kwargs):
+    """`function(*args, **kwargs)` in a child forked from this process; its return value (or exception) here."""
+    if cuda_initialized():
+        raise RuntimeError("isolation.run needs a parent that has not initialised CUDA")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(read)
+        try:
+            try:
+                payload = pickle.dumps((True, function(*args, **kwargs)))
+            except BaseException as exc:  # noqa: BLE001 -- handed to the parent, which raises it
+                payload = pickle.dumps((False, KvbenchError(str(exc)) if not _picklable(exc) else exc))
+            with os.fdopen(write, "wb") as out:
+                out.write(payload)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if not data:
+        how = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit status {os.WEXITSTATUS(status)}")
+        raise ChildDied(f"the child process running {getattr(function, '__name__', function)} died ({how})")
+    ok, value = pickle.loads(data)
+    if ok:
+        return value
+    raise value
+
+
+def _picklable(exc: BaseException) -> bool:
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return True
+    except Exception:
+        return False

@@ -1,0 +1,77 @@
+"""kvbench.isolation: a call in a forked child, its result, its exceptions, and a child that dies."""
+
+import os
+import signal
+
+import pytest
+
+from kvbench import cli, isolation
+from kvbench.errors import CaseError, KvbenchError
+
+
+def _pid_and(value):
+    return os.getpid(), value * 2
+
+
+def test_the_call_runs_in_another_process_and_its_result_comes_back():
+    pid, doubled = isolation.run(_pid_and, 21)
+    assert pid != os.getpid() and doubled == 42
+
+
+def _raise_case_error():
+    raise CaseError("num_tokens 3 is not allowed")
+
+
+def test_an_exception_in_the_child_is_raised_here_with_its_type():
+    with pytest.raises(CaseError, match="num_tokens 3 is not allowed"):
+        isolation.run(_raise_case_error)
+
+
+class _Unpicklable(Exception):
+    def __reduce__(self):
+        raise TypeError("no pickling")
+
+
+def _raise_unpicklable():
+    raise _Unpicklable("lock held")
+
+
+def test_an_unpicklable_exception_still_comes_back_as_its_message():
+    with pytest.raises(KvbenchError, match="lock held"):
+        isolation.run(_raise_unpicklable)
+
+
+@pytest.mark.parametrize("die, how", [(lambda: os._exit(3), "exit status 3"),
+                                      (lambda: os.kill(os.getpid(), signal.SIGKILL), "signal 9")])
+def test_a_child_that_dies_is_reported_with_how_it_ended(die, how):
+    with pytest.raises(isolation.ChildDied, match=how):
+        isolation.run(die)
+
+
+def test_a_parent_with_cuda_initialised_is_refused(monkeypatch):
+    monkeypatch.setattr(isolation, "cuda_initialized", lambda: True)
+    with pytest.raises(RuntimeError, match="has not initialised CUDA"):
+        isolation.run(_pid_and, 1)
+
+
+def test_cases_run_in_fresh_processes_on_cuda_only_unless_asked_otherwise():
+    assert cli._caller("cuda", same_process=False) is isolation.run
+    assert cli._caller("cuda", same_process=True) is not isolation.run
+    assert cli._caller("cpu", same_process=False)(_pid_and, 2) == (os.getpid(), 4)
+
+
+def test_a_case_whose_process_dies_is_a_failed_row_and_the_others_are_measured(monkeypatch, tmp_path):
+    def caller(function, *args):
+        if function is cli.run_case and args[0].num_tokens == 4:
+            raise isolation.ChildDied("the child process running run_case died (signal 11)")
+        return function(*args)
+
+    monkeypatch.setattr(cli, "_caller", lambda device, same_process: caller)
+    rc = cli.main(["sweep", "--device", "cpu", "--mode", "no_graph", "--num-heads", "2", "--head-size", "64",
+                   "--num-blocks", "8", "--iters", "3", "--implementation", "torch", "--num-tokens", "2", "4", "8",
+                   "--json", str(tmp_path / "r.json")])
+    import json
+
+    rows = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert rc == 1 and [r["status"] for r in rows] == ["ok", "failed", "ok"]
+    assert rows[1]["message"] == "the child process running run_case died (signal 11)"
