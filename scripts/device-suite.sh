@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The asv suite on a GPU machine, for suite speed, fidelity and A/A stability. Results and logs go to $OUT.
 # Run the phases as consecutive calls on one warm machine (results of earlier phases stay in .asv/results):
-#   full:   GPU tests; the whole default suite under commit A, class by class (each class's results are saved when
-#           it ends), timed, with the GPU state and per-process step timings logged; `kvbench fidelity` (a fresh
+#   full:   GPU tests; the whole default suite (one `asv run`, no -b) under commit A, timed, with the GPU state and
+#           per-process step timings logged; `kvbench fidelity` (a fresh
 #           process per case, as asv) for torch and triton at every default token count; the spreads report.
 #   aa:     the whole suite again under commit B (an empty commit on top of A: same code), then
 #           `asv compare --factor 1.05` A B and B's spreads: the A/A check.
@@ -11,18 +11,13 @@
 set -uo pipefail
 . scripts/device-env.sh
 phase=${1:-full}
-CLASSES=('KVCacheWrite\.time' 'KVCacheWriteBF16' 'KVCacheWriteShapes' 'KVCacheWritePatterns')
 asv machine --yes --machine gpu-device >/dev/null
 A=$(git rev-parse HEAD)
-run_suite() {  # commit label benchmark-regex...
-  local commit=$1 label=$2; shift 2
-  local start=$(date +%s)
+run_suite() {  # commit label: the whole default suite, one `asv run` with no -b, timed
+  local commit=$1 label=$2 start=$(date +%s)
   export KVBENCH_STATE_LOG=$OUT/gpu-state-$label.jsonl
-  for bench in "$@"; do
-    python3 -m asv run --python=same --machine gpu-device --set-commit-hash "$commit" --record-samples \
-      -b "$bench" >> "$OUT/asv-run-$label.txt" 2>&1
-    echo "  $bench: done at +$(( $(date +%s) - start )) s"
-  done
+  python3 -m asv run --python=same --machine gpu-device --set-commit-hash "$commit" --record-samples \
+    > "$OUT/asv-run-$label.txt" 2>&1
   echo "suite $label: $(( $(date +%s) - start )) s, $(grep -c . "$KVBENCH_STATE_LOG") benchmark processes logged"
 }
 result_of() { ls .asv/results/gpu-device/${1:0:8}*.json 2>/dev/null | head -1; }
@@ -36,14 +31,14 @@ case $phase in
 full)
   nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
   step GPU tests; python3 -m pytest -m gpu tests -q -p no:cacheprovider 2>&1 | tee "$OUT/gpu-tests.txt" | tail -n 3
-  step "full default suite at ${A:0:8}"; run_suite "$A" A "${CLASSES[@]}"
+  step "full default suite at ${A:0:8}"; run_suite "$A" A
   step fidelity; timeout 150 python3 -m kvbench.cli fidelity --implementation torch triton \
     --json "$OUT/fidelity.json" 2>/dev/null
   step report; report "$A" A "$OUT/fidelity.json" ;;
 aa)
   git -c user.name=device -c user.email=device@localhost commit -q --allow-empty -m "A/A: same code"
   B=$(git rev-parse HEAD)
-  step "full default suite again at ${B:0:8} (A/A)"; run_suite "$B" B "${CLASSES[@]}"
+  step "full default suite again at ${B:0:8} (A/A)"; run_suite "$B" B
   step report; report "$B" B
   step A/A compare; python3 -m asv compare --machine gpu-device --factor 1.05 --split "$A" "$B" > "$OUT/aa-compare.txt"
   grep -cE '^ *[-+x!]' "$OUT/aa-compare.txt" | sed 's/^/lines flagged (+, -, x, !): /'; tail -n 12 "$OUT/aa-compare.txt" ;;
@@ -51,5 +46,5 @@ before)
   rm -rf /tmp/before && mkdir -p /tmp/before && tar -xf artifacts/before.tar -C /tmp/before && cp -r .whl /tmp/before/
   cd /tmp/before && . scripts/device-env.sh && asv machine --yes --machine gpu-device >/dev/null
   step "full default suite of the older kvbench at $(git rev-parse --short HEAD)"
-  run_suite "$(git rev-parse HEAD)" before "${CLASSES[@]}" ;;
+  run_suite "$(git rev-parse HEAD)" before ;;
 esac

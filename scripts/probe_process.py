@@ -259,13 +259,85 @@ def graphs(args):
     return rows
 
 
+def _copy_load(seconds: float, stream=None):
+    """Enqueue about `seconds` of 256 MiB device copies (no sync), on `stream` if given."""
+    import torch
+
+    src = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    with torch.cuda.stream(stream or torch.cuda.current_stream()):
+        for _ in range(int(seconds / 1.8e-4)):
+            dst.copy_(src)
+    return src, dst
+
+
+def warmup(args):
+    """First-sample bias and graph size per warm-up variant, in asv-like fresh processes after idle gaps."""
+    import torch
+
+    from kvbench import device, runner
+
+    cases = [("triton", 32768, {}), ("triton", 2048, {"dtype": "float"}), ("triton", 4, {}),
+             ("torch", 4096, {"dtype": "float"})]
+
+    def variant(name):
+        def work(impl, tokens, fields):
+            keep = []
+            if name == "as built":  # the timed graph replayed for WARMUP_S before sampling
+                pass
+            elif name == "no warm-up":
+                timing.WARMUP_S = timing.REWARM_S = 0.0
+            elif name.startswith("load before calibration"):
+                timing.WARMUP_S = timing.REWARM_S = 0.0
+                original = timing._warm_up
+
+                def warm(write, calls=3):
+                    keep.append(_copy_load(0.1))
+                    original(write, calls)
+                timing._warm_up = warm
+            elif name.startswith("async load after context"):
+                timing.WARMUP_S = timing.REWARM_S = 0.0
+                seconds = 0.2 if "0.2" in name else 0.1
+
+                def ensure(dev):
+                    device.ensure_context(dev)
+                    side = torch.cuda.Stream()
+                    keep.append((side, _copy_load(seconds, side)))
+                runner.ensure_context = ensure
+            p = asv_suite.setup_case(impl, tokens, asv_suite.NUM_BLOCKS, **fields)
+            s = p.sampler("cudagraph")
+            x = []
+            for _ in range(20):  # as asv: a sample, then a short host gap
+                x.append(s.measure(1)[0] * 1e6)
+                time.sleep(0.002)
+            return {"k": s.calls_per_sample, "samples_us": [round(v, 3) for v in x], "steps": p.steps()}
+        return work
+
+    rows = []
+    for name in ("no warm-up", "as built", "load before calibration 0.1 s",
+                 "async load after context 0.1 s", "async load after context 0.2 s"):
+        time.sleep(2.0)  # an idle GPU, as after asv's discovery
+        for impl, tokens, fields in cases:
+            out, wall = in_child(lambda: variant(name)(impl, tokens, fields))
+            x = out.get("samples_us", [0])
+            late = statistics.median(x[10:]) if len(x) > 10 else 0
+            row = {"variant": name, "case": f"{impl} {tokens} {fields}", "k": out.get("k"), "wall_s": round(wall, 3),
+                   "first5_over_late": [round(v / late, 3) for v in x[:5]] if late else out,
+                   "median_over_late": round(statistics.median(x) / late, 4) if late else None,
+                   "steps": out.get("steps")}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            time.sleep(0.3)  # asv's gap between processes
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["overhead", "state", "spread", "verify", "graphs"])
+    ap.add_argument("what", choices=["overhead", "state", "spread", "verify", "graphs", "warmup"])
     ap.add_argument("--implementation", nargs="+", default=["triton", "torch"])
     ap.add_argument("--json")
     args = ap.parse_args()
-    rows = {"overhead": overhead, "state": state, "spread": spreads, "verify": verify_steps, "graphs": graphs}[args.what](args)
+    rows = {"overhead": overhead, "state": state, "spread": spreads, "verify": verify_steps, "graphs": graphs, "warmup": warmup}[args.what](args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

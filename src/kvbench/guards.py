@@ -50,29 +50,6 @@ def gpu_state(index: int = 0) -> dict | None:
         pynvml.nvmlShutdown()
 
 
-_handle = None  # an NVML handle kept open for clock reads during warm-up (None: not opened yet; False: no NVML)
-
-
-def sm_clock_fraction(index: int = 0) -> float | None:
-    """The SM clock as a fraction of its maximum, from NVML (None without NVML)."""
-    global _handle
-    if _handle is None:
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            _handle = (pynvml, pynvml.nvmlDeviceGetHandleByIndex(index))
-        except Exception:  # no nvidia-ml-py or no driver
-            _handle = False
-    if not _handle:
-        return None
-    nvml, h = _handle
-    try:
-        return nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM) / nvml.nvmlDeviceGetMaxClockInfo(h, nvml.NVML_CLOCK_SM)
-    except Exception:
-        return None
-
-
 def warnings(state: dict | None) -> list[str]:
     """Why a measurement taken in `state` should not be trusted (empty if nothing is wrong or nothing is known)."""
     if not state or "error" in state:

@@ -1,7 +1,7 @@
 """Per-call timing of a KV-cache writer, in three modes.
 
 - `cudagraph` (CUDA): K back-to-back calls captured in one CUDA graph, K chosen from a first estimate so that one
-  replay holds >= 1 ms of GPU work (at most 1000 calls). Each sample is one replay timed with CUDA events, divided
+  replay holds >= 1 ms of GPU work (at most 1000 calls); the graph is replayed for 0.1 s before its samples. Each sample is one replay timed with CUDA events, divided
   by K: per-call *device* time, launch gaps hidden as in a model's graph replay. A short GPU sleep is queued before
   the start event so the graph is already launched when the clock starts (the host's launch latency is excluded).
   Inputs and slots are the same every call (vLLM's method): data touched by small cases stays in L2 ("warm").
@@ -25,7 +25,6 @@ import time
 
 import torch
 
-from kvbench import guards
 from kvbench.errors import CaseError, Unavailable
 from kvbench.impls.base import Writer
 
@@ -34,15 +33,16 @@ TARGET_SAMPLE_S = 1e-3
 MAX_GRAPH_CALLS = 1000
 MAX_EAGER_CALLS = 1000
 SLEEP_CYCLES = 100_000  # ~50 us at H100 clocks: longer than a graph launch takes on the host
-# Before sampling, replay for at least MIN_WARMUP_S, and on until NVML reads the SM clock at >= WARM_CLOCK of its
-# maximum, for at most WARMUP_S (an idle GPU read 15 % slow without warm-up; inside a running suite the clock is
-# already up and 10 ms suffice: medians with 0 and 0.1 s of warm-up agreed within 0.1 % on an H200).
-MIN_WARMUP_S = 0.01
+# Warm-up: replay the graph that is about to be timed, back to back, right before its samples. Measured on an H100
+# (`scripts/probe_process.py warmup`), in fresh processes as asv runs them: without it the first 5-13 samples of a
+# case read 8-15 % slow (tiny graphs up to 14x), and so does any calibration done before it; 0.1 s of replays
+# removes that, while the same load run earlier or as plain copies does not (the GPU drops back within ~10 ms of
+# idling). NVML reported the maximum SM clock throughout, so it cannot tell when the GPU is ready.
 WARMUP_S = 0.1
-WARM_CLOCK = 0.9
+REWARM_S = 0.04  # after capturing the timed graph from a warm probe: only the capture's few ms of idling to undo
 # Calibration: a call whose eager time is at least LONG_CALL_S sets the graph's size directly; shorter calls are
-# first timed in a graph of 8. At most two graphs are captured per sampler: in one process, once a third graph was
-# captured, replays of a ~1.5 us Triton kernel ran 11 % slower in every graph, old and new (H200).
+# first timed in a warm graph of 8. At most two graphs are captured per sampler: in one process, once a third graph
+# was captured, replays of a ~1.5 us Triton kernel ran 11 % slower in every graph, old and new (H200).
 LONG_CALL_S = 1e-4
 
 
@@ -145,14 +145,6 @@ def _busy(work, seconds: float) -> None:
         torch.cuda.synchronize()
 
 
-def _warm_clocks(work) -> None:
-    """Run `work` for MIN_WARMUP_S, then on until the SM clock is up (or WARMUP_S in all; without NVML, always)."""
-    _busy(work, MIN_WARMUP_S)
-    end = time.perf_counter() + WARMUP_S - MIN_WARMUP_S
-    while time.perf_counter() < end and (guards.sm_clock_fraction() or 0.0) < WARM_CLOCK:
-        _busy(work, 0.005)
-
-
 def _capture(write: Writer, calls: int) -> torch.cuda.CUDAGraph:
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
@@ -175,11 +167,13 @@ class GraphSampler(_CudaEventSampler):
         with self.phases.step("calibrate"):
             estimate = _eager_estimate(write)
         probe_calls = 0
-        if estimate < LONG_CALL_S:  # short calls: estimate from a graph (eager timing includes launch gaps)
+        if estimate < LONG_CALL_S:  # short calls: estimate from a warm graph (eager timing includes launch gaps)
             probe_calls = 8
             with self.phases.step("capture"):
                 self.graph = _capture(write, probe_calls)
             self.calls_per_sample = probe_calls
+            with self.phases.step("clock_warm_up"):
+                _busy(self.graph.replay, WARMUP_S)
             with self.phases.step("calibrate"):
                 estimate = statistics.median(self.measure(5))
         k = max(min_calls, calls_for(target_s, estimate, max_calls))
@@ -187,8 +181,8 @@ class GraphSampler(_CudaEventSampler):
             with self.phases.step("capture"):
                 self.graph = _capture(write, k)
             self.calls_per_sample = k
-        with self.phases.step("clock_warm_up"):
-            _warm_clocks(self.graph.replay)
+            with self.phases.step("clock_warm_up"):
+                _busy(self.graph.replay, REWARM_S if probe_calls else WARMUP_S)
         self._total = 0.0
 
     def sample(self) -> None:
@@ -206,7 +200,7 @@ class EagerCudaSampler(_CudaEventSampler):
         self.write = write
         _warm_up(write)
         self._calibrate(4, target_s, max_calls, min_calls)
-        _warm_clocks(self._calls)
+        _busy(self._calls, WARMUP_S)
         self._total = 0.0
 
     def _calls(self) -> None:
