@@ -33,17 +33,19 @@ TARGET_SAMPLE_S = 1e-3
 MAX_GRAPH_CALLS = 1000
 MAX_EAGER_CALLS = 1000
 SLEEP_CYCLES = 100_000  # ~50 us at H100 clocks: longer than a graph launch takes on the host
-# Warm-up: replay the graph that is about to be timed, back to back, right before its samples. Measured on an H100
-# (`scripts/probe_process.py warmup`), in fresh processes as asv runs them: without it the first 5-13 samples of a
-# case read 8-15 % slow (tiny graphs up to 14x), and so does any calibration done before it; 0.1 s of replays
-# removes that, while the same load run earlier or as plain copies does not (the GPU drops back within ~10 ms of
-# idling). NVML reported the maximum SM clock throughout, so it cannot tell when the GPU is ready.
+# Warm-up, measured on an H100 (`scripts/probe_process.py warmup`) in fresh processes as asv runs them: a GPU that
+# has just been idle runs tiny kernels up to 14x and large ones 8-15 % slow, and NVML still reports the maximum SM
+# clock, so it cannot tell when the GPU is ready. It takes busy work to get it going (tiny graphs replayed with a
+# sync after each are not busy enough), and ~5 ms of idling (a capture) to drop it back. So: a short call's probe
+# graph is kept queued for PROBE_WARMUP_S before it calibrates, and the timed graph for WARMUP_S (REWARM_S after a
+# warm probe) right before its samples.
 WARMUP_S = 0.1
-REWARM_S = 0.04  # after capturing the timed graph from a warm probe: only the capture's few ms of idling to undo
-# Calibration: a call whose eager time is at least LONG_CALL_S sets the graph's size directly; shorter calls are
-# first timed in a warm graph of 8. At most two graphs are captured per sampler: in one process, once a third graph
-# was captured, replays of a ~1.5 us Triton kernel ran 11 % slower in every graph, old and new (H200).
-LONG_CALL_S = 1e-4
+PROBE_WARMUP_S = 0.05
+REWARM_S = 0.05
+PROBE_CALLS = 8
+# Calibration: a call whose eager time (an upper bound) is already a whole sample is timed one per replay; shorter
+# calls are first timed in a warm graph of PROBE_CALLS. At most two graphs are captured per sampler: in one process,
+# once a third graph was captured, replays of a ~1.5 us Triton kernel ran 11 % slower in every graph (H200).
 
 
 class Phases(dict):
@@ -137,12 +139,18 @@ def _eager_estimate(write: Writer) -> float:
     return start.elapsed_time(end) / 1e3
 
 
-def _busy(work, seconds: float) -> None:
-    """Run `work` repeatedly for about `seconds` of wall time."""
+def _busy(work, seconds: float, in_flight: int = 2) -> None:
+    """Keep the GPU busy with `work` for about `seconds`: up to `in_flight` calls queued at a time, so that the GPU
+    never waits for the host, whether a call takes microseconds or milliseconds."""
     end = time.perf_counter() + seconds
+    queued: list[torch.cuda.Event] = []
     while time.perf_counter() < end:
         work()
-        torch.cuda.synchronize()
+        queued.append(torch.cuda.Event())
+        queued[-1].record()
+        if len(queued) > in_flight:
+            queued.pop(0).synchronize()
+    torch.cuda.synchronize()
 
 
 def _capture(write: Writer, calls: int) -> torch.cuda.CUDAGraph:
@@ -167,13 +175,13 @@ class GraphSampler(_CudaEventSampler):
         with self.phases.step("calibrate"):
             estimate = _eager_estimate(write)
         probe_calls = 0
-        if estimate < LONG_CALL_S:  # short calls: estimate from a warm graph (eager timing includes launch gaps)
-            probe_calls = 8
+        if estimate < target_s:  # estimate from a warm graph (eager timing includes launch gaps)
+            probe_calls = PROBE_CALLS
             with self.phases.step("capture"):
                 self.graph = _capture(write, probe_calls)
             self.calls_per_sample = probe_calls
             with self.phases.step("clock_warm_up"):
-                _busy(self.graph.replay, WARMUP_S)
+                _busy(self.graph.replay, PROBE_WARMUP_S)
             with self.phases.step("calibrate"):
                 estimate = statistics.median(self.measure(5))
         k = max(min_calls, calls_for(target_s, estimate, max_calls))
@@ -181,8 +189,8 @@ class GraphSampler(_CudaEventSampler):
             with self.phases.step("capture"):
                 self.graph = _capture(write, k)
             self.calls_per_sample = k
-            with self.phases.step("clock_warm_up"):
-                _busy(self.graph.replay, REWARM_S if probe_calls else WARMUP_S)
+        with self.phases.step("clock_warm_up"):
+            _busy(self.graph.replay, REWARM_S if probe_calls else WARMUP_S)
         self._total = 0.0
 
     def sample(self) -> None:
