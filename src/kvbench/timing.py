@@ -33,6 +33,10 @@ TARGET_SAMPLE_S = 1e-3
 MAX_GRAPH_CALLS = 1000
 MAX_EAGER_CALLS = 1000
 SLEEP_CYCLES = 100_000  # ~50 us at H100 clocks: longer than a graph launch takes on the host
+# After each sample (and after the warm-up) a ~1 ms spin kernel keeps the GPU busy through the host's gap before the
+# next sample (asv's setup/teardown): it is not timed, but an idle gap let the GPU drop back and the next samples
+# read up to 25 % slow (H100, torch cases of ~1 ms samples).
+TRAIL_CYCLES = 2_000_000
 # Warm-up, measured on an H100 (`scripts/probe_process.py warmup`) in fresh processes as asv runs them: a GPU that
 # has just been idle runs tiny kernels up to 14x and large ones 8-15 % slow, and NVML still reports the maximum SM
 # clock, so it cannot tell when the GPU is ready. It takes busy work to get it going (tiny graphs replayed with a
@@ -191,12 +195,17 @@ class GraphSampler(_CudaEventSampler):
             self.calls_per_sample = k
         with self.phases.step("clock_warm_up"):
             _busy(self.graph.replay, REWARM_S if probe_calls else WARMUP_S)
+        self._spin(TRAIL_CYCLES)
         self._total = 0.0
 
-    def sample(self) -> None:
+    def _spin(self, cycles: int) -> None:
         if self._sleep is not None:
-            self._sleep(SLEEP_CYCLES)
+            self._sleep(cycles)
+
+    def sample(self) -> None:
+        self._spin(SLEEP_CYCLES)
         self._span(self.graph.replay, self.calls_per_sample)
+        self._spin(TRAIL_CYCLES)
 
 
 class EagerCudaSampler(_CudaEventSampler):
