@@ -6,6 +6,8 @@
 #           process per case, as asv) for torch and triton at every default token count; the spreads report.
 #   aa:     the whole suite again under commit B (an empty commit on top of A: same code), then
 #           `asv compare --factor 1.05` A B and B's spreads: the A/A check.
+#   fidelity: KVCacheWrite's bfloat16 cases with KVBENCH_FIDELITY=1 (each benchmark process also times its own graph
+#           independently, kvbench.fidelity), then asv's figures against those: the same process, the same graph.
 #   before: the whole suite of an older kvbench (artifacts/before.tar, from `git archive`) on the same GPU, for a
 #           before/after of the suite's wall time.
 set -uo pipefail
@@ -41,7 +43,15 @@ aa)
   step "full default suite again at ${B:0:8} (A/A)"; run_suite "$B" B
   step report; report "$B" B
   step A/A compare; python3 -m asv compare --machine gpu-device --factor 1.05 --split "$A" "$B" > "$OUT/aa-compare.txt"
-  grep -cE '^ *[-+x!]' "$OUT/aa-compare.txt" | sed 's/^/lines flagged (+, -, x, !): /'; tail -n 12 "$OUT/aa-compare.txt" ;;
+  grep -cE '^\| *[-+x!] *\|' "$OUT/aa-compare.txt" | sed 's/^/benchmarks flagged (+, -, x, !): /'
+  tail -n 12 "$OUT/aa-compare.txt" ;;
+fidelity)
+  export KVBENCH_STATE_LOG=$OUT/gpu-state-fidelity.jsonl KVBENCH_FIDELITY=1 KVBENCH_DTYPES=bfloat16
+  step "asv KVCacheWrite, bfloat16, each process timing its own graph independently too"
+  python3 -m asv run --python=same --machine gpu-device --set-commit-hash "$A" --record-samples \
+    -b 'KVCacheWrite\.time' > "$OUT/asv-run-fidelity.txt" 2>&1
+  result=$(result_of "$A"); cp "$result" "$OUT/results-fidelity.json"
+  kvbench asv-report "$result" --state-log "$KVBENCH_STATE_LOG" | tee "$OUT/report-fidelity.txt" ;;
 before)
   rm -rf /tmp/before && mkdir -p /tmp/before && tar -xf artifacts/before.tar -C /tmp/before && cp -r .whl /tmp/before/
   cd /tmp/before && . scripts/device-env.sh && asv machine --yes --machine gpu-device >/dev/null

@@ -102,3 +102,20 @@ def test_an_invalid_token_count_among_valid_ones_is_a_skipped_row(tmp_path, caps
     rows = json.loads((tmp_path / "r.json").read_text())["results"]
     assert [r["status"] for r in rows] == ["ok", "skipped"]
     assert "slots 'decode' puts each token in its own block" in rows[1]["message"]
+
+
+def test_same_process_ratios_pair_asv_with_the_logged_independent_timing(capsys):
+    from kvbench.asv_results import same_process_ratios
+
+    asv = [dict(name="KVCacheWrite.time_cudagraph", params=["16", "half", "fp8", "triton", "16384"], median=2.1e-6),
+           dict(name="KVCacheWrite.time_cudagraph", params=["16", "half", "auto", "triton", "16384"], median=1.5e-6)]
+    log = [dict(benchmark="KVCacheWrite", implementation="triton", num_tokens=16, dtype="half", kv_cache_dtype="fp8",
+                independent_us=2.0),
+           dict(benchmark="KVCacheWriteBF16", implementation="triton", num_tokens=16, dtype="half",
+                kv_cache_dtype="auto", independent_us=1.0),
+           dict(benchmark="KVCacheWrite", implementation="triton", num_tokens=16, dtype="half", kv_cache_dtype="auto")]
+    rows = same_process_ratios(asv, log)
+    assert [(r["kv_cache_dtype"], round(r["ratio"], 3)) for r in rows] == [("fp8", 1.05)]
+    assert cli._print_ratios("t", rows) is True  # 5 % off: more than the 3 % allowed
+    assert cli._print_ratios("t", [dict(rows[0], ratio=1.02)]) is False
+    assert "| triton           |           16 | half    | fp8  |" in capsys.readouterr().out

@@ -50,3 +50,21 @@ def fidelity_ratios(asv_cases: list[dict], fidelity_rows: list[dict], dtype: str
             out.append(dict(implementation=implementation, num_tokens=int(tokens), asv_us=asv_us,
                             independent_us=independent[key], ratio=asv_us / independent[key]))
     return sorted(out, key=lambda r: (r["implementation"], r["num_tokens"]))
+
+
+def same_process_ratios(asv_cases: list[dict], state_rows: list[dict]) -> list[dict]:
+    """KVCacheWrite.time_cudagraph next to the independent timing of the same graph in the same benchmark process
+    (KVBENCH_STATE_LOG lines written with KVBENCH_FIDELITY=1)."""
+    independent = {(r["implementation"], r["num_tokens"], r["dtype"], r["kv_cache_dtype"]): r["independent_us"]
+                   for r in state_rows if r.get("benchmark") == "KVCacheWrite" and "independent_us" in r}
+    out = []
+    for c in asv_cases:
+        if c["name"] != "KVCacheWrite.time_cudagraph":
+            continue
+        tokens, dtype, kv, implementation, _ = c["params"]
+        key = (implementation, int(tokens), dtype, kv)
+        if key in independent:
+            asv_us = c["median"] * 1e6
+            out.append(dict(implementation=implementation, num_tokens=int(tokens), dtype=dtype, kv_cache_dtype=kv,
+                            asv_us=asv_us, independent_us=independent[key], ratio=asv_us / independent[key]))
+    return sorted(out, key=lambda r: (r["implementation"], r["dtype"], r["kv_cache_dtype"], r["num_tokens"]))

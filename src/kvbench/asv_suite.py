@@ -15,7 +15,7 @@ import statistics
 import sys
 import time
 
-from kvbench import guards, impls, isolation, machine, roofline
+from kvbench import fidelity, guards, impls, isolation, machine, roofline
 from kvbench.device import default_device
 from kvbench.errors import CaseError, Unavailable
 from kvbench.runner import Prepared, make_case, prepare
@@ -35,6 +35,9 @@ NUM_BLOCKS = int(os.environ.get("KVBENCH_NUM_BLOCKS") or (16384 if DEVICE == "cu
 MAX_TOKENS = int(os.environ.get("KVBENCH_MAX_TOKENS") or (65536 if DEVICE == "cuda" else 1024))
 PRIMARY_MODE = "cudagraph" if DEVICE == "cuda" else "no_graph"
 EAGER = os.environ.get("KVBENCH_EAGER") == "1"  # add the host-bound eager benchmarks on CUDA machines
+# With a state log: also time each process's graph independently (kvbench.fidelity) after its first sample, so that
+# `kvbench asv-report --state-log` can set asv's figure against it (~0.3 s more per process; for checks only).
+FIDELITY = os.environ.get("KVBENCH_FIDELITY") == "1"
 
 _prepared: dict[tuple, Prepared | Exception] = {}
 _current: Prepared | None = None
@@ -106,9 +109,14 @@ def check_state(benchmark: str) -> None:
         print(f"WARNING: {benchmark}: not trustworthy: {warning}", file=sys.stderr, flush=True)
     log = os.environ.get("KVBENCH_STATE_LOG")
     if log and state is not None:
-        entry = {"benchmark": benchmark, "implementation": _current.impl.name, "case": _current.case.label(),
+        c = _current.case
+        entry = {"benchmark": benchmark, "implementation": _current.impl.name, "case": c.label(),
+                 "num_tokens": c.num_tokens, "dtype": c.dtype, "kv_cache_dtype": c.kv_cache_dtype,
                  **state, **_phases, "steps_s": _current.steps(),
                  "first_sample_done_s": round(_process_age(), 3)}
+        graph = _current.existing_sampler("cudagraph")
+        if FIDELITY and graph is not None:  # the same graph, timed independently in this very process
+            entry["independent_us"] = fidelity.independent_per_call_s(graph.graph, graph.calls_per_sample) * 1e6
         try:
             with open(log, "a") as f:
                 f.write(json.dumps(entry) + "\n")

@@ -97,6 +97,8 @@ def parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("asv-report", help="spreads (IQR / median) of an asv result file, and asv vs fidelity")
     rep.add_argument("results", help="an asv result file (.asv/results/MACHINE/COMMIT-ENV.json)")
     _flag(rep, "fidelity", metavar="FILE", help="JSON written by `kvbench fidelity --json`")
+    _flag(rep, "state-log", metavar="FILE",
+          help="KVBENCH_STATE_LOG of the run, written with KVBENCH_FIDELITY=1: asv vs the same process's graph")
     _flag(rep, "max-spread", type=float, default=0.01, help="list cases whose IQR / median exceeds this")
     return p
 
@@ -220,15 +222,27 @@ def cmd_asv_report(args) -> int:
               f"max {100 * spreads[-1]:.2f} %; {len(wide)} above {100 * args.max_spread:.1f} %")
     print(tabulate([(r["name"], " ".join(r["params"]), f"{r['median'] * 1e6:.3f}", f"{100 * r['spread']:.2f}")
                     for r in wide], ("benchmark", "parameters", "median (µs)", "IQR/median %"), tablefmt="github"))
+    failed = False
     if args.fidelity:
         with open(args.fidelity) as f:
-            ratios = asv_results.fidelity_ratios(rows, json.load(f))
-        print(tabulate([(r["implementation"], r["num_tokens"], f"{r['asv_us']:.3f}", f"{r['independent_us']:.3f}",
-                         f"{r['ratio']:.4f}") for r in ratios],
-                       ("implementation", "num_tokens", "asv (µs)", "independent (µs)", "ratio"), tablefmt="github"))
-        if any(abs(r["ratio"] - 1) > 0.03 for r in ratios):
-            return 1
-    return 0
+            failed |= _print_ratios("asv vs `kvbench fidelity` (another process)",
+                                    asv_results.fidelity_ratios(rows, json.load(f)))
+    if args.state_log:
+        with open(args.state_log) as f:
+            state_rows = [json.loads(line) for line in f if line.strip()]
+        failed |= _print_ratios("asv vs the same benchmark process's graph, timed independently",
+                                asv_results.same_process_ratios(rows, state_rows))
+    return 1 if failed else 0
+
+
+def _print_ratios(title: str, ratios: list[dict], tolerance: float = 0.03) -> bool:
+    """Print asv-vs-independent rows; True if a ratio is more than `tolerance` from 1."""
+    print(f"\n{title}: {len(ratios)} cases")
+    print(tabulate([(r["implementation"], r["num_tokens"], r.get("dtype", "bfloat16"), r.get("kv_cache_dtype", "auto"),
+                     f"{r['asv_us']:.3f}", f"{r['independent_us']:.3f}", f"{r['ratio']:.4f}") for r in ratios],
+                   ("implementation", "num_tokens", "dtype", "kv", "asv (µs)", "independent (µs)", "ratio"),
+                   tablefmt="github"))
+    return any(abs(r["ratio"] - 1) > tolerance for r in ratios)
 
 
 def cmd_asv_machine(args) -> int:

@@ -61,6 +61,10 @@ class Prepared:
             self._samplers[mode] = timing.sampler(mode, self.write, self.case.device, min_calls=self.rotation)
         return self._samplers[mode]
 
+    def existing_sampler(self, mode: str) -> timing.Sampler | None:
+        """The sampler for `mode` if one was made (None otherwise; making one would capture a graph)."""
+        return self._samplers.get(mode)
+
     def steps(self) -> dict[str, float]:
         """Seconds spent preparing and in each sampler's set-up, by step."""
         out = dict(self.phases)
