@@ -7,7 +7,7 @@ and no `time_cudagraph` exists). Unless a class says otherwise, the L2 is warm a
 
 The default grid runs in under 10 minutes on one H100 (each combination is a process of its own, ~1 s): the
 primary time over every dtype, x-ideal for bfloat16, head shapes, slot patterns and L2 states. Eager (no_graph)
-times on CUDA are host-bound and moved up to 1.5x between two A/A runs of the same code on an H100 (the GPU
+times on CUDA are host-bound and moved up to 3.3x between two A/A runs of the same code on an H100 (the GPU
 times moved <= 1 %), so they are not tracked by default: KVBENCH_EAGER=1 adds KVCacheWriteEager. Parameters can be
 narrowed with KVBENCH_NUM_TOKENS / KVBENCH_IMPLEMENTATIONS / KVBENCH_DTYPES (comma lists).
 """

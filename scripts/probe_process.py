@@ -1,8 +1,13 @@
-"""Diagnostics on a GPU machine for issue #5: where a benchmark process's time goes, whether earlier cases in one
-process change the timing of later ones, and what the samples of wide-spread cases look like.
+"""Diagnostics on a GPU machine behind kvbench's timing design (notes/measurement.md cites their outputs):
+  overhead  where a benchmark process's time goes (context, verify, sampler steps, samples, exit)
+  state     one process measuring case after case, next to a fresh process per case
+  spread    the samples of cases that had wide spreads, at 1 ms and 4 ms per sample
+  verify    the verification's steps in a fresh process, warm, and with eager module loading
+  graphs    whether capturing more graphs slows the replays of earlier ones
+  warmup    first-sample bias and calibration per warm-up variant, after idle gaps
 
 Each case runs in a child forked from this (CUDA-free) process, as asv's forkserver does, and reports back as
-JSON through a pipe. Usage: python3 scripts/probe_process.py overhead|state|spread [--json FILE]
+JSON through a pipe. Usage: python3 scripts/probe_process.py WHAT [--json FILE]
 """
 
 from __future__ import annotations
@@ -337,7 +342,9 @@ def main():
     ap.add_argument("--implementation", nargs="+", default=["triton", "torch"])
     ap.add_argument("--json")
     args = ap.parse_args()
-    rows = {"overhead": overhead, "state": state, "spread": spreads, "verify": verify_steps, "graphs": graphs, "warmup": warmup}[args.what](args)
+    commands = {"overhead": overhead, "state": state, "spread": spreads, "verify": verify_steps, "graphs": graphs,
+                "warmup": warmup}
+    rows = commands[args.what](args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
