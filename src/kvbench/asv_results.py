@@ -36,20 +36,27 @@ def cases(path: str | pathlib.Path) -> list[dict]:
     return out
 
 
-def fidelity_ratios(asv_cases: list[dict], fidelity_rows: list[dict], dtype: str = "bfloat16") -> list[dict]:
-    """KVCacheWrite.time_cudagraph (auto cache, `dtype`) next to `kvbench fidelity`'s independent measurement."""
-    independent = {(r["implementation"], r["num_tokens"]): r["independent_us"] for r in fidelity_rows}
+def _paired(asv_cases: list[dict], independent: dict, key) -> list[dict]:
+    """KVCacheWrite.time_cudagraph cases whose key(implementation, tokens, dtype, kv) has an independent figure (us),
+    with both figures and their ratio."""
     out = []
     for c in asv_cases:
         if c["name"] != "KVCacheWrite.time_cudagraph":
             continue
-        tokens, case_dtype, kv, implementation, _ = c["params"]
-        key = (implementation, int(tokens))
-        if case_dtype == dtype and kv == "auto" and key in independent:
+        tokens, dtype, kv, implementation, _ = c["params"]
+        found = independent.get(key(implementation, int(tokens), dtype, kv))
+        if found is not None:
             asv_us = c["median"] * 1e6
-            out.append(dict(implementation=implementation, num_tokens=int(tokens), asv_us=asv_us,
-                            independent_us=independent[key], ratio=asv_us / independent[key]))
-    return sorted(out, key=lambda r: (r["implementation"], r["num_tokens"]))
+            out.append(dict(implementation=implementation, num_tokens=int(tokens), dtype=dtype, kv_cache_dtype=kv,
+                            asv_us=asv_us, independent_us=found, ratio=asv_us / found))
+    return sorted(out, key=lambda r: (r["implementation"], r["dtype"], r["kv_cache_dtype"], r["num_tokens"]))
+
+
+def fidelity_ratios(asv_cases: list[dict], fidelity_rows: list[dict], dtype: str = "bfloat16") -> list[dict]:
+    """KVCacheWrite.time_cudagraph (auto cache, `dtype`) next to `kvbench fidelity`'s independent measurement."""
+    independent = {(r["implementation"], r["num_tokens"]): r["independent_us"] for r in fidelity_rows}
+    return _paired(asv_cases, independent,
+                   lambda impl, tokens, case_dtype, kv: (impl, tokens) if (case_dtype, kv) == (dtype, "auto") else None)
 
 
 def same_process_ratios(asv_cases: list[dict], state_rows: list[dict]) -> list[dict]:
@@ -57,14 +64,4 @@ def same_process_ratios(asv_cases: list[dict], state_rows: list[dict]) -> list[d
     (KVBENCH_STATE_LOG lines written with KVBENCH_FIDELITY=1)."""
     independent = {(r["implementation"], r["num_tokens"], r["dtype"], r["kv_cache_dtype"]): r["independent_us"]
                    for r in state_rows if r.get("benchmark") == "KVCacheWrite" and "independent_us" in r}
-    out = []
-    for c in asv_cases:
-        if c["name"] != "KVCacheWrite.time_cudagraph":
-            continue
-        tokens, dtype, kv, implementation, _ = c["params"]
-        key = (implementation, int(tokens), dtype, kv)
-        if key in independent:
-            asv_us = c["median"] * 1e6
-            out.append(dict(implementation=implementation, num_tokens=int(tokens), dtype=dtype, kv_cache_dtype=kv,
-                            asv_us=asv_us, independent_us=independent[key], ratio=asv_us / independent[key]))
-    return sorted(out, key=lambda r: (r["implementation"], r["dtype"], r["kv_cache_dtype"], r["num_tokens"]))
+    return _paired(asv_cases, independent, lambda *key: key)

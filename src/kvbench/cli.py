@@ -238,7 +238,7 @@ def cmd_asv_report(args) -> int:
 def _print_ratios(title: str, ratios: list[dict], tolerance: float = 0.03) -> bool:
     """Print asv-vs-independent rows; True if a ratio is more than `tolerance` from 1."""
     print(f"\n{title}: {len(ratios)} cases")
-    print(tabulate([(r["implementation"], r["num_tokens"], r.get("dtype", "bfloat16"), r.get("kv_cache_dtype", "auto"),
+    print(tabulate([(r["implementation"], r["num_tokens"], r["dtype"], r["kv_cache_dtype"],
                      f"{r['asv_us']:.3f}", f"{r['independent_us']:.3f}", f"{r['ratio']:.4f}") for r in ratios],
                    ("implementation", "num_tokens", "dtype", "kv", "asv (µs)", "independent (µs)", "ratio"),
                    tablefmt="github"))
