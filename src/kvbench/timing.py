@@ -4,8 +4,8 @@
   replay holds >= 1 ms of GPU work (at most 1000 calls); the graph is replayed for 0.1 s before its samples, and a
   ~1 ms untimed spin kernel follows each sample so the GPU is never idle between samples (see WARMUP_S). Each
   sample is one replay timed with CUDA events, divided by K: per-call *device* time, launch gaps hidden as in a
-  model's graph replay. A short GPU sleep is queued before
-  the start event so the graph is already launched when the clock starts (the host's launch latency is excluded).
+  model's graph replay. A short GPU sleep is queued before the start event so the graph is already launched when
+  the clock starts (the host's launch latency is excluded).
   Inputs and slots are the same every call (vLLM's method): data touched by small cases stays in L2 ("warm").
 - `no_graph` (CUDA): n eager calls back to back between two CUDA events, divided by n: per-call time *with* launch
   overhead, which dominates small cases.
