@@ -5,7 +5,8 @@
 #           per-process step timings logged; `kvbench fidelity` (a fresh
 #           process per case, as asv) for torch and triton at every default token count; the spreads report.
 #   aa:     the whole suite again under commit B (an empty commit on top of A: same code), then
-#           `asv compare --factor 1.05` A B and B's spreads: the A/A check.
+#           `asv compare --factor 1.05` A B and B's spreads: the A/A check. On a fresh machine, carry A's
+#           results as artifacts/results-A.json.
 #   fidelity: KVCacheWrite's bfloat16 cases with KVBENCH_FIDELITY=1 (each benchmark process also times its own graph
 #           independently, kvbench.fidelity), then asv's figures against those: the same process, the same graph.
 #   before: the whole suite of an older kvbench (artifacts/before.tar, from `git archive`) on the same GPU, for a
@@ -38,6 +39,9 @@ full)
     --json "$OUT/fidelity.json" 2>/dev/null
   step report; report "$A" A "$OUT/fidelity.json" ;;
 aa)
+  if [ -z "$(result_of "$A")" ] && [ -f artifacts/results-A.json ]; then  # a fresh machine: A's results carried in
+    mkdir -p .asv/results/gpu-device && cp artifacts/results-A.json ".asv/results/gpu-device/${A:0:8}-restored.json"
+  fi
   git -c user.name=device -c user.email=device@localhost commit -q --allow-empty -m "A/A: same code"
   B=$(git rev-parse HEAD)
   step "full default suite again at ${B:0:8} (A/A)"; run_suite "$B" B

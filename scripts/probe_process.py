@@ -5,6 +5,12 @@
   verify    the verification's steps in a fresh process, warm, and with eager module loading
   graphs    whether capturing more graphs slows the replays of earlier ones
   warmup    first-sample bias and calibration per warm-up variant, after idle gaps
+  placement cases that move between processes: the same graph against a second copy of its tensors in the same
+            process, with a longer pre-sample sleep and after a longer warm-up, over many fresh processes
+  twins     which tensors' placement moves those cases (a second input set, or second caches, in the same
+            process), and the sampler that averages two input sets (GraphSampler's twin) against the plain one
+  steps     which of the sampler's set-up steps changes a graph's replay time: one graph captured right after
+            verification, then with each of the sampler's steps added before it
 
 Each case runs in a child forked from this (CUDA-free) process, as asv's forkserver does, and reports back as
 JSON through a pipe. Usage: python3 scripts/probe_process.py WHAT [--json FILE]
@@ -336,14 +342,189 @@ def warmup(args):
     return rows
 
 
+PLACEMENT_CASES = [  # (implementation, tokens, fields, calls per graph ~ 1 ms): the A/A's movers
+    ("triton", 128, {"dtype": "half"}, 250),
+    ("triton", 256, {"dtype": "bfloat16"}, 140),
+    ("torch", 2, {"dtype": "bfloat16"}, 20),
+    ("torch", 32, {"dtype": "half"}, 18),
+]
+
+
+def _fixed_sampler(graph, calls):
+    """A GraphSampler around an already captured graph (no probe graph, so at most two graphs per process)."""
+    import torch
+
+    s = timing.GraphSampler.__new__(timing.GraphSampler)
+    timing._CudaEventSampler.__init__(s)
+    s._sleep, s.graph, s.calls_per_sample = torch.cuda._sleep, graph, calls
+    return s
+
+
+def _asv_like_median(s, n=10, gap_s=0.0005):
+    """Median per-call us of n samples with a short host gap after each, as asv takes them."""
+    x = []
+    for _ in range(n):
+        x.append(s.measure(1)[0] * 1e6)
+        time.sleep(gap_s)
+    return round(statistics.median(x), 4)
+
+
+def placement(args):
+    """Is a process's slowness its tensors' placement (copy B in the same process differs from A), the host
+    launching late (longer pre-sample sleep), or a GPU not yet warm (longer warm-up)? And the plain sampler."""
+    from kvbench import workload
+
+    def work(impl, tokens, fields, calls):
+        p = asv_suite.setup_case(impl, tokens, asv_suite.NUM_BLOCKS, **fields)
+        write_b = p.impl.bind(workload.make(p.case, seed=7))  # own inputs and caches: another placement
+        a = _fixed_sampler(timing._capture(p.write, calls), calls)
+        b = _fixed_sampler(timing._capture(write_b, calls), calls)
+        timing._busy(a.graph.replay, timing.WARMUP_S)
+        out = {"A": [], "B": []}
+        for _ in range(3):
+            out["A"].append(_asv_like_median(a))
+            out["B"].append(_asv_like_median(b))
+        timing.SLEEP_CYCLES = 1_000_000
+        out["A long pre-sleep"] = _asv_like_median(a)
+        timing.SLEEP_CYCLES = 100_000
+        timing._busy(lambda: (a.graph.replay(), b.graph.replay()), 0.3)
+        out["A after 0.3 s more"] = _asv_like_median(a)
+        out["B after 0.3 s more"] = _asv_like_median(b)
+        return out
+
+    def plain(impl, tokens, fields):
+        p = asv_suite.setup_case(impl, tokens, asv_suite.NUM_BLOCKS, **fields)
+        s = p.sampler("cudagraph")
+        x = []
+        for _ in range(20):
+            x.append(s.measure(1)[0] * 1e6)
+            time.sleep(0.0005)
+        return {"k": s.calls_per_sample, "median": round(statistics.median(x), 4),
+                "spread_pct": round(100 * spread(x), 3)}
+
+    rows = []
+    for i in range(args.processes):
+        for impl, tokens, fields, calls in PLACEMENT_CASES:
+            name = f"{impl} {tokens} {fields.get('dtype')}"
+            out, _ = in_child(lambda: work(impl, tokens, fields, calls))
+            rows.append({"probe": "A/B", "case": name, "process": i, **out})
+            print(json.dumps(rows[-1]), flush=True)
+            out, _ = in_child(lambda: plain(impl, tokens, fields))
+            rows.append({"probe": "plain sampler", "case": name, "process": i, **out})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+TWIN_CASES = [
+    ("triton", 128, {"dtype": "half"}, 250),
+    ("triton", 256, {"dtype": "bfloat16"}, 140),
+    ("triton", 128, {"dtype": "float"}, 130),
+    ("torch", 2, {"dtype": "bfloat16"}, 20),
+]
+
+
+def twins(args):
+    import dataclasses
+
+    from kvbench import layouts, workload
+
+    def pair(impl, tokens, fields, calls, what):
+        p = asv_suite.setup_case(impl, tokens, asv_suite.NUM_BLOCKS, **fields)
+        w = p.workload
+        if what == "inputs":
+            other = workload.make(p.case, seed=7, caches=(w.key_cache, w.value_cache))
+        else:
+            key_cache, value_cache = layouts.allocate(p.case)
+            other = dataclasses.replace(w, key_cache=key_cache, value_cache=value_cache)
+        a = _fixed_sampler(timing._capture(p.write, calls), calls)
+        b = _fixed_sampler(timing._capture(p.impl.bind(other), calls), calls)
+        timing._busy(a.graph.replay, timing.WARMUP_S)
+        return {"A": _asv_like_median(a, 20), "B": _asv_like_median(b, 20)}
+
+    def sampler(impl, tokens, fields, variant):
+        p = asv_suite.setup_case(impl, tokens, asv_suite.NUM_BLOCKS, **fields)
+        if variant == "twin sampler":
+            twin = p.impl.bind(workload.make(p.case, seed=7, caches=(p.workload.key_cache, p.workload.value_cache)))
+            s = timing.GraphSampler(p.write, twin=twin)
+        elif variant == "plain sampler":
+            s = p.sampler("cudagraph")
+        else:  # torch's graphs: one graph only, or a probe graph captured and dropped first
+            if variant == "probe dropped, then K":
+                probe = timing._capture(p.write, timing.PROBE_CALLS)
+                del probe
+            s = _fixed_sampler(timing._capture(p.write, 20), 20)
+            timing._busy(s.graph.replay, timing.WARMUP_S)
+        return {"k": s.calls_per_sample, "median": _asv_like_median(s, 20)}
+
+    rows = []
+    for i in range(args.processes):
+        for impl, tokens, fields, calls in TWIN_CASES:
+            name = f"{impl} {tokens} {fields.get('dtype')}"
+            jobs = {"second inputs": lambda: pair(impl, tokens, fields, calls, "inputs"),
+                    "second caches": lambda: pair(impl, tokens, fields, calls, "caches")}
+            variants = ["twin sampler", "plain sampler"]
+            if impl == "torch":
+                variants += ["one graph of 20", "probe dropped, then K"]
+            for v in variants:
+                jobs[v] = lambda v=v: sampler(impl, tokens, fields, v)
+            for probe, job in jobs.items():
+                out, _ = in_child(job)
+                rows.append({"probe": probe, "case": name, "process": i, **out})
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def steps(args):
+    import torch
+
+    def work(impl, tokens, fields, calls, variant):
+        p = asv_suite.setup_case(impl, tokens, asv_suite.NUM_BLOCKS, **fields)
+        keep = []
+        if variant == "plain sampler":
+            s = p.sampler("cudagraph")
+        else:
+            if variant == "side-stream warm-up first":
+                timing._warm_up(p.write)
+            elif variant == "eager calls first":
+                for _ in range(3):
+                    p.write()
+                torch.cuda.synchronize()
+            elif variant.startswith("probe graph first"):
+                probe = _fixed_sampler(timing._capture(p.write, timing.PROBE_CALLS), timing.PROBE_CALLS)
+                timing._busy(probe.graph.replay, timing.PROBE_WARMUP_S)
+                probe.measure(5)
+                keep.append(probe)
+            s = _fixed_sampler(timing._capture(p.write, calls), calls)
+            if variant == "probe graph first, dropped":
+                keep.clear()
+            timing._busy(s.graph.replay, timing.WARMUP_S)
+        return {"k": s.calls_per_sample, "median": _asv_like_median(s, 20)}
+
+    variants = ["one graph", "side-stream warm-up first", "eager calls first", "probe graph first, kept",
+                "probe graph first, dropped", "plain sampler"]
+    rows = []
+    for i in range(args.processes):
+        for impl, tokens, fields, calls in (("torch", 2, {"dtype": "bfloat16"}, 20),
+                                            ("triton", 128, {"dtype": "half"}, 250)):
+            if impl == "torch" and i >= 3:
+                continue
+            for v in variants:
+                out, _ = in_child(lambda: work(impl, tokens, fields, calls, v))
+                rows.append({"variant": v, "case": f"{impl} {tokens} {fields['dtype']}", "process": i, **out})
+                print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["overhead", "state", "spread", "verify", "graphs", "warmup"])
+    ap.add_argument("what", choices=["overhead", "state", "spread", "verify", "graphs", "warmup",
+                                           "placement", "twins", "steps"])
     ap.add_argument("--implementation", nargs="+", default=["triton", "torch"])
+    ap.add_argument("--processes", type=int, default=12, help="placement: fresh processes per case")
     ap.add_argument("--json")
     args = ap.parse_args()
     commands = {"overhead": overhead, "state": state, "spread": spreads, "verify": verify_steps, "graphs": graphs,
-                "warmup": warmup}
+                "warmup": warmup, "placement": placement, "twins": twins, "steps": steps}
     rows = commands[args.what](args)
     if args.json:
         with open(args.json, "w") as f:
