@@ -8,7 +8,7 @@
   placement cases that move between processes: the same graph against a second copy of its tensors in the same
             process, with a longer pre-sample sleep and after a longer warm-up, over many fresh processes
   twins     which tensors' placement moves those cases (a second input set, or second caches, in the same
-            process), and the sampler that averages two input sets (GraphSampler's twin) against the plain one
+            process), next to the plain sampler
   steps     which of the sampler's set-up steps changes a graph's replay time: one graph captured right after
             verification, then with each of the sampler's steps added before it
 
@@ -443,10 +443,7 @@ def twins(args):
 
     def sampler(impl, tokens, fields, variant):
         p = asv_suite.setup_case(impl, tokens, asv_suite.NUM_BLOCKS, **fields)
-        if variant == "twin sampler":
-            twin = p.impl.bind(workload.make(p.case, seed=7, caches=(p.workload.key_cache, p.workload.value_cache)))
-            s = timing.GraphSampler(p.write, twin=twin)
-        elif variant == "plain sampler":
+        if variant == "plain sampler":
             s = p.sampler("cudagraph")
         else:  # torch's graphs: one graph only, or a probe graph captured and dropped first
             if variant == "probe dropped, then K":
@@ -462,7 +459,7 @@ def twins(args):
             name = f"{impl} {tokens} {fields.get('dtype')}"
             jobs = {"second inputs": lambda: pair(impl, tokens, fields, calls, "inputs"),
                     "second caches": lambda: pair(impl, tokens, fields, calls, "caches")}
-            variants = ["twin sampler", "plain sampler"]
+            variants = ["plain sampler"]
             if impl == "torch":
                 variants += ["one graph of 20", "probe dropped, then K"]
             for v in variants:

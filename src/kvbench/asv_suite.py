@@ -112,7 +112,7 @@ def check_state(benchmark: str) -> None:
         c = _current.case
         entry = {"benchmark": benchmark, "implementation": _current.impl.name, "case": c.label(),
                  "num_tokens": c.num_tokens, "dtype": c.dtype, "kv_cache_dtype": c.kv_cache_dtype,
-                 **state, **_phases, "steps_s": _current.steps(),
+                 **state, **_phases, "steps_s": _current.steps(), "calls_per_sample": _current.calls_per_sample(),
                  "first_sample_done_s": round(_process_age(), 3)}
         graph = _current.existing_sampler("cudagraph")
         if FIDELITY and graph is not None:  # the same graph, timed independently in this very process

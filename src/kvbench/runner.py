@@ -65,6 +65,10 @@ class Prepared:
         """The sampler for `mode` if one was made (None otherwise; making one would capture a graph)."""
         return self._samplers.get(mode)
 
+    def calls_per_sample(self) -> dict[str, int]:
+        """Calls per sample of each sampler made so far, by mode."""
+        return {mode: s.calls_per_sample for mode, s in self._samplers.items()}
+
     def steps(self) -> dict[str, float]:
         """Seconds spent preparing and in each sampler's set-up, by step."""
         out = dict(self.phases)
