@@ -7,6 +7,7 @@
 #   aa:     the whole suite again under commit B (an empty commit on top of A: same code), then
 #           `asv compare --factor 1.05` A B and B's spreads: the A/A check. On a fresh machine, carry A's
 #           results as artifacts/results-A.json.
+#   aa-quick: GPU tests, then an A/A of KVCacheWrite/KVCacheWriteBF16 at 2-256 tokens (both runs in one call).
 #   fidelity: KVCacheWrite's bfloat16 cases with KVBENCH_FIDELITY=1 (each benchmark process also times its own graph
 #           independently, kvbench.fidelity), then asv's figures against those: the same process, the same graph.
 #   before: the whole suite of an older kvbench (artifacts/before.tar, from `git archive`) on the same GPU, for a
@@ -49,6 +50,18 @@ aa)
   step A/A compare; python3 -m asv compare --machine gpu-device --factor 1.05 --split "$A" "$B" > "$OUT/aa-compare.txt"
   grep -cE '^\| *[-+x!] *\|' "$OUT/aa-compare.txt" | sed 's/^/benchmarks flagged (+, -, x, !): /'
   tail -n 12 "$OUT/aa-compare.txt" ;;
+aa-quick)  # GPU tests, then an A/A of the short calls only (where processes differ most), both runs in one call
+  step GPU tests; python3 -m pytest -m gpu tests -q -p no:cacheprovider 2>&1 | tee "$OUT/gpu-tests.txt" | tail -n 3
+  export KVBENCH_NUM_TOKENS=2,4,8,16,32,64,128,256
+  quick() { python3 -m asv run --python=same --machine gpu-device --set-commit-hash "$1" --record-samples \
+    -b 'KVCacheWrite\.time|KVCacheWriteBF16' > "$OUT/asv-run-$2.txt" 2>&1; }
+  step "short calls at ${A:0:8}"; KVBENCH_STATE_LOG=$OUT/gpu-state-quick-A.jsonl quick "$A" quick-A
+  git -c user.name=device -c user.email=device@localhost commit -q --allow-empty -m "A/A: same code"
+  B=$(git rev-parse HEAD)
+  step "short calls again at ${B:0:8}"; KVBENCH_STATE_LOG=$OUT/gpu-state-quick-B.jsonl quick "$B" quick-B
+  report "$A" quick-A >/dev/null; report "$B" quick-B | head -n 3
+  python3 -m asv compare --machine gpu-device --factor 1.05 --split "$A" "$B" > "$OUT/aa-quick-compare.txt"
+  grep -cE '^\| *[-+x!] *\|' "$OUT/aa-quick-compare.txt" | sed 's/^/benchmarks flagged (+, -, x, !): /' ;;
 fidelity)
   export KVBENCH_STATE_LOG=$OUT/gpu-state-fidelity.jsonl KVBENCH_FIDELITY=1 KVBENCH_DTYPES=bfloat16
   step "asv KVCacheWrite, bfloat16, each process timing its own graph independently too"

@@ -71,17 +71,17 @@ def test_fidelity_command_passes_in_fresh_processes():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_host_hiccup_while_estimating_does_not_shrink_the_graph():
-    """A 5 ms host stall during the first timed eager call must not make a ~1.5 us call look like a whole sample
-    (that gave graphs of one call, reading 2.5x high in an A/A run)."""
+def test_host_stalls_while_estimating_do_not_shrink_the_graph():
+    """5 ms host stalls in every eager call _eager_estimate times must not make a ~1.5 us call look like a whole
+    sample: K comes from a graph (graphs of one call read 2.5x high in an A/A run)."""
     p = prepare(make_case("triton", num_tokens=16), "triton")
     calls = [0]
 
     def write():
         calls[0] += 1
-        if calls[0] == 4:  # after _warm_up's 3 calls: the first call _eager_estimate times
+        if 4 <= calls[0] <= 6:  # after _warm_up's 3 calls: the calls _eager_estimate times
             time.sleep(0.005)
         p.write()
 
     s = timing.GraphSampler(write)
-    assert calls[0] > 4 and s.calls_per_sample >= 100
+    assert calls[0] > 6 and s.calls_per_sample >= 100

@@ -1,7 +1,7 @@
 """Per-call timing of a KV-cache writer, in three modes.
 
-- `cudagraph` (CUDA): K back-to-back calls captured in one CUDA graph, K chosen from a first estimate so that one
-  replay holds >= 1 ms of GPU work (at most 1000 calls); the graph is replayed for 0.1 s before its samples, and a
+- `cudagraph` (CUDA): K back-to-back calls captured in one CUDA graph, K chosen from a warm probe graph so that one
+  replay holds >= 1 ms of GPU work (at most 1000 calls); the graph is replayed for 0.05 s before its samples, and a
   ~1 ms untimed spin kernel follows each sample so the GPU is never idle between samples (see WARMUP_S). Each
   sample is one replay timed with CUDA events, divided by K: per-call *device* time, launch gaps hidden as in a
   model's graph replay. A short GPU sleep is queued before the start event so the graph is already launched when
@@ -42,16 +42,17 @@ TRAIL_CYCLES = 2_000_000
 # Warm-up, measured on an H100 (`scripts/probe_process.py warmup`) in fresh processes as asv runs them: a GPU that
 # has just been idle runs tiny kernels up to 14x and large ones 8-15 % slow, and NVML still reports the maximum SM
 # clock, so it cannot tell when the GPU is ready. It takes busy work to get it going (tiny graphs replayed with a
-# sync after each are not busy enough), and ~5 ms of idling (a capture) to drop it back. So: a short call's probe
-# graph is kept queued for PROBE_WARMUP_S before it calibrates, and the timed graph for WARMUP_S (REWARM_S after a
-# warm probe) right before its samples.
+# sync after each are not busy enough), and ~5 ms of idling (a capture) to drop it back. So: the probe graph is
+# kept queued for PROBE_WARMUP_S before it calibrates, and the timed graph for REWARM_S right before its samples
+# (an eager sampler: WARMUP_S).
 WARMUP_S = 0.1
 PROBE_WARMUP_S = 0.05
 REWARM_S = 0.05
 PROBE_CALLS = 8
-# Calibration: a call whose eager time (an upper bound) is already a whole sample is timed one per replay; shorter
-# calls are first timed in a warm graph of PROBE_CALLS. At most two graphs are captured per sampler: in one process,
-# once a third graph was captured, replays of a ~1.5 us Triton kernel ran 11 % slower in every graph (H200).
+# Calibration: K comes from the least of 5 warm replays of a probe graph, of PROBE_CALLS calls (one call where the
+# eager time, an upper bound, is already a whole sample); never from eager timing alone (see _eager_estimate). At most
+# two graphs are captured per sampler: in one process, once a third graph was captured, replays of a ~1.5 us Triton
+# kernel ran 11 % slower in every graph (H200).
 
 
 class Phases(dict):
@@ -135,9 +136,10 @@ def _warm_up(write: Writer, calls: int = 3) -> None:
 
 def _eager_estimate(write: Writer, calls: int = 3) -> float:
     """Seconds of one eager call between CUDA events, the least of `calls`: exact for long calls, too high for short
-    ones. The least, because a host hiccup only adds time: timed from a single call, 7 and 10 of the 324 benchmark
-    processes of two A/A runs (torch at 4-64 tokens, one 16-token Triton case) read it above a whole sample, timed a
-    graph of ONE call and reported 4-5 % more (the Triton case 2.5x): the cases the A/A compare flagged (H100)."""
+    ones. The least, because a host hiccup only adds time. It only sizes the probe graph: when K was taken from it,
+    7 and 10 of the 324 benchmark processes of two A/A runs (torch at 4-64 tokens, a 16-token Triton case) read a
+    short call above a whole sample, timed a graph of ONE call and reported 4-5 % more (the Triton case 2.5x): the
+    cases the A/A compare flagged (H100). Taking the least of 3 calls still left one such process in 324."""
     least = math.inf
     for _ in range(calls):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -182,25 +184,22 @@ class GraphSampler(_CudaEventSampler):
         self._sleep = getattr(torch.cuda, "_sleep", None)
         with self.phases.step("warm_up"):
             _warm_up(write)
+        with self.phases.step("calibrate"):  # only sizes the probe: eager timing includes launch gaps and stalls
+            probe_calls = PROBE_CALLS if _eager_estimate(write) < target_s else 1
+        with self.phases.step("capture"):
+            self.graph = _capture(write, probe_calls)
+        self.calls_per_sample = probe_calls
+        with self.phases.step("clock_warm_up"):
+            _busy(self.graph.replay, PROBE_WARMUP_S)
         with self.phases.step("calibrate"):
-            estimate = _eager_estimate(write)
-        probe_calls = 0
-        if estimate < target_s:  # estimate from a warm graph (eager timing includes launch gaps)
-            probe_calls = PROBE_CALLS
-            with self.phases.step("capture"):
-                self.graph = _capture(write, probe_calls)
-            self.calls_per_sample = probe_calls
-            with self.phases.step("clock_warm_up"):
-                _busy(self.graph.replay, PROBE_WARMUP_S)
-            with self.phases.step("calibrate"):
-                estimate = min(self.measure(5))  # stalls only add time
+            estimate = min(self.measure(5))  # device time of warm replays; stalls only add time
         k = max(min_calls, calls_for(target_s, estimate, max_calls))
         if k != probe_calls:
             with self.phases.step("capture"):
                 self.graph = _capture(write, k)
             self.calls_per_sample = k
         with self.phases.step("clock_warm_up"):
-            _busy(self.graph.replay, REWARM_S if probe_calls else WARMUP_S)
+            _busy(self.graph.replay, REWARM_S)
         self._spin(TRAIL_CYCLES)
         self._total = 0.0
 
