@@ -7,6 +7,7 @@
 #   aa:     the whole suite again under commit B (an empty commit on top of A: same code), then
 #           `asv compare --factor 1.05` A B and B's spreads: the A/A check. On a fresh machine, carry A's
 #           results as artifacts/results-A.json.
+#   suite:  the whole default suite only, as in full.
 #   aa-quick: GPU tests, then an A/A of KVCacheWrite/KVCacheWriteBF16 at 2-256 tokens (both runs in one call).
 #   fidelity: KVCacheWrite's bfloat16 cases with KVBENCH_FIDELITY=1 (each benchmark process also times its own graph
 #           independently, kvbench.fidelity), then asv's figures against those: the same process, the same graph.
@@ -39,6 +40,9 @@ full)
   step fidelity; timeout 150 python3 -m kvbench.cli fidelity --implementation torch triton \
     --json "$OUT/fidelity.json" 2>/dev/null
   step report; report "$A" A "$OUT/fidelity.json" ;;
+suite)  # the whole default suite only (wall time, spreads, calls per sample)
+  step "full default suite at ${A:0:8}"; run_suite "$A" A
+  step report; report "$A" A | head -n 3 ;;
 aa)
   if [ -z "$(result_of "$A")" ] && [ -f artifacts/results-A.json ]; then  # a fresh machine: A's results carried in
     mkdir -p .asv/results/gpu-device && cp artifacts/results-A.json ".asv/results/gpu-device/${A:0:8}-restored.json"
