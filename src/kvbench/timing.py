@@ -139,7 +139,7 @@ def _eager_estimate(write: Writer, calls: int = 3) -> float:
     ones. The least, because a host hiccup only adds time. It only sizes the probe graph: when K was taken from it,
     7 and 10 of the 324 benchmark processes of two A/A runs (torch at 4-64 tokens, a 16-token Triton case) read a
     short call above a whole sample, timed a graph of ONE call and reported 4-5 % more (the Triton case 2.5x): the
-    cases the A/A compare flagged (H100). Taking the least of 3 calls still left one such process in 324."""
+    cases the A/A compare flagged (H100). The least of 3 calls still left 4 and 8 such processes: stalls last."""
     least = math.inf
     for _ in range(calls):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
