@@ -49,3 +49,12 @@ def test_asv_timer_differences_are_the_samplers_per_call_times(monkeypatch):
     asv_suite.sample("no_graph")
     after = timer()
     assert after - before == pytest.approx(p.s.measure(1)[0], rel=5) and 0.001 <= after - before < 0.01
+
+
+def test_prepared_reports_calls_per_sample_of_the_samplers_it_made():
+    from kvbench.runner import make_case, prepare
+
+    p = prepare(make_case("torch", num_tokens=4, num_blocks=64, num_heads=2, head_size=64, device="cpu"), "torch")
+    assert p.calls_per_sample() == {}  # asking must not make a sampler
+    s = p.sampler("no_graph")
+    assert p.calls_per_sample() == {"no_graph": s.calls_per_sample} and s.calls_per_sample > 1
