@@ -32,6 +32,14 @@ report() {  # commit label [fidelity]
   cp "$result" "$OUT/results-$2.json"
   kvbench asv-report "$result" ${3:+--fidelity "$3"} | tee "$OUT/report-$2.txt" | head -n 60
 }
+same_code_commit() {  # an empty commit on top of A: the "B" of an A/A
+  git -c user.name=device -c user.email=device@localhost commit -q --allow-empty -m "A/A: same code"
+  git rev-parse HEAD
+}
+aa_compare() {  # B file: asv compare --factor 1.05 A B into file, and how many benchmarks it flags
+  python3 -m asv compare --machine gpu-device --factor 1.05 --split "$A" "$1" > "$2"
+  grep -cE '^\| *[-+x!] *\|' "$2" | sed 's/^/benchmarks flagged (+, -, x, !): /'
+}
 case $phase in
 full)
   nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
@@ -47,12 +55,10 @@ aa)
   if [ -z "$(result_of "$A")" ] && [ -f artifacts/results-A.json ]; then  # a fresh machine: A's results carried in
     mkdir -p .asv/results/gpu-device && cp artifacts/results-A.json ".asv/results/gpu-device/${A:0:8}-restored.json"
   fi
-  git -c user.name=device -c user.email=device@localhost commit -q --allow-empty -m "A/A: same code"
-  B=$(git rev-parse HEAD)
+  B=$(same_code_commit)
   step "full default suite again at ${B:0:8} (A/A)"; run_suite "$B" B
   step report; report "$B" B
-  step A/A compare; python3 -m asv compare --machine gpu-device --factor 1.05 --split "$A" "$B" > "$OUT/aa-compare.txt"
-  grep -cE '^\| *[-+x!] *\|' "$OUT/aa-compare.txt" | sed 's/^/benchmarks flagged (+, -, x, !): /'
+  step A/A compare; aa_compare "$B" "$OUT/aa-compare.txt"
   tail -n 12 "$OUT/aa-compare.txt" ;;
 aa-quick)  # GPU tests, then an A/A of the short calls only (where processes differ most), both runs in one call
   step GPU tests; python3 -m pytest -m gpu tests -q -p no:cacheprovider 2>&1 | tee "$OUT/gpu-tests.txt" | tail -n 3
@@ -60,12 +66,10 @@ aa-quick)  # GPU tests, then an A/A of the short calls only (where processes dif
   quick() { python3 -m asv run --python=same --machine gpu-device --set-commit-hash "$1" --record-samples \
     -b 'KVCacheWrite\.time|KVCacheWriteBF16' > "$OUT/asv-run-$2.txt" 2>&1; }
   step "short calls at ${A:0:8}"; KVBENCH_STATE_LOG=$OUT/gpu-state-quick-A.jsonl quick "$A" quick-A
-  git -c user.name=device -c user.email=device@localhost commit -q --allow-empty -m "A/A: same code"
-  B=$(git rev-parse HEAD)
+  B=$(same_code_commit)
   step "short calls again at ${B:0:8}"; KVBENCH_STATE_LOG=$OUT/gpu-state-quick-B.jsonl quick "$B" quick-B
   report "$A" quick-A >/dev/null; report "$B" quick-B | head -n 3
-  python3 -m asv compare --machine gpu-device --factor 1.05 --split "$A" "$B" > "$OUT/aa-quick-compare.txt"
-  grep -cE '^\| *[-+x!] *\|' "$OUT/aa-quick-compare.txt" | sed 's/^/benchmarks flagged (+, -, x, !): /' ;;
+  aa_compare "$B" "$OUT/aa-quick-compare.txt" ;;
 fidelity)
   export KVBENCH_STATE_LOG=$OUT/gpu-state-fidelity.jsonl KVBENCH_FIDELITY=1 KVBENCH_DTYPES=bfloat16
   step "asv KVCacheWrite, bfloat16, each process timing its own graph independently too"
