@@ -317,10 +317,7 @@ def warmup(args):
                 runner.ensure_context = ensure
             p = asv_suite.setup_case(impl, tokens, asv_suite.NUM_BLOCKS, **fields)
             s = p.sampler("cudagraph")
-            x = []
-            for _ in range(20):  # as asv: a sample, then a short host gap
-                x.append(s.measure(1)[0] * 1e6)
-                time.sleep(0.002)
+            x = _asv_like_samples(s, 20, gap_s=0.002)
             return {"k": s.calls_per_sample, "samples_us": [round(v, 3) for v in x], "steps": p.steps()}
         return work
 
@@ -360,13 +357,17 @@ def _fixed_sampler(graph, calls):
     return s
 
 
-def _asv_like_median(s, n=10, gap_s=0.0005):
-    """Median per-call us of n samples with a short host gap after each, as asv takes them."""
+def _asv_like_samples(s, n, gap_s=0.0005):
+    """Per-call us of n samples with a short host gap after each, as asv takes them."""
     x = []
     for _ in range(n):
         x.append(s.measure(1)[0] * 1e6)
         time.sleep(gap_s)
-    return round(statistics.median(x), 4)
+    return x
+
+
+def _asv_like_median(s, n=10):
+    return round(statistics.median(_asv_like_samples(s, n)), 4)
 
 
 def placement(args):
@@ -395,10 +396,7 @@ def placement(args):
     def plain(impl, tokens, fields):
         p = asv_suite.setup_case(impl, tokens, asv_suite.NUM_BLOCKS, **fields)
         s = p.sampler("cudagraph")
-        x = []
-        for _ in range(20):
-            x.append(s.measure(1)[0] * 1e6)
-            time.sleep(0.0005)
+        x = _asv_like_samples(s, 20)
         return {"k": s.calls_per_sample, "median": round(statistics.median(x), 4),
                 "spread_pct": round(100 * spread(x), 3)}
 
