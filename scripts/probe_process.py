@@ -11,6 +11,8 @@
             process), next to the plain sampler
   steps     which of the sampler's set-up steps changes a graph's replay time: one graph captured right after
             verification, then with each of the sampler's steps added before it
+  firstuse  where a fresh process's preparation goes (profiled: the first call's kernel loading, Triton's first
+            launch), with optional extra warming in the parent (--prewarm), and what exiting costs per GiB held
 
 Each case runs in a child forked from this (CUDA-free) process, as asv's forkserver does, and reports back as
 JSON through a pipe. Usage: python3 scripts/probe_process.py WHAT [--json FILE]
@@ -510,16 +512,119 @@ def steps(args):
     return rows
 
 
+def _profiled(fn, top=30):
+    """(fn's result, its wall seconds, the `top` functions by cumulative time as text)."""
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    t = time.perf_counter()
+    out = prof.runcall(fn)
+    wall = time.perf_counter() - t
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("cumulative").print_stats(top)
+    return out, wall, text.getvalue()
+
+
+def _prewarm(what):
+    """Extra warming in the parent, before any child is forked; CUDA must stay untouched."""
+    import torch
+
+    done = {}
+    for item in what:
+        t = time.perf_counter()
+        try:
+            if item == "driver":
+                from triton.runtime import driver
+                driver.active.utils  # noqa: B018 -- Triton's C helpers, compiled or loaded from its cache
+            elif item == "backend":
+                import pynvml
+                from triton.backends.compiler import GPUTarget
+                from triton.compiler.compiler import make_backend
+                pynvml.nvmlInit()
+                major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(pynvml.nvmlDeviceGetHandleByIndex(0))
+                make_backend(GPUTarget("cuda", major * 10 + minor, 32)).hash()
+            done[item] = round(time.perf_counter() - t, 4)
+        except Exception as exc:
+            done[item] = f"{type(exc).__name__}: {exc}"
+    done["cuda_initialized_after"] = torch.cuda.is_initialized()
+    return done
+
+
+def _imported(name):
+    import importlib
+
+    try:
+        importlib.import_module(name)
+        return True
+    except Exception:
+        return False
+
+
+def firstuse(args):
+    """A fresh process's preparation, profiled, per implementation; then exiting with 0, 2 and 16 GiB held."""
+    rows = [{"prewarm": _prewarm(args.prewarm)}]
+    if args.prewarm_modules:  # module names a previous run saw imported by a child's preparation
+        t = time.perf_counter()
+        failed = [name for name in json.load(open(args.prewarm_modules)) if not _imported(name)]
+        rows[0]["prewarm"].update(modules_s=round(time.perf_counter() - t, 3), failed=failed)
+    print(json.dumps(rows[-1]), flush=True)
+    for impl in args.implementation:
+        for i in range(2):
+            def work(impl=impl, profile=i == 0):
+                from kvbench.device import ensure_context
+
+                t = time.perf_counter()
+                ensure_context("cuda")
+                context = time.perf_counter() - t
+                case = make_case(impl, num_tokens=16, num_blocks=asv_suite.NUM_BLOCKS, device="cuda")
+                if profile:
+                    before = set(sys.modules)
+                    p, wall, text = _profiled(lambda: prepare(case, impl))
+                    return {"context_s": context, "prepare_s": wall, "steps_s": p.phases, "profile": text,
+                            "imported": sorted(set(sys.modules) - before)}
+                t = time.perf_counter()
+                p = prepare(case, impl)
+                return {"context_s": context, "prepare_s": time.perf_counter() - t, "steps_s": p.phases}
+            out, wall = in_child(work)
+            rows.append({"impl": impl, "wall_s": wall, **out})
+            print(json.dumps({k: v for k, v in rows[-1].items() if k not in ("profile", "imported")}), flush=True)
+            if "imported" in out:
+                print(f"imported: {len(out['imported'])}: {' '.join(out['imported'])}", flush=True)
+            if "profile" in out:
+                print(out["profile"], flush=True)
+    for gib in (0, 2, 16) * 2:
+        def hold(gib=gib):
+            import torch
+            from kvbench.device import ensure_context
+
+            ensure_context("cuda")
+            x = torch.empty(gib << 30, dtype=torch.uint8, device="cuda") if gib else None
+            if x is not None:
+                x.fill_(1)
+            torch.cuda.synchronize()
+            return {"held_gib": gib}
+        out, wall = in_child(hold)
+        rows.append({**out, "exit_s": wall - out["child_done_s"], "wall_s": wall})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("what", choices=["overhead", "state", "spread", "verify", "graphs", "warmup",
-                                           "placement", "twins", "steps"])
+                                           "placement", "twins", "steps", "firstuse"])
     ap.add_argument("--implementation", nargs="+", default=["triton", "torch"])
     ap.add_argument("--processes", type=int, default=12, help="placement: fresh processes per case")
+    ap.add_argument("--prewarm", nargs="*", default=[], choices=["driver", "backend"],
+                    help="firstuse: extra warming of Triton in the parent")
+    ap.add_argument("--prewarm-modules", help="firstuse: a JSON list of modules to import in the parent")
     ap.add_argument("--json")
     args = ap.parse_args()
     commands = {"overhead": overhead, "state": state, "spread": spreads, "verify": verify_steps, "graphs": graphs,
-                "warmup": warmup, "placement": placement, "twins": twins, "steps": steps}
+                "warmup": warmup, "placement": placement, "twins": twins, "steps": steps,
+                "firstuse": firstuse}
     rows = commands[args.what](args)
     if args.json:
         with open(args.json, "w") as f:

@@ -1,7 +1,10 @@
 """kvbench.isolation: a call in a forked child, its result, its exceptions, and a child that dies."""
 
+import json
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -75,3 +78,20 @@ def test_a_case_whose_process_dies_is_a_failed_row_and_the_others_are_measured(m
     rows = json.loads((tmp_path / "r.json").read_text())["results"]
     assert rc == 1 and [r["status"] for r in rows] == ["ok", "failed", "ok"]
     assert rows[1]["message"] == "the child process running run_case died (signal 11)"
+
+
+def test_warming_triton_imports_its_first_launch_modules_without_touching_cuda():
+    """The parent asv forks from imports what Triton's first launch would import in every benchmark process."""
+    pytest.importorskip("triton")
+    code = (
+        "import importlib.util, json, sys, torch\n"
+        "from kvbench import isolation\n"
+        "isolation.warm_triton()\n"
+        "known = [m for m in isolation.FIRST_LAUNCH_MODULES if importlib.util.find_spec(m)]\n"
+        "print(json.dumps({'known': known, 'missing': [m for m in known if m not in sys.modules],\n"
+        "                  'cuda': torch.cuda.is_initialized()}))\n"
+    )
+    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert "triton.compiler.code_generator" in out["known"]  # the largest share, present in Triton 3.x
+    assert out["missing"] == []
+    assert out["cuda"] is False

@@ -21,10 +21,18 @@ class ChildDied(KvbenchError):
     """The child process ended without returning a result (a crash or a kill)."""
 
 
+# Modules Triton imports at a kernel's first launch, not at `import triton`: the code generator pulls in Gluon
+# (~40 modules). A benchmark process forked from a parent without them imported them itself: 0.17 s of its 0.42 s
+# verification on an H100 (Triton 3.6, modules compiled from source; `scripts/probe_process.py firstuse`).
+FIRST_LAUNCH_MODULES = ("triton.compiler.code_generator", "triton.language.semantic",
+                        "triton.language.extra.libdevice", "triton.tools.tensor_descriptor")
+
+
 def warm_triton() -> None:
     """Import Triton and fill its per-process caches that need no GPU, so that forked children do not pay for them
-    (measured on an H100: Triton cases prepared in ~1.25 s, torch cases in ~0.6 s, before this). The largest is
-    Triton's version key, a hash of its whole compiler library. Triton touches CUDA only at its first launch."""
+    (measured on an H100: Triton cases prepared in ~1.25 s, torch cases in ~0.6 s, before this). The largest are
+    Triton's version key, a hash of its whole compiler library, and the modules of its first launch. Triton
+    touches CUDA only at its first launch."""
     try:
         import kvbench.triton_kernels  # noqa: F401
     except ImportError:  # no Triton: nothing to warm
@@ -34,6 +42,11 @@ def warm_triton() -> None:
         try:
             getattr(importlib.import_module(module), function)()
         except Exception:  # another Triton version or backend: only the saving is lost
+            pass
+    for module in FIRST_LAUNCH_MODULES:
+        try:
+            importlib.import_module(module)
+        except Exception:  # not in this Triton version: only the saving is lost
             pass
 
 

@@ -99,9 +99,12 @@ def _check_cache(impl, w, which, slots, rows) -> None:
     x, scale = (w.key, w.k_scale) if which == "key" else (w.value, w.v_scale)
     got = layouts.gather(case.layout, which, cache, slots)
     expected = stored(x[rows], scale, case)
-    written = (_bits(got) != _poison_value(got)).float().mean().item()
-    if written < 1.0:
-        raise VerificationError(f"{impl.name}: {which} cache {100 * written:.1f}% written (expected 100%)")
+    # Counted with the same kernels as the comparison below (!= and sum): in a fresh process every other kind of
+    # kernel costs its first-use loading (~10 ms each on an H100).
+    written = int((_bits(got) != _poison_value(got)).sum())
+    if written < got.numel():
+        raise VerificationError(f"{impl.name}: {which} cache {100 * written / got.numel():.1f}% written "
+                                f"(expected 100%)")
     if case.is_fp8 and impl.fp8_check == "tolerance":
         g, e = fp8.dequantize(got, scale, case.fp8_format), fp8.dequantize(expected, scale, case.fp8_format)
         bad = ~torch.isclose(g, e, **FP8_TOLERANCE)
