@@ -15,12 +15,12 @@ import triton
 import triton.language as tl
 from tabulate import tabulate
 
-from kvbench import roofline
-from kvbench.impls.triton_impl import TritonWrite
+from kvbench.impls.kernels.cache_write import launch_config, reshape_and_cache
+from kvbench.impls.own_triton import TritonWrite
+from kvbench.measure.bandwidth import measure_copy
+from kvbench.measure.timing import GraphSampler
+from kvbench.ops.verify import verify
 from kvbench.runner import make_case, prepare
-from kvbench.timing import GraphSampler
-from kvbench.triton_kernels import launch_config, reshape_and_cache
-from kvbench.verify import verify
 
 
 def per_call_us(fn, samples: int = 15) -> float:
@@ -37,7 +37,7 @@ def copy_bandwidths() -> list:
         us = per_call_us(lambda: dst.copy_(src))
         rows.append((f"copy_ {label}", f"{us:.1f}", f"{2 * nbytes / us / 1e3:.1f}"))
         del src, dst
-    rows.append(("kvbench measure_copy (as cached)", "", f"{roofline.measure_copy('cuda') / 1e9:.1f}"))
+    rows.append(("kvbench measure_copy (as cached)", "", f"{measure_copy('cuda') / 1e9:.1f}"))
     return rows
 
 
@@ -64,11 +64,11 @@ def kernel_variants(layout: str, tokens: list[int], kv_cache_dtype: str = "auto"
     rows = []
     for n in tokens:
         p = prepare(make_case("triton", layout, num_tokens=n, kv_cache_dtype=kv_cache_dtype), "triton")
-        ideal = roofline.bytes_moved(p.case)
+        ideal = p.case.bytes_moved
         for name, overrides in variants.items():
             v = Variant(overrides)
             write = v.bind(p.workload)
-            verify(v, p.workload, write)
+            verify("variant", [p.workload], write)
             us = per_call_us(write)
             rows.append((f"{layout} {kv_cache_dtype}", n, name, f"{us:.2f}", f"{ideal / us / 1e3:.1f}"))
         del p

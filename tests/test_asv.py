@@ -70,7 +70,7 @@ def site(asv_config, asv_results, tmp_path_factory):
     """`asv publish` of those results, made to work offline with `kvbench site-vendor`."""
     asv(asv_config, "publish")
     html = pathlib.Path(json.loads(asv_config.read_text())["html_dir"])
-    from kvbench import site_vendor
+    from kvbench.asv import site as site_vendor
 
     site_vendor.vendor(html, tmp_path_factory.mktemp("npm"))
     return html

@@ -1,7 +1,8 @@
 import pytest
+import torch
 
-from kvbench import device
-from kvbench.case import Case
+from kvbench.measure import device
+from kvbench.ops.kv import Case
 from kvbench.errors import CaseError, Unavailable
 from kvbench.runner import bytes_needed, make_case, prepare
 
@@ -75,14 +76,23 @@ def test_slot_patterns_need_enough_blocks():
     assert "l2 'lukewarm'" in one_line(exc) and "warm, cold" in str(exc.value)
 
 
-def test_cold_l2_rotates_input_sets_into_the_same_caches():
-    from kvbench.workload import COLD_L2_FACTOR
+def test_cold_l2_rotates_disjoint_input_sets_into_the_same_caches():
+    from kvbench.runner import COLD_L2_FACTOR
 
-    case = make_case("torch", num_tokens=64, num_heads=4, head_size=64, num_blocks=64, device="cpu", l2="cold")
+    case = make_case("torch", num_tokens=64, num_heads=4, head_size=64, num_blocks=4096, device="cpu", l2="cold")
     p = prepare(case, "torch")
     per_call = 64 * 4 * 64 * 8  # bytes moved by one call
-    assert p.rotation == -(-COLD_L2_FACTOR * (32 << 20) // per_call)
+    assert p.rotation == -(-COLD_L2_FACTOR * (32 << 20) // per_call) == 1024
+    slots = torch.cat([w.slot_mapping for w in p.workloads])
+    assert slots.unique().numel() == 64 * 1024  # disjoint: a replay of every set leaves each set's tokens in place
+    assert all(w.key_cache.data_ptr() == p.workload.key_cache.data_ptr() for w in p.workloads)
     sampler = p.sampler("no_graph")
     assert sampler.calls_per_sample >= p.rotation
+    assert p.check_timed("no_graph").tokens_checked == 64 * 1024  # every set verified after the timed sample
     warm = prepare(case.replace(l2="warm"), "torch")
     assert warm.rotation == 1
+
+
+def test_cold_l2_rotation_is_capped_by_the_disjoint_sets_that_fit():
+    case = make_case("torch", num_tokens=64, num_heads=4, head_size=64, num_blocks=64, device="cpu", l2="cold")
+    assert prepare(case, "torch").rotation == 64 * 16 // 64

@@ -5,6 +5,7 @@ import torch
 
 from kvbench import cli, impls
 from kvbench.impls.torch_ref import TorchReference
+from kvbench.cli import commands
 
 SMALL = ["--device", "cpu", "--num-heads", "4", "--num-blocks", "64", "--iters", "3"]
 
@@ -33,9 +34,19 @@ def test_sweep_prints_vllms_table_and_writes_json_csv_plot(tmp_path, capsys):
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_cudagraph_on_cpu_is_skipped_with_reason(capsys):
-    assert cli.main(["sweep", *SMALL, "--num-tokens", "2", "--implementation", "torch"]) == 0
-    assert "SKIPPED" in capsys.readouterr().out
+def test_cudagraph_on_cpu_is_skipped_with_reason_and_nothing_measured_exits_5(capsys):
+    assert cli.main(["sweep", *SMALL, "--num-tokens", "2", "--implementation", "torch", "--mode", "cudagraph"]) == 5
+    out, err = capsys.readouterr()
+    assert "SKIPPED" in out and "mode 'cudagraph' needs a CUDA device" in out
+    assert "nothing was measured" in err
+
+
+def test_cpu_defaults_fit_the_machine_and_say_so(capsys):
+    assert cli.main(["sweep", "--device", "cpu", "--num-heads", "4", "--iters", "3", "--num-tokens", "2",
+                     "--implementation", "torch"]) == 0
+    out = capsys.readouterr().out
+    assert "defaults on cpu: num_blocks 1024, mode no_graph" in out
+    assert "(measuring with no_graph)" in out and "| 2            |" in out
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -86,7 +97,7 @@ def test_info_lists_implementations_and_reasons(capsys):
 
 
 def test_fidelity_ratios_pair_asv_and_independent_numbers():
-    from kvbench.asv_results import fidelity_ratios
+    from kvbench.asv.results import fidelity_ratios
 
     asv = [dict(name="KVCacheWrite.time_cudagraph", params=["1024", "bfloat16", "auto", "triton", "16384"],
                 median=50e-6),
@@ -105,7 +116,7 @@ def test_an_invalid_token_count_among_valid_ones_is_a_skipped_row(tmp_path, caps
 
 
 def test_same_process_ratios_pair_asv_with_the_logged_independent_timing(capsys):
-    from kvbench.asv_results import same_process_ratios
+    from kvbench.asv.results import same_process_ratios
 
     asv = [dict(name="KVCacheWrite.time_cudagraph", params=["16", "half", "fp8", "triton", "16384"], median=2.1e-6),
            dict(name="KVCacheWrite.time_cudagraph", params=["16", "half", "auto", "triton", "16384"], median=1.5e-6)]
@@ -116,6 +127,6 @@ def test_same_process_ratios_pair_asv_with_the_logged_independent_timing(capsys)
            dict(benchmark="KVCacheWrite", implementation="triton", num_tokens=16, dtype="half", kv_cache_dtype="auto")]
     rows = same_process_ratios(asv, log)
     assert [(r["kv_cache_dtype"], round(r["ratio"], 3)) for r in rows] == [("fp8", 1.05)]
-    assert cli._print_ratios("t", rows) is True  # 5 % off: more than the 3 % allowed
-    assert cli._print_ratios("t", [dict(rows[0], ratio=1.02)]) is False
+    assert commands.print_ratios("t", rows) is True  # 5 % off: more than the 3 % allowed
+    assert commands.print_ratios("t", [dict(rows[0], ratio=1.02)]) is False
     assert "| triton           |           16 | half    | fp8  |" in capsys.readouterr().out

@@ -8,8 +8,8 @@ import time
 import pytest
 import torch
 
-from kvbench import fidelity, timing
-from kvbench.case import LAYOUTS
+from kvbench.measure import fidelity, timing
+from kvbench.ops.layouts import LAYOUTS
 from kvbench.runner import make_case, prepare
 
 pytestmark = pytest.mark.gpu

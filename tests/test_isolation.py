@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from kvbench import cli, isolation
+from kvbench import cli
+from kvbench.cli import sweep
+from kvbench.measure import isolation
 from kvbench.errors import CaseError, KvbenchError
 
 
@@ -58,18 +60,18 @@ def test_a_parent_with_cuda_initialised_is_refused(monkeypatch):
 
 
 def test_cases_run_in_fresh_processes_on_cuda_only_unless_asked_otherwise():
-    assert cli._caller("cuda", same_process=False) is isolation.run
-    assert cli._caller("cuda", same_process=True) is not isolation.run
-    assert cli._caller("cpu", same_process=False)(_pid_and, 2) == (os.getpid(), 4)
+    assert sweep.caller("cuda", same=False) is isolation.run
+    assert sweep.caller("cuda", same=True) is not isolation.run
+    assert sweep.caller("cpu", same=False)(_pid_and, 2) == (os.getpid(), 4)
 
 
 def test_a_case_whose_process_dies_is_a_failed_row_and_the_others_are_measured(monkeypatch, tmp_path):
     def caller(function, *args):
-        if function is cli.run_case and args[0].num_tokens == 4:
+        if function is sweep.run_case and args[0].num_tokens == 4:
             raise isolation.ChildDied("the child process running run_case died (signal 11)")
         return function(*args)
 
-    monkeypatch.setattr(cli, "_caller", lambda device, same_process: caller)
+    monkeypatch.setattr(sweep, "caller", lambda device, same: caller)
     rc = cli.main(["sweep", "--device", "cpu", "--mode", "no_graph", "--num-heads", "2", "--head-size", "64",
                    "--num-blocks", "8", "--iters", "3", "--implementation", "torch", "--num-tokens", "2", "4", "8",
                    "--json", str(tmp_path / "r.json")])
@@ -85,7 +87,7 @@ def test_warming_triton_imports_its_first_launch_modules_without_touching_cuda()
     pytest.importorskip("triton")
     code = (
         "import importlib.util, json, sys, torch\n"
-        "from kvbench import isolation\n"
+        "from kvbench.measure import isolation\n"
         "isolation.warm_triton()\n"
         "known = [m for m in isolation.FIRST_LAUNCH_MODULES if importlib.util.find_spec(m)]\n"
         "print(json.dumps({'known': known, 'missing': [m for m in known if m not in sys.modules],\n"

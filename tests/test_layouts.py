@@ -1,8 +1,13 @@
 import pytest
 import torch
 
-from kvbench import layouts
-from kvbench.case import LAYOUTS, Case
+from kvbench.ops import layouts, slots as slot_patterns
+from kvbench.ops.kv import Case
+from kvbench.ops.layouts import LAYOUTS
+
+
+def slot_mapping(case):
+    return slot_patterns.slot_sets(case.slots, case.num_tokens, case.num_blocks, case.block_size, case.seed)[0]
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -11,7 +16,7 @@ def test_scatter_then_gather_round_trips(layout, dtype, kv):
     case = Case(num_tokens=10, num_heads=3, head_size=64, num_blocks=4, layout=layout, dtype=dtype,
                 kv_cache_dtype=kv, device="cpu")
     key_cache, value_cache = layouts.allocate(case)
-    slots = layouts.slot_mapping(case)
+    slots = slot_mapping(case)
     assert len(set(slots.tolist())) == 10 and 0 <= min(slots.tolist()) and max(slots.tolist()) < case.num_slots
     for which, cache in (("key", key_cache), ("value", value_cache)):
         data = torch.randint(0, 255, (10, 3, 64), dtype=torch.uint8).to(case.cache_dtype)
@@ -47,19 +52,19 @@ def test_flash_caches_share_stride0_like_vllms_benchmark():
 
 
 def test_prefill_slots_fill_consecutive_slots_of_own_blocks():
-    from kvbench.case import PREFILL_SEQ_LEN
+    from kvbench.ops.slots import PREFILL_SEQ_LEN
 
     case = Case(num_tokens=PREFILL_SEQ_LEN + 40, num_blocks=100, device="cpu", slots="prefill")
-    slots = layouts.slot_mapping(case).tolist()
+    slots = slot_mapping(case).tolist()
     assert len(set(slots)) == len(slots)
     for start in (0, PREFILL_SEQ_LEN):  # each sequence starts a block and runs through consecutive offsets
         seq = slots[start : start + PREFILL_SEQ_LEN]
         assert seq[0] % 16 == 0
         assert all(b - a == 1 for a, b in zip(seq, seq[1:]) if b % 16)
-    assert layouts.slot_mapping(case).tolist() == slots  # fixed seed
+    assert slot_mapping(case).tolist() == slots  # fixed seed
 
 
 def test_decode_slots_use_distinct_blocks():
     case = Case(num_tokens=300, num_blocks=400, device="cpu", slots="decode")
-    slots = layouts.slot_mapping(case)
+    slots = slot_mapping(case)
     assert len(set((slots // 16).tolist())) == 300 and slots.max() < case.num_slots

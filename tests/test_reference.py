@@ -5,10 +5,11 @@ import itertools
 import pytest
 import torch
 
-from kvbench import fp8
-from kvbench.case import LAYOUTS, Case
-from kvbench.impls import torch_ref
-from kvbench.workload import make
+from kvbench.ops import fp8
+from kvbench.ops.kv import Case
+from kvbench.ops.layouts import LAYOUTS
+from kvbench.ops.kv import reference_write
+from kvbench.ops import workload as make
 
 
 def naive_write(case, key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale):
@@ -57,7 +58,7 @@ def test_reference_matches_naive_loop_with_padding(layout, dtype, kv):
     expected = [c.clone().fill_(0) for c in (w.key_cache, w.value_cache)]
     got = [c.fill_(0) for c in (w.key_cache, w.value_cache)]
     naive_write(case, key, value, *expected, slots, w.k_scale, w.v_scale)
-    torch_ref.write(case, key, value, *got, slots, w.k_scale, w.v_scale)
+    reference_write(case, key, value, *got, slots, w.k_scale, w.v_scale)
     for g, e in zip(got, expected):
         assert torch.equal(g.view(torch.uint8), e.view(torch.uint8))
     assert got[0].view(torch.uint8).count_nonzero() > 0
@@ -71,7 +72,7 @@ def test_reference_per_head_scales(layout):
     assert w.k_scale.shape == (4,)
     expected = [c.clone().fill_(0) for c in (w.key_cache, w.value_cache)]
     naive_write(case, w.key, w.value, *expected, w.slot_mapping, w.k_scale, w.v_scale)
-    torch_ref.write(case, w.key, w.value, w.key_cache.fill_(0), w.value_cache.fill_(0), w.slot_mapping,
+    reference_write(case, w.key, w.value, w.key_cache.fill_(0), w.value_cache.fill_(0), w.slot_mapping,
                     w.k_scale, w.v_scale)
     assert torch.equal(w.key_cache, expected[0]) and torch.equal(w.value_cache, expected[1])
 
@@ -80,7 +81,7 @@ def test_reference_all_padding_writes_nothing():
     case = Case(num_tokens=4, num_heads=2, head_size=64, num_blocks=2, device="cpu")
     w = make(case, seed=1)
     before = [c.normal_().clone() for c in (w.key_cache, w.value_cache)]
-    torch_ref.write(case, w.key, w.value, w.key_cache, w.value_cache, torch.full((4,), -1), w.k_scale, w.v_scale)
+    reference_write(case, w.key, w.value, w.key_cache, w.value_cache, torch.full((4,), -1), w.k_scale, w.v_scale)
     assert torch.equal(w.key_cache, before[0]) and torch.equal(w.value_cache, before[1])
 
 

@@ -2,8 +2,10 @@ import time
 
 import pytest
 
-from kvbench import asv_suite, timing
+from kvbench.asv import suite as asv_suite
+from kvbench.measure import timing
 from kvbench.errors import Unavailable
+from kvbench.ops import kv
 
 
 def test_calls_for_stays_in_bounds():
@@ -34,21 +36,28 @@ def test_cudagraph_mode_needs_cuda():
         timing.sampler("cudagraph", lambda: None, "cpu")
 
 
-def test_asv_timer_differences_are_the_samplers_per_call_times(monkeypatch):
-    class FakePrepared:
-        def __init__(self):
-            self.s = timing.sampler("no_graph", lambda: time.sleep(0.001), "cpu")
+class SmallWrite(asv_suite.Benchmark):
+    params = [["torch"]]
+    param_names = ["implementation"]
 
-        def sampler(self, mode):
-            return self.s
+    def case(self, implementation):
+        return kv.Case(num_tokens=4, num_heads=2, head_size=64, num_blocks=64, device="cpu")
 
-    p = FakePrepared()
-    monkeypatch.setattr(asv_suite, "_current", p)
-    timer = asv_suite.timer("no_graph")
-    before = timer()
-    asv_suite.sample("no_graph")
-    after = timer()
-    assert after - before == pytest.approx(p.s.measure(1)[0], rel=5) and 0.001 <= after - before < 0.01
+
+def test_asv_timer_differences_are_the_samplers_per_call_times():
+    bench = SmallWrite()
+    bench.setup("torch")
+    prepared = asv_suite._Process.prepared
+    bench.setup("torch")  # asv calls setup before every sample: the case is prepared once per process
+    assert asv_suite._Process.prepared is prepared
+    sampler = prepared.sampler("no_graph")
+    before = SmallWrite.timer()
+    bench.sample()
+    after = SmallWrite.timer()
+    assert after - before == pytest.approx(sampler.elapsed() - before)
+    assert sampler.calls_per_sample > 1 and 0 < after - before < 1e-3  # per call, not per sample
+    bench.teardown("torch")  # after the first sample: the timed path is verified
+    assert asv_suite._Process.checked
 
 
 def test_prepared_reports_calls_per_sample_of_the_samplers_it_made():

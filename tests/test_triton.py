@@ -1,7 +1,7 @@
 """kvbench's Triton kernel against the reference: on CPU through TRITON_INTERPRET=1 (small shapes), and on the
 GPU (marked `gpu`) at real sizes with random inputs, bit-exact for auto and fp8.
 
-Triton's interpreter converts to fp8 wrongly when rounding carries into the exponent (FACTS.md: 7.95 -> 4.0), so
+Triton's interpreter (3.9) converts to fp8 wrongly when rounding carries into the exponent (7.95 -> 4.0), so
 interpreter tests feed fp8 cases inputs whose x / scale is exactly representable (no rounding happens); the GPU
 tests use plain random inputs.
 """
@@ -11,10 +11,11 @@ import itertools
 import pytest
 import torch
 
-from kvbench import fp8, impls
+from kvbench import impls
+from kvbench.ops import fp8
 from kvbench.runner import make_case, prepare
-from kvbench.verify import verify
-from kvbench.workload import make
+from kvbench.ops.verify import verify
+from kvbench.ops import workload as make
 
 TRITON = impls.get("triton")
 
@@ -57,7 +58,7 @@ def test_interpreter_matches_reference(layout, dtype, kv, scales):
     case = make_case("triton", layout, num_tokens=7, num_heads=3, head_size=64, num_blocks=3, dtype=dtype,
                      kv_cache_dtype=kv, fp8_scales=scales, device="cpu")
     w = interpreter_workload(case, noncontiguous=dtype == "half", padding=kv != "fp8_e5m2")
-    result = verify(TRITON, w, TRITON.bind(w))
+    result = verify(TRITON.name, [w], TRITON.bind(w), TRITON.fp8_check)
     assert result.method == "bit-exact"
 
 
@@ -67,11 +68,11 @@ def test_interpreter_odd_head_sizes_and_block_32(head_size, block_size, layout):
     case = make_case("triton", layout, num_tokens=5, num_heads=2, head_size=head_size, block_size=block_size,
                      num_blocks=2, device="cpu")
     w = interpreter_workload(case, noncontiguous=True, padding=True)
-    assert verify(TRITON, w, TRITON.bind(w)).tokens_checked == 3  # tokens 1 and 4 are padding
+    assert verify(TRITON.name, [w], TRITON.bind(w), TRITON.fp8_check).tokens_checked == 3  # tokens 1 and 4 are padding
 
 
 def test_launch_heuristic():
-    from kvbench.triton_kernels import launch_config
+    from kvbench.impls.kernels.cache_write import launch_config
 
     assert launch_config(65536, 128, 128, 132) == dict(BLOCK_H=128, BLOCK_D=128, num_warps=8, EVICT="")
     assert launch_config(256, 128, 128, 132)["BLOCK_H"] == 32  # 1024 programs: at least 4 per SM (528)
@@ -116,4 +117,4 @@ def test_gpu_shapes_noncontiguous_padding_per_head(head_size, block_size, layout
         per_head = case.fp8_scales == "head"
         w.k_scale, w.v_scale = fp8.scales(w.key, per_head), fp8.scales(w.value, per_head)
     w.slot_mapping[::7] = -1
-    assert verify(TRITON, w, TRITON.bind(w)).tokens_checked == 1000 - len(range(0, 1000, 7))
+    assert verify(TRITON.name, [w], TRITON.bind(w), TRITON.fp8_check).tokens_checked == 1000 - len(range(0, 1000, 7))

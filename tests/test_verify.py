@@ -3,13 +3,14 @@
 import pytest
 import torch
 
-from kvbench import layouts
+from kvbench.ops import layouts, slots as slot_patterns
 from kvbench.errors import VerificationError
 from kvbench.impls.base import Implementation
-from kvbench.impls.torch_ref import TorchReference, write
+from kvbench.impls.torch_ref import TorchReference
+from kvbench.ops.kv import reference_write as write
 from kvbench.runner import make_case
-from kvbench.verify import verify
-from kvbench.workload import make
+from kvbench.ops.verify import verify
+from kvbench.ops import workload as make
 
 
 class Double(Implementation):
@@ -58,7 +59,7 @@ def test_verifier_catches_wrong_writers(body, message):
     name = message.split(":")[0]
     w = make(case(), seed=5)
     with pytest.raises(VerificationError) as exc:
-        verify(Double(name, body), w, Double(name, body).bind(w))
+        verify(name, [w], Double(name, body).bind(w))
     assert str(exc.value).startswith(message)
 
 
@@ -72,7 +73,7 @@ def test_verifier_catches_a_writer_that_does_not_skip_padding():
         w.slot_mapping[w.slot_mapping.tolist().index(0)] = -1
     impl = Double("clamps", clamps_padding)
     with pytest.raises(VerificationError, match="written outside the mapped slots"):
-        verify(impl, w, impl.bind(w))
+        verify(impl.name, [w], impl.bind(w), impl.fp8_check)
 
 
 @pytest.mark.parametrize("kv", ["auto", "fp8", "fp8_e5m2"])
@@ -81,7 +82,7 @@ def test_verifier_passes_the_reference_and_counts_tokens(kv, layout):
     w = make(case(kv_cache_dtype=kv).replace(layout=layout), seed=9)
     w.slot_mapping[2] = -1
     impl = TorchReference()
-    result = verify(impl, w, impl.bind(w))
+    result = verify(impl.name, [w], impl.bind(w), impl.fp8_check)
     assert result.tokens_checked == 15 and result.method == "bit-exact"
 
 
@@ -106,10 +107,10 @@ def test_fp8_checks_exact_and_one_step():
     w = make(case(kv_cache_dtype="fp8"), seed=2)
     truncating = Double("tz", _fp8_writer(_truncate_e4m3))
     with pytest.raises(VerificationError, match=r"tz: key cache: \d+ of 8192 elements differ.*got .*, expected "):
-        verify(truncating, w, truncating.bind(w))
+        verify(truncating.name, [w], truncating.bind(w), truncating.fp8_check)
     truncating.fp8_check = "step"
-    assert verify(truncating, w, truncating.bind(w)).method == "fp8 within 1 step of round-to-nearest"
+    assert verify(truncating.name, [w], truncating.bind(w), truncating.fp8_check).method == "fp8 within 1 step of round-to-nearest"
     wrong_scale = Double("scale", _fp8_writer(lambda y: y * 2))
     wrong_scale.fp8_check = "step"
     with pytest.raises(VerificationError, match="scale: key cache"):
-        verify(wrong_scale, w, wrong_scale.bind(w))
+        verify(wrong_scale.name, [w], wrong_scale.bind(w), wrong_scale.fp8_check)

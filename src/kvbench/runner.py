@@ -1,4 +1,10 @@
-"""Prepare (check, allocate, verify) and measure cases; shared by the CLI and the asv suite."""
+"""A case from description to number, the one path shared by the CLI and the asv suite.
+
+`prepare` checks that the implementation can run the case here (before allocating anything), makes the tensors,
+and verifies one call on fresh random inputs. `measure` takes the samples, then verifies the timed path itself
+(the graph replay or eager sample that was timed, on poisoned outputs) and that the inputs are unchanged, and
+only then returns a number. `run_case` turns every way of ending without a number into a skipped or failed row.
+"""
 
 from __future__ import annotations
 
@@ -6,55 +12,80 @@ import dataclasses
 import random
 import statistics
 
-from kvbench import guards, impls, layouts, roofline, timing
-from kvbench.case import Case
-from kvbench.device import check_fits, ensure_context
+import torch
+
+from kvbench import impls, ops
 from kvbench.errors import CaseError, Unavailable, VerificationError
 from kvbench.impls.base import Implementation, Writer
-from kvbench.verify import Verified, verify
-from kvbench.workload import Workload, make, rotation, rotation_size
+from kvbench.measure import bandwidth, gpu_state, timing
+from kvbench.measure.device import check_fits, ensure_context
+from kvbench.ops import slots
+from kvbench.ops.base import WriteCase, Workload
+from kvbench.ops.verify import Verified, fingerprints, verify
+
+COLD_L2_FACTOR = 4  # cold: the input sets of one rotation touch at least 4x the L2
+MAX_ROTATION = 2048
 
 
-def make_case(implementation: str, layout: str | None = None, **fields) -> Case:
-    """A Case for `implementation`, in its default layout unless `layout` is given."""
-    return Case(layout=layout or impls.get(implementation).default_layout, **fields)
-
-
-def bytes_needed(case: Case, sets: int = 1) -> int:
-    """Caches, inputs (`sets` of them for a cold-L2 rotation), and the verifier's temporaries."""
-    inputs = 2 * case.num_tokens * case.num_heads * case.head_size * case.input_element_size
-    return layouts.cache_bytes(case) + (sets + 3) * inputs
+def make_case(implementation: str, layout: str | None = None, **fields) -> WriteCase:
+    """A case of `implementation`'s op, in its default layout unless `layout` is given."""
+    impl = impls.get(implementation)
+    case_type = ops.get(impl.op).Case
+    if "layout" in {f.name for f in dataclasses.fields(case_type)}:
+        fields["layout"] = layout or impl.default_layout
+    return case_type(**fields)
 
 
 def l2_bytes(device: str) -> int:
     """The last-level cache a cold case must defeat: the GPU's L2; on CPU a nominal 32 MiB."""
     if device == "cuda":
-        import torch
-
         return torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size
     return 32 << 20
 
 
+def rotation_size(case: WriteCase) -> int:
+    """How many input sets a cold-L2 case rotates through: enough that one rotation touches COLD_L2_FACTOR x L2,
+    at most what fits in the cache as disjoint slot sets."""
+    if case.l2 == "warm":
+        return 1
+    wanted = -(-COLD_L2_FACTOR * l2_bytes(case.device) // case.bytes_moved)
+    fits = slots.max_sets(case.slots, case.num_tokens, case.num_blocks, case.block_size)
+    return max(1, min(MAX_ROTATION, wanted, fits))
+
+
+def bytes_needed(case: WriteCase, sets: int = 1) -> int:
+    """Outputs, inputs (`sets` of them for a cold-L2 rotation), and the verifier's temporaries."""
+    return case.cache_bytes + (sets + 3) * case.input_bytes
+
+
 @dataclasses.dataclass
 class Prepared:
-    """A verified implementation bound to its workload, ready to be timed in any mode.
+    """A verified implementation bound to its workloads, ready to be timed in any mode.
 
-    `write` performs one call; for a cold-L2 case each call moves on to the next input set of the rotation
-    (`rotation` sets), so a CUDA graph of K >= rotation calls touches every set once per replay.
+    `write` performs one call; for a cold-L2 case each call moves on to the next workload of the rotation, so a
+    sample (at least `rotation` calls) writes every one of them.
     """
 
     impl: Implementation
-    workload: Workload
+    workloads: list[Workload]
     write: Writer
     verified: Verified
     input_seed: int
-    rotation: int = 1
+    inputs_before: list[torch.Tensor]
     phases: timing.Phases = dataclasses.field(default_factory=timing.Phases)
     _samplers: dict = dataclasses.field(default_factory=dict)
 
     @property
-    def case(self) -> Case:
+    def workload(self) -> Workload:
+        return self.workloads[0]
+
+    @property
+    def case(self) -> WriteCase:
         return self.workload.case
+
+    @property
+    def rotation(self) -> int:
+        return len(self.workloads)
 
     def sampler(self, mode: str) -> timing.Sampler:
         if mode not in self._samplers:
@@ -76,8 +107,19 @@ class Prepared:
             out.update({f"{s.mode}_{name}": t for name, t in s.phases.items()})
         return out
 
+    def check_timed(self, mode: str) -> Verified:
+        """Verify the timed path: poisoned outputs, one untimed sample exactly as timed (the same graph replay or
+        eager calls), every workload's output, and inputs unchanged since before the first call."""
+        with self.phases.step("verify_timed"):
+            try:
+                return verify(self.impl.name, self.workloads, self.sampler(mode).run_once, self.impl.fp8_check,
+                              self.inputs_before)
+            except VerificationError as exc:
+                raise VerificationError(f"{exc} [timed path, {mode}; {self.case.label()}; input seed "
+                                        f"{self.input_seed}]") from None
 
-def prepare(case: Case, implementation: str, input_seed: int | None = None) -> Prepared:
+
+def prepare(case: WriteCase, implementation: str, input_seed: int | None = None) -> Prepared:
     """Check that `implementation` can run `case` here, allocate, and verify it on fresh random inputs.
 
     Raises Unavailable, CaseError (does not fit in memory) or VerificationError.
@@ -87,21 +129,20 @@ def prepare(case: Case, implementation: str, input_seed: int | None = None) -> P
     impl.check(case)
     with phases.step("context"):
         ensure_context(case.device)
-    sets = rotation_size(case, roofline.bytes_moved(case), l2_bytes(case.device))
+    sets = rotation_size(case)
     check_fits(case, bytes_needed(case, sets))
     seed = random.randrange(2**31) if input_seed is None else input_seed
     with phases.step("allocate"):
-        w = make(case, seed=seed)
-        write = impl.bind(w)
+        workloads = ops.workloads(case, seed, sets)
+        writers = [impl.bind(w) for w in workloads]
+        before = fingerprints(workloads)
     with phases.step("verify"):
         try:
-            verified = verify(impl, w, write)
+            verified = verify(impl.name, workloads[:1], writers[0], impl.fp8_check, before[:1])
         except VerificationError as exc:
             raise VerificationError(f"{exc} [{case.label()}; input seed {seed}]") from None
-    if sets > 1:
-        with phases.step("rotation"):
-            write = _round_robin([write] + [impl.bind(other) for other in rotation(w, sets)[1:]])
-    return Prepared(impl, w, write, verified, seed, sets, phases)
+    write = writers[0] if sets == 1 else _round_robin(writers)
+    return Prepared(impl, workloads, write, verified, seed, before, phases)
 
 
 def _round_robin(writers: list[Writer]) -> Writer:
@@ -132,20 +173,21 @@ class Result:
     x_ideal: float | None = None
     verified: str | None = None
     message: str | None = None
-    gpu_state: dict | None = None  # read right after the samples (kvbench.guards)
+    gpu_state: dict | None = None  # read right after the samples (kvbench.measure.gpu_state)
     warnings: list[str] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-def measure(p: Prepared, mode: str, samples: int, bandwidth: roofline.CopyBandwidth | None) -> Result:
-    """Median per-call latency over `samples` samples, with bytes, GB/s and x ideal."""
+def measure(p: Prepared, mode: str, samples: int, bw: bandwidth.CopyBandwidth | None) -> Result:
+    """Median per-call latency over `samples` samples, with bytes, GB/s and x ideal; the timed path verified."""
     sampler = p.sampler(mode)
     per_call = sampler.measure(samples)
-    state = guards.gpu_state() if p.case.device == "cuda" else None
+    state = gpu_state.gpu_state() if p.case.device == "cuda" else None
+    p.check_timed(mode)
     median_s = statistics.median(per_call)
-    moved = roofline.bytes_moved(p.case)
+    moved = p.case.bytes_moved
     return Result(
         implementation=p.impl.name,
         mode=mode,
@@ -157,19 +199,19 @@ def measure(p: Prepared, mode: str, samples: int, bandwidth: roofline.CopyBandwi
         calls_per_sample=sampler.calls_per_sample,
         bytes_moved=moved,
         gbps=moved / median_s / 1e9,
-        x_ideal=median_s / bandwidth.ideal_s(p.case) if bandwidth else None,
+        x_ideal=median_s / bw.ideal_s(p.case) if bw else None,
         verified=p.verified.method,
         gpu_state=state,
-        warnings=guards.warnings(state),
+        warnings=gpu_state.warnings(state),
     )
 
 
-def run_case(
-    case: Case, implementation: str, mode: str, samples: int, bandwidth: roofline.CopyBandwidth | None
-) -> Result:
+def run_case(case: WriteCase, implementation: str, mode: str, samples: int,
+             bw: bandwidth.CopyBandwidth | None) -> Result:
     """prepare + measure, turning every failure into a Result so that a sweep never loses what it measured."""
     try:
-        return measure(prepare(case, implementation), mode, samples, bandwidth)
+        timing.check_mode(mode, case.device)  # before anything is allocated
+        return measure(prepare(case, implementation), mode, samples, bw)
     except (Unavailable, CaseError) as exc:
         status, message = "skipped", str(exc)
     except VerificationError as exc:

@@ -1,6 +1,6 @@
-"""`triton`: kvbench's own Triton kernel (kvbench.triton_kernels), flash NHD/HND and paged layouts.
+"""`triton`: kvbench's own Triton kernels (kvbench.impls.kernels), flash NHD/HND and paged layouts.
 
-It runs on CUDA devices, and on CPU tensors only under Triton's interpreter (TRITON_INTERPRET=1, for tests).
+They run on CUDA devices, and on CPU tensors only under Triton's interpreter (TRITON_INTERPRET=1, for tests).
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from kvbench.impls.base import Implementation, Writer
-from kvbench.workload import Workload
+from kvbench.ops.kv import KVWorkload
 
 
 class TritonWrite(Implementation):
@@ -24,12 +24,12 @@ class TritonWrite(Implementation):
 
     def load(self) -> None:
         try:
-            import kvbench.triton_kernels  # noqa: F401
+            import kvbench.impls.kernels.cache_write  # noqa: F401
         except ImportError as exc:
             raise ImportError(f"triton not installed ({exc})") from exc
 
-    def bind(self, w: Workload) -> Writer:
-        from kvbench.triton_kernels import reshape_and_cache
+    def bind(self, w: KVWorkload) -> Writer:
+        from kvbench.impls.kernels.cache_write import reshape_and_cache
 
         args = (w.key, w.value, w.key_cache, w.value_cache, w.slot_mapping, w.case.fp8_format, w.k_scale,
                 w.v_scale, w.case.layout)

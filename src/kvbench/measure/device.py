@@ -10,7 +10,8 @@ import os
 
 import torch
 
-from kvbench.errors import CaseError
+from kvbench import config
+from kvbench.errors import CaseError, DeviceUnavailable
 
 
 def cuda_present() -> bool:
@@ -28,9 +29,23 @@ def cuda_reason() -> str | None:
     return None
 
 
+def resolve(asked: str | None = None) -> str:
+    """The device to run on: `asked` (a --device flag), else KVBENCH_DEVICE, else 'cuda' where a CUDA device is
+    visible and 'cpu' otherwise. A device asked for explicitly that is not usable is an error, never a silent
+    fallback (a GPU runner that lost its GPU must not publish CPU numbers)."""
+    device = asked or config.device()
+    if device is None:
+        return "cuda" if cuda_present() else "cpu"
+    if device == "cuda":
+        reason = cuda_reason()
+        if reason:
+            where = "--device cuda" if asked else "KVBENCH_DEVICE=cuda"
+            raise DeviceUnavailable(f"{where} was asked for, but {reason}; use cpu or run on a GPU machine")
+    return device
+
+
 def default_device() -> str:
-    """'cuda' when a CUDA device is visible, else 'cpu'; KVBENCH_DEVICE overrides."""
-    return os.environ.get("KVBENCH_DEVICE") or ("cuda" if cuda_present() else "cpu")
+    return resolve(None)
 
 
 def ensure_context(device: str) -> None:
@@ -61,10 +76,8 @@ def check_fits(case, needed: int, headroom: float = 0.9) -> None:
     free = int(free_bytes(case.device) * headroom)
     if needed <= free:
         return
-    from kvbench.layouts import cache_bytes
-
-    per_block = cache_bytes(case) // case.num_blocks
-    other = needed - cache_bytes(case)
+    per_block = case.cache_bytes // case.num_blocks
+    other = needed - case.cache_bytes
     fit = max((free - other) // per_block, 0)
     hint = f"use --num-blocks {fit} or fewer" if fit * case.block_size >= case.num_tokens else "use fewer tokens"
     raise CaseError(

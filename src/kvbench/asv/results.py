@@ -7,8 +7,11 @@ parameter varies fastest) of result (median), quartiles and samples.
 from __future__ import annotations
 
 import itertools
-import json
+import math
 import pathlib
+
+from kvbench import files
+from kvbench.errors import FileProblem
 
 
 def _at(row: dict, key: str, i: int):
@@ -16,9 +19,38 @@ def _at(row: dict, key: str, i: int):
     return values[i] if values and i < len(values) else None
 
 
+def read(path: str | pathlib.Path) -> dict:
+    """An asv result file's JSON; FileProblem (one line) when it is not one."""
+    data = files.read_json(str(path), "asv result file")
+    if not isinstance(data.get("results"), dict) or not isinstance(data.get("result_columns"), list):
+        raise FileProblem(f"asv result file {str(path)!r} is not an asv result file (no 'results' and "
+                          f"'result_columns'); pass .asv/results/MACHINE/COMMIT-ENV.json")
+    return data
+
+
+def rows(data: dict):
+    """(benchmark name, parameter values, {column: value}) for every parameter combination in a result file."""
+    columns = data["result_columns"]
+    for name, values in data["results"].items():
+        row = dict(zip(columns, values))
+        combos = itertools.product(*row["params"]) if row.get("params") else [()]
+        for i, params in enumerate(combos):
+            yield name, [str(p).strip("'") for p in params], {c: _at(row, c, i) for c in columns if c != "params"}
+
+
+def status_counts(data: dict) -> dict[str, int]:
+    """How many combinations ran (a number), were skipped (NaN) or failed (null), as asv records them."""
+    counts = {"ran": 0, "skipped": 0, "failed": 0}
+    for _, _, row in rows(data):
+        value = row.get("result")
+        counts["failed" if value is None else "skipped" if isinstance(value, float) and math.isnan(value)
+               else "ran"] += 1
+    return counts
+
+
 def cases(path: str | pathlib.Path) -> list[dict]:
     """One dict per measured (benchmark, parameters): name, params, median, q25, q75, spread, samples."""
-    data = json.loads(pathlib.Path(path).read_text())
+    data = read(path)
     columns = data["result_columns"]
     out = []
     for name, values in data["results"].items():

@@ -1,8 +1,8 @@
 """One case per fresh process, as asv runs them, for the CLI's sweeps and fidelity checks on CUDA.
 
-Why: in one process, replays of a tiny kernel's CUDA graph ran 11 % slower once a third graph had been captured,
-in every graph, old and new (H200, Triton at 16 tokens: 1.53 -> 1.71 us; `scripts/probe_process.py graphs`), so a
-sweep that measures case after case in one process would read its later cases high and disagree with asv.
+Why: in one process, replays of a tiny kernel's CUDA graph ran 11 % slower once a third graph had been captured
+(notes/measurement.md), so a sweep that measures case after case in one process would read its later cases high
+and disagree with asv.
 `run` forks a child from this process, which must not have touched CUDA yet (CUDA does not survive a fork), calls
 the function there and returns its result. A child that dies is reported as an error naming how it ended.
 """
@@ -22,19 +22,17 @@ class ChildDied(KvbenchError):
 
 
 # Modules Triton imports at a kernel's first launch, not at `import triton`: the code generator pulls in Gluon
-# (~40 modules). A benchmark process forked from a parent without them imported them itself: 0.17 s of its 0.42 s
-# verification on an H100 (Triton 3.6, modules compiled from source; `scripts/probe_process.py firstuse`).
+# (~40 modules); 0.17 s of a benchmark process's 0.42 s verification on an H100 when left to each process.
 FIRST_LAUNCH_MODULES = ("triton.compiler.code_generator", "triton.language.semantic",
                         "triton.language.extra.libdevice", "triton.tools.tensor_descriptor")
 
 
 def warm_triton() -> None:
-    """Import Triton and fill its per-process caches that need no GPU, so that forked children do not pay for them
-    (measured on an H100: Triton cases prepared in ~1.25 s, torch cases in ~0.6 s, before this). The largest are
-    Triton's version key, a hash of its whole compiler library, and the modules of its first launch. Triton
+    """Import Triton and fill its per-process caches that need no GPU (its version key, a hash of its whole
+    compiler library, and the modules of its first launch), so that forked children do not pay for them. Triton
     touches CUDA only at its first launch."""
     try:
-        import kvbench.triton_kernels  # noqa: F401
+        import kvbench.impls.kernels.cache_write  # noqa: F401
     except ImportError:  # no Triton: nothing to warm
         return
     for module, function in (("triton.runtime.cache", "triton_key"),

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+from typing import TYPE_CHECKING
 
 import torch
 
-from kvbench.runner import Prepared
+from kvbench.measure.timing import cuda_seconds
+
+if TYPE_CHECKING:
+    from kvbench.runner import Prepared
 
 
 @dataclasses.dataclass
@@ -31,16 +35,11 @@ class Fidelity:
 
 def independent_per_call_s(graph: torch.cuda.CUDAGraph, calls: int, replays: int = 20, repeats: int = 15) -> float:
     """Median over `repeats` of (time of `replays` back-to-back replays) / (replays x calls), by CUDA events."""
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+    def replay_all():
         for _ in range(replays):
             graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3 / (replays * calls))
-    return statistics.median(times)
+
+    return statistics.median(cuda_seconds(replay_all) / (replays * calls) for _ in range(repeats))
 
 
 def compare(p: Prepared, samples: int = 20) -> Fidelity:

@@ -7,6 +7,7 @@ import json
 
 from tabulate import tabulate
 
+from kvbench import files
 from kvbench.runner import Result
 
 COLUMNS = ("num_tokens", "latency (µs)", "GB/s", "× ideal", "verified")
@@ -29,13 +30,13 @@ def table(results: list[Result]) -> str:
     return tabulate(rows, headers=COLUMNS, tablefmt="github", disable_numparse=True)
 
 
-def write_json(path: str, header: dict, results: list[Result]) -> None:
-    with open(path, "w") as f:
+def write_json(path, header: dict, results: list[Result]) -> None:
+    with files.atomic(path) as f:
         json.dump({"machine": header, "results": [r.as_dict() for r in results]}, f, indent=1)
 
 
-def write_csv(path: str, results: list[Result]) -> None:
-    with open(path, "w", newline="") as f:
+def write_csv(path, results: list[Result]) -> None:
+    with files.atomic(path, newline="") as f:
         out = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         out.writeheader()
         for r in results:
@@ -67,5 +68,6 @@ def plot(path: str, results: list[Result], copy_gbps: float | None, title: str) 
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with files.atomic(path, "wb") as f:
+        fig.savefig(f, dpi=120, format="png")
     plt.close(fig)

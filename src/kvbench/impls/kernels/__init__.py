@@ -1,0 +1,1 @@
+"""kvbench's own Triton kernels, one module per op."""

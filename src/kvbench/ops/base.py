@@ -1,0 +1,163 @@
+"""What every cache-write op shares: the common case fields, the workload's outputs, and validation.
+
+An op is one module of kvbench.ops (see its __init__) that declares
+- a Case: a frozen dataclass of its parameters with vLLM's defaults, validated on construction;
+- a Workload: the tensors of one call (inputs, slot mapping, scales, the caches it writes), made by `make`;
+- the reference: `expected()` gives, for each output tensor, the rows the valid slots must hold;
+- `bytes_moved`: what one call must read and write at least (the numerator of "x ideal").
+Verification (kvbench.ops.verify) and timing work on these alone, so they are the same for every op.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import torch
+
+from kvbench.errors import CaseError
+
+DTYPES = {"half": torch.float16, "bfloat16": torch.bfloat16, "float": torch.float32}
+DEVICES = ("cuda", "cpu")
+# warm: the same inputs and slots every call (vLLM's method: small cases live in L2); cold: the calls rotate
+# through enough input sets and (disjoint) slot mappings that one rotation touches several times the L2.
+L2_STATES = ("warm", "cold")
+
+
+def choose(what: str, value, allowed) -> None:
+    """Raise a one-line CaseError unless `value` is one of `allowed`."""
+    if value not in allowed:
+        names = ", ".join(str(a) for a in allowed)
+        raise CaseError(f"{what} {value!r} is not supported; choose one of: {names}")
+
+
+def positive(case, *names: str) -> None:
+    for name in names:
+        value = getattr(case, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise CaseError(f"{name} {value!r} is not supported; it must be a positive integer")
+
+
+@dataclasses.dataclass(frozen=True)
+class WriteCase:
+    """Fields every op has: `num_tokens` tokens written into a paged cache of num_blocks x block_size slots."""
+
+    OP: ClassVar[str] = ""
+    BLOCK_SIZES: ClassVar[tuple[int, ...]] = (16, 32)
+    KV_CACHE_DTYPES: ClassVar[tuple[str, ...]] = ("auto",)
+    SLOT_PATTERNS: ClassVar[tuple[str, ...]] = ("random", "prefill", "decode", "padded")
+
+    num_tokens: int
+    num_blocks: int = 16384
+    block_size: int = 16
+    dtype: str = "bfloat16"
+    kv_cache_dtype: str = "auto"
+    device: str = "cuda"
+    slots: str = "random"
+    l2: str = "warm"
+    seed: int = 42
+
+    def __post_init__(self):
+        positive(self, "num_tokens", "num_blocks")
+        choose("block_size", self.block_size, self.BLOCK_SIZES)
+        choose("dtype", self.dtype, tuple(DTYPES))
+        choose("kv_cache_dtype", self.kv_cache_dtype, self.KV_CACHE_DTYPES)
+        choose("device", self.device, DEVICES)
+        choose("slots", self.slots, self.SLOT_PATTERNS)
+        choose("l2", self.l2, L2_STATES)
+        if self.num_tokens > self.num_slots:
+            need = -(-self.num_tokens // self.block_size)
+            raise CaseError(
+                f"num_tokens {self.num_tokens} exceeds the cache's {self.num_slots} slots "
+                f"(num_blocks {self.num_blocks} x block_size {self.block_size}); use --num-blocks {need} or more"
+            )
+        if self.slots == "decode" and self.num_tokens > self.num_blocks:
+            raise CaseError(
+                f"num_tokens {self.num_tokens} exceeds num_blocks {self.num_blocks}: slots 'decode' puts each token "
+                f"in its own block; use --num-blocks {self.num_tokens} or more"
+            )
+
+    @property
+    def num_slots(self) -> int:
+        return self.num_blocks * self.block_size
+
+    @property
+    def valid_tokens(self) -> int:
+        """Tokens that are written (the 'padded' pattern makes the last quarter padding)."""
+        from kvbench.ops.slots import valid_count
+
+        return valid_count(self.slots, self.num_tokens)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def input_element_size(self) -> int:
+        return torch.empty((), dtype=self.torch_dtype).element_size()
+
+    def replace(self, **changes) -> "WriteCase":
+        return dataclasses.replace(self, **changes)
+
+    # What each op defines:
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes of every output tensor of one workload (allocated once, shared by a cold rotation)."""
+        raise NotImplementedError
+
+    @property
+    def input_bytes(self) -> int:
+        """Bytes of the inputs of one call (one set of a cold rotation)."""
+        raise NotImplementedError
+
+    @property
+    def bytes_moved(self) -> int:
+        """Bytes one call must read and write at least: its inputs for the valid tokens, and what it stores."""
+        raise NotImplementedError
+
+    def label(self) -> str:
+        shown = ", ".join(f"{f.name} {getattr(self, f.name)}" for f in dataclasses.fields(self)
+                          if f.name not in ("num_tokens", "seed"))
+        return f"{self.OP}: {self.num_tokens} tokens, {shown}"
+
+
+@dataclasses.dataclass
+class Output:
+    """One tensor a call writes, as verification sees it.
+
+    `rows` is a view of it indexed [block, offset in block, *row]; `expected` holds, for each valid token in order,
+    the row the reference stores ([valid tokens, *row], the same element order); `row_dims` names the row's
+    dimensions for messages ("head", "dim"); `fp8` is the float8 format of its elements (None: compared bit for bit).
+    """
+
+    name: str
+    tensor: torch.Tensor
+    rows: torch.Tensor
+    expected: torch.Tensor
+    row_dims: tuple[str, ...]
+    fp8: str | None = None
+    scale: torch.Tensor | None = None  # for tolerance checks of fp8 outputs (dequantised values)
+    source: torch.Tensor | None = None  # the input rows before quantisation, for explaining wrong fp8 bytes
+
+
+@dataclasses.dataclass
+class Workload:
+    """The tensors of one call. Each op subclasses it with its own inputs; `slot_mapping` (int64 [num_tokens],
+    negative = padding) and `case` are common."""
+
+    INPUT_NAMES: ClassVar[tuple[str, ...]] = ()  # of `inputs()`, in order, for messages
+
+    case: WriteCase
+    slot_mapping: torch.Tensor
+
+    def inputs(self) -> list[torch.Tensor]:
+        """Everything a call reads (checked unchanged after timing)."""
+        raise NotImplementedError
+
+    def outputs(self) -> list[torch.Tensor]:
+        """Every tensor a call writes (poisoned before verification)."""
+        raise NotImplementedError
+
+    def expected(self) -> list[Output]:
+        """The reference's result at the valid slots, for each output."""
+        raise NotImplementedError
