@@ -9,7 +9,7 @@ import tarfile
 
 import pytest
 
-from kvbench import site_vendor
+from kvbench.asv import site as site_vendor
 from kvbench.errors import KvbenchError
 
 PAGE = '<html><script src="https://code.jquery.com/jquery-3.3.1.min.js"></script></html>'
