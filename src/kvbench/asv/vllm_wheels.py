@@ -22,7 +22,6 @@ asv runs this file with the environment's own python (standard library only; not
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import platform
@@ -179,47 +178,21 @@ def install(wheel: pathlib.Path, kvbench: pathlib.Path | None = None, extras: li
     return version
 
 
-def _load_jsonc(path: pathlib.Path) -> dict:
-    try:
-        from asv.util import load_json
-    except ImportError:  # full-line // comments only
-        text = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("//"))
-        return json.loads(text)
-    return load_json(str(path), js_comments=True)
-
-
 def write_config(vllm_repo: str | os.PathLike, out_dir: pathlib.Path | None = None, *, index: str | None = None,
                  variant: str = "", extras: str = "gpu", benchmark_dir: str | os.PathLike | None = None,
                  root: pathlib.Path = KVBENCH_ROOT) -> pathlib.Path:
-    """asv.vllm-commits.conf.json for `vllm_repo`, with absolute paths, at out_dir/asv.conf.json.
+    """asv.vllm-commits.conf.json for `vllm_repo`, with absolute paths, at out_dir/asv.conf.json (default: the
+    template's .asv/vllm-commits under `root`; env, results and html go there). Runs on the host, with kvbench."""
+    from kvbench.asv import config_file
 
-    Without `out_dir`: the template's .asv/vllm-commits under `root`; with it, env, results and html go there."""
     if not (root / TEMPLATE).exists():
-        raise WheelError(f"{TEMPLATE} not found in {root}: run this file from a kvbench checkout")
-    conf = _load_jsonc(root / TEMPLATE)
-    conf["repo"] = str(pathlib.Path(vllm_repo).resolve())
-    if out_dir is None:
-        out_dir = root / pathlib.Path(conf["env_dir"]).parent
-        for key in ("results_dir", "html_dir", "env_dir"):
-            conf[key] = str((root / conf[key]).resolve())
-    else:
-        out_dir = pathlib.Path(out_dir).resolve()
-        for key in ("results_dir", "html_dir", "env_dir"):
-            conf[key] = str(out_dir / pathlib.Path(conf[key]).name)
-    conf["benchmark_dir"] = str(pathlib.Path(benchmark_dir or root / conf["benchmark_dir"]).resolve())
+        raise WheelError(f"{TEMPLATE} not found in {root}: run this from a kvbench checkout")
+    out_dir = pathlib.Path(out_dir).resolve() if out_dir else root / ".asv" / "vllm-commits"
     fills = {"@KVBENCH_ROOT@": str(root.resolve()), "@INDEX@": index_base(index), "@VARIANT@": variant.strip("/"),
              "@EXTRAS@": extras}
-    for key in ("build_command", "install_command", "uninstall_command"):
-        commands = []
-        for command in conf[key]:
-            for token, value in fills.items():
-                command = command.replace(token, value)
-            commands.append(command)
-        conf[key] = commands
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "asv.conf.json"
-    path.write_text(json.dumps(conf, indent=1) + "\n")
-    return path
+    return config_file.write(out_dir / "asv.conf.json", TEMPLATE, root, out_dir, fills,
+                             repo=pathlib.Path(vllm_repo).resolve(),
+                             benchmark_dir=benchmark_dir and pathlib.Path(benchmark_dir).resolve())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import sys
 
-from kvbench.cli import commands, sweep
 from kvbench.cli.flags import Parser
 from kvbench.errors import KvbenchError
 
 
 def parser() -> Parser:
+    from kvbench.cli import commands, sweep  # here: a bad KVBENCH_* value met on import is a one-line error too
+
     p = Parser(prog="kvbench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     sweep.add(sub)

@@ -105,14 +105,14 @@ def verify(name: str, workloads: list[Workload], run, fp8_check: str = "exact",
         torch.cuda.synchronize()
     checked, tokens = [], 0
     for w, prints in zip(workloads, before):
+        changed = (fingerprint(w.inputs()) != prints).view(-1, 2).any(dim=1).nonzero().flatten().tolist()
+        if changed:  # first: the reference below is computed from the inputs
+            names = ", ".join(w.INPUT_NAMES[i] for i in changed)
+            raise VerificationError(f"{name}: changed its inputs while writing ({names})")
         valid_slots = w.slot_mapping[w.slot_mapping >= 0]
         expected = w.expected()
         for o in expected:
             check_output(name, o, valid_slots, fp8_check)
-        changed = (fingerprint(w.inputs()) != prints).view(-1, 2).any(dim=1).nonzero().flatten().tolist()
-        if changed:
-            names = ", ".join(w.INPUT_NAMES[i] for i in changed)
-            raise VerificationError(f"{name}: changed its inputs while writing ({names})")
         checked += expected
         tokens += int(valid_slots.numel())
     for o in checked[: len(workloads[0].outputs())]:  # the first workload's: the outputs all sets share

@@ -1,0 +1,93 @@
+"""Writers that are wrong only after their first call, or that change their inputs: the CLI reports them failed,
+the asv suite records them failed (not timed), and the main job still publishes its site. The writers are
+registered through KVBENCH_PLUGINS (tests/broken_writers.py), as any out-of-tree implementation would be."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from kvbench import cli, impls
+from kvbench.errors import VerificationError
+from kvbench.runner import make_case, prepare
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+HERE = pathlib.Path(__file__).resolve().parent
+SMALL = ["--device", "cpu", "--num-heads", "4", "--num-blocks", "64", "--iters", "3", "--num-tokens", "16"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def broken_writers():
+    sys.path.insert(0, str(HERE))
+    import broken_writers  # noqa: F401  (registers them)
+
+    yield
+    sys.path.remove(str(HERE))
+
+
+def test_a_writer_that_stops_after_its_first_call_passes_preparation_but_not_the_timed_path():
+    p = prepare(make_case("first-call-only", num_tokens=16, num_heads=4, num_blocks=64, device="cpu"),
+                "first-call-only")
+    assert p.verified.method == "bit-exact"  # its first call was right
+    p.sampler("no_graph").measure(2)
+    with pytest.raises(VerificationError) as exc:
+        p.check_timed("no_graph")
+    message = str(exc.value)
+    assert message.startswith("first-call-only: key cache 0.0% written (expected 100%): nothing written")
+    assert "[timed path, no_graph;" in message
+
+
+def test_a_writer_that_zeroes_its_inputs_fails_naming_them():
+    with pytest.raises(VerificationError, match=r"^zeroes-inputs: changed its inputs while writing \(key\)"):
+        prepare(make_case("zeroes-inputs", num_tokens=16, num_heads=4, num_blocks=64, device="cpu"), "zeroes-inputs")
+
+
+def test_the_cli_reports_both_failed_and_still_measures_the_reference(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    rc = cli.main(["sweep", *SMALL, "--implementation", "torch", "first-call-only", "zeroes-inputs",
+                   "--json", str(out)])
+    assert rc == 1
+    rows = {r["implementation"]: r for r in json.loads(out.read_text())["results"]}
+    assert rows["torch"]["status"] == "ok" and rows["torch"]["latency_us"] > 0
+    for name in ("first-call-only", "zeroes-inputs"):
+        assert rows[name]["status"] == "failed" and rows[name]["latency_us"] is None
+    assert "nothing written at the mapped slots" in rows["first-call-only"]["message"]
+    assert "FAILED" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_main_job_records_failures_publishes_and_then_exits_non_zero(tmp_path):
+    """bench.sh in a clone, with the wrong writers in the grid: asv records them failed (null, not a time), the
+    site is published anyway, the summary names the reasons, and the exit status says something failed."""
+    work = tmp_path / "kvbench"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(work)], check=True)
+    env = {**os.environ, "KVBENCH_SKIP_SETUP": "1", "HOME": str(tmp_path), "KVBENCH_PLUGINS": "broken_writers",
+           "PYTHONPATH": str(HERE), "ASV_PYTHONPATH": str(HERE), "KVBENCH_DEVICE": "cpu",
+           "KVBENCH_IMPLEMENTATIONS": "torch,first-call-only,zeroes-inputs", "KVBENCH_NUM_TOKENS": "16",
+           "KVBENCH_DTYPES": "bfloat16", "KVBENCH_NUM_BLOCKS": "64",
+           "PATH": f"{pathlib.Path(sys.executable).parent}:{os.environ['PATH']}"}
+    run = subprocess.run(["bash", "scripts/bench.sh", "-b", r"KVCacheWrite\.time_no_graph"], cwd=work, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 2, run.stdout[-3000:] + run.stderr[-3000:]  # asv's code for a failed benchmark
+    assert (work / ".asv/html/index.html").exists()
+    assert "asv run: 2 ran, 0 skipped, 4 failed" in run.stdout
+    assert "nothing written at the mapped slots" in run.stdout and "changed its inputs" in run.stdout
+    result = next(p for p in (work / ".asv/results").glob("*/*.json") if p.name != "machine.json")
+    data = json.loads(result.read_text())
+    row = dict(zip(data["result_columns"], data["results"]["benchmarks.KVCacheWrite.time_no_graph"]))
+    implementations = [p.strip("'") for p in row["params"][3]]
+    values = dict(zip([(kv, impl) for kv in ("auto", "fp8") for impl in implementations], row["result"]))
+    assert all(values[(kv, "torch")] > 0 for kv in ("auto", "fp8"))
+    assert all(values[(kv, impl)] is None for kv in ("auto", "fp8") for impl in implementations if impl != "torch")
+
+
+def test_plugins_are_registered_and_a_missing_plugin_module_is_one_line():
+    assert {"first-call-only", "zeroes-inputs"} <= set(impls.names())
+    env = {**os.environ, "KVBENCH_PLUGINS": "no_such_module"}
+    run = subprocess.run([sys.executable, "-m", "kvbench.cli", "info", "--device", "cpu"], env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1].startswith("kvbench: error: KVBENCH_PLUGINS: module 'no_such_module'")
