@@ -17,8 +17,8 @@ def test_sweep_prints_vllms_table_and_writes_json_csv_plot(tmp_path, capsys):
                    "--plot", str(tmp_path / "r.png"), "--mode", "no_graph"])
     assert rc == 0
     text = capsys.readouterr().out
-    assert "Benchmark results for implementation torch (measuring with no_graph):" in text
-    assert "Benchmark results for implementation vllm-cpu (measuring with no_graph):" in text
+    assert "Benchmark results for implementation torch (op kv, measuring with no_graph):" in text
+    assert "Benchmark results for implementation vllm-cpu (op kv, measuring with no_graph):" in text
     assert "| num_tokens   | latency (µs)   | GB/s   | × ideal   | verified" in text
     data = json.loads(out.read_text())
     assert data["machine"]["device"] == "cpu" and data["machine"]["copy_bandwidth_gbps"] > 0
@@ -46,7 +46,7 @@ def test_cpu_defaults_fit_the_machine_and_say_so(capsys):
                      "--implementation", "torch"]) == 0
     out = capsys.readouterr().out
     assert "defaults on cpu: num_blocks 1024, mode no_graph" in out
-    assert "(measuring with no_graph)" in out and "| 2            |" in out
+    assert "(op kv, measuring with no_graph)" in out and "| 2            |" in out
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -78,7 +78,7 @@ class HalfWriter(TorchReference):
 
 
 def test_a_failing_case_is_reported_and_the_others_still_measured(monkeypatch, tmp_path, capsys):
-    monkeypatch.setitem(impls.REGISTRY, "half-writer", HalfWriter())
+    monkeypatch.setitem(impls.REGISTRY["kv"], "half-writer", HalfWriter())
     rc = cli.main(["sweep", *SMALL, "--mode", "no_graph", "--num-tokens", "2", "--implementation", "half-writer",
                    "torch", "--json", str(tmp_path / "r.json")])
     assert rc == 1

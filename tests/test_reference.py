@@ -36,6 +36,9 @@ def naive_write(case, key, value, key_cache, value_cache, slot_mapping, k_scale,
                     cache[b, h, o] = row[h]
                 elif case.layout == "cpu-vec":
                     cache[b, h].view(-1)[o::bs] = row[h]  # packed [head_size, block_size]
+                elif case.layout == "paged-iv" and which == "value":  # [block_size // x, head_size, x]
+                    x_ = 16 // case.cache_element_size
+                    cache[b, h, o // x_, :, o % x_] = row[h]
                 elif which == "value":  # paged value [head_size, block_size]
                     cache[b, h, :, o] = row[h]
                 else:  # paged key [head_size // x, block_size, x]

@@ -58,7 +58,7 @@ def test_interpreter_matches_reference(layout, dtype, kv, scales):
     case = make_case("triton", layout, num_tokens=7, num_heads=3, head_size=64, num_blocks=3, dtype=dtype,
                      kv_cache_dtype=kv, fp8_scales=scales, device="cpu")
     w = interpreter_workload(case, noncontiguous=dtype == "half", padding=kv != "fp8_e5m2")
-    result = verify(TRITON.name, [w], TRITON.bind(w), TRITON.fp8_check)
+    result = verify(TRITON.name, [w], TRITON.bind(w), TRITON.compare)
     assert result.method == "bit-exact"
 
 
@@ -68,7 +68,7 @@ def test_interpreter_odd_head_sizes_and_block_32(head_size, block_size, layout):
     case = make_case("triton", layout, num_tokens=5, num_heads=2, head_size=head_size, block_size=block_size,
                      num_blocks=2, device="cpu")
     w = interpreter_workload(case, noncontiguous=True, padding=True)
-    assert verify(TRITON.name, [w], TRITON.bind(w), TRITON.fp8_check).tokens_checked == 3  # tokens 1 and 4 are padding
+    assert verify(TRITON.name, [w], TRITON.bind(w), TRITON.compare).tokens_checked == 3  # tokens 1 and 4 are padding
 
 
 def test_launch_heuristic():
@@ -117,4 +117,4 @@ def test_gpu_shapes_noncontiguous_padding_per_head(head_size, block_size, layout
         per_head = case.fp8_scales == "head"
         w.k_scale, w.v_scale = fp8.scales(w.key, per_head), fp8.scales(w.value, per_head)
     w.slot_mapping[::7] = -1
-    assert verify(TRITON.name, [w], TRITON.bind(w), TRITON.fp8_check).tokens_checked == 1000 - len(range(0, 1000, 7))
+    assert verify(TRITON.name, [w], TRITON.bind(w), TRITON.compare).tokens_checked == 1000 - len(range(0, 1000, 7))

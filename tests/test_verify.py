@@ -73,7 +73,7 @@ def test_verifier_catches_a_writer_that_does_not_skip_padding():
         w.slot_mapping[w.slot_mapping.tolist().index(0)] = -1
     impl = Double("clamps", clamps_padding)
     with pytest.raises(VerificationError, match="written outside the mapped slots"):
-        verify(impl.name, [w], impl.bind(w), impl.fp8_check)
+        verify(impl.name, [w], impl.bind(w), impl.compare)
 
 
 @pytest.mark.parametrize("kv", ["auto", "fp8", "fp8_e5m2"])
@@ -82,7 +82,7 @@ def test_verifier_passes_the_reference_and_counts_tokens(kv, layout):
     w = make(case(kv_cache_dtype=kv).replace(layout=layout), seed=9)
     w.slot_mapping[2] = -1
     impl = TorchReference()
-    result = verify(impl.name, [w], impl.bind(w), impl.fp8_check)
+    result = verify(impl.name, [w], impl.bind(w), impl.compare)
     assert result.tokens_checked == 15 and result.method == "bit-exact"
 
 
@@ -103,14 +103,14 @@ def _truncate_e4m3(y):
     return torch.where(away, (nearest.view(torch.uint8) - 1).view(torch.float8_e4m3fn).float(), nearest.float())
 
 
-def test_fp8_checks_exact_and_one_step():
+def test_checks_exact_and_one_step():
     w = make(case(kv_cache_dtype="fp8"), seed=2)
     truncating = Double("tz", _fp8_writer(_truncate_e4m3))
     with pytest.raises(VerificationError, match=r"tz: key cache: \d+ of 8192 elements differ.*got .*, expected "):
-        verify(truncating.name, [w], truncating.bind(w), truncating.fp8_check)
-    truncating.fp8_check = "step"
-    assert verify(truncating.name, [w], truncating.bind(w), truncating.fp8_check).method == "fp8 within 1 step of round-to-nearest"
+        verify(truncating.name, [w], truncating.bind(w), truncating.compare)
+    truncating.compare = "step"
+    assert verify(truncating.name, [w], truncating.bind(w), truncating.compare).method == "fp8 within 1 step of round-to-nearest"
     wrong_scale = Double("scale", _fp8_writer(lambda y: y * 2))
-    wrong_scale.fp8_check = "step"
+    wrong_scale.compare = "step"
     with pytest.raises(VerificationError, match="scale: key cache"):
-        verify(wrong_scale.name, [w], wrong_scale.bind(w), wrong_scale.fp8_check)
+        verify(wrong_scale.name, [w], wrong_scale.bind(w), wrong_scale.compare)

@@ -27,10 +27,10 @@ COLD_L2_FACTOR = 4  # cold: the input sets of one rotation touch at least 4x the
 MAX_ROTATION = 2048
 
 
-def make_case(implementation: str, layout: str | None = None, **fields) -> WriteCase:
-    """A case of `implementation`'s op, in its default layout unless `layout` is given."""
-    impl = impls.get(implementation)
-    case_type = ops.get(impl.op).Case
+def make_case(implementation: str, layout: str | None = None, op: str = "kv", **fields) -> WriteCase:
+    """A case of `op` for `implementation`, in its default layout unless `layout` is given."""
+    impl = impls.get(implementation, op)
+    case_type = ops.get(op).Case
     if "layout" in {f.name for f in dataclasses.fields(case_type)}:
         fields["layout"] = layout or impl.default_layout
     return case_type(**fields)
@@ -112,7 +112,7 @@ class Prepared:
         eager calls), every workload's output, and inputs unchanged since before the first call."""
         with self.phases.step("verify_timed"):
             try:
-                return verify(self.impl.name, self.workloads, self.sampler(mode).run_once, self.impl.fp8_check,
+                return verify(self.impl.name, self.workloads, self.sampler(mode).run_once, self.impl.compare,
                               self.inputs_before)
             except VerificationError as exc:
                 raise VerificationError(f"{exc} [timed path, {mode}; {self.case.label()}; input seed "
@@ -125,7 +125,7 @@ def prepare(case: WriteCase, implementation: str, input_seed: int | None = None)
     Raises Unavailable, CaseError (does not fit in memory) or VerificationError.
     """
     phases = timing.Phases()
-    impl = impls.get(implementation)
+    impl = impls.get(implementation, case.OP)
     impl.check(case)
     with phases.step("context"):
         ensure_context(case.device)
@@ -138,7 +138,7 @@ def prepare(case: WriteCase, implementation: str, input_seed: int | None = None)
         before = fingerprints(workloads)
     with phases.step("verify"):
         try:
-            verified = verify(impl.name, workloads[:1], writers[0], impl.fp8_check, before[:1])
+            verified = verify(impl.name, workloads[:1], writers[0], impl.compare, before[:1])
         except VerificationError as exc:
             raise VerificationError(f"{exc} [{case.label()}; input seed {seed}]") from None
     write = writers[0] if sets == 1 else _round_robin(writers)

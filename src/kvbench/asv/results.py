@@ -15,8 +15,9 @@ from kvbench.errors import FileProblem
 
 
 def _at(row: dict, key: str, i: int):
+    """The i-th combination's value of a per-combination column (None where it has none)."""
     values = row.get(key)
-    return values[i] if values and i < len(values) else None
+    return values[i] if isinstance(values, list) and i < len(values) else None
 
 
 def read(path: str | pathlib.Path) -> dict:

@@ -35,21 +35,30 @@ EAGER = config.flag("KVBENCH_EAGER")  # add the host-bound eager benchmarks on C
 FIDELITY = config.flag("KVBENCH_FIDELITY")
 
 
-def _installed_here() -> list[str]:
-    """Implementations for this device whose packages are installed (found without importing them: importing
-    vLLM could touch CUDA before asv forks). The others would only be skipped, at a process each."""
-    return [name for name, impl in impls.REGISTRY.items() if DEVICE in impl.devices and impl.installed()]
+def _installed_here(op: str) -> list[str]:
+    """`op`'s implementations for this device whose packages are installed (found without importing them:
+    importing vLLM could touch CUDA before asv forks). The others would only be skipped, at a process each."""
+    return [name for name, impl in impls.of(op).items() if DEVICE in impl.devices and impl.installed()]
 
 
-IMPLEMENTATIONS = config.items("KVBENCH_IMPLEMENTATIONS", _installed_here(), allowed=impls.names())
+_ASKED = config.items("KVBENCH_IMPLEMENTATIONS", [], allowed=impls.all_names())
+
+
+def implementations(op: str = "kv") -> list[str]:
+    """The grid's implementations of `op`: those installed here, narrowed by KVBENCH_IMPLEMENTATIONS."""
+    here = _installed_here(op)
+    return [name for name in _ASKED if name in impls.of(op)] if _ASKED else here
+
+
+IMPLEMENTATIONS = implementations("kv")
 
 if DEVICE == "cuda":
     isolation.warm_triton()  # in the parent asv forks from, so that no benchmark process pays for it
 
 
 def layout_of(implementation: str) -> str:
-    """The layout an implementation writes by default (each op's benchmarks take its own)."""
-    return impls.get(implementation).default_layout
+    """The layout a kv implementation writes by default."""
+    return impls.get(implementation, "kv").default_layout
 
 
 def _process_age() -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from kvbench import config, files, impls
+from kvbench import config, files, impls, ops
 from kvbench.cli import report
 from kvbench.cli.flags import bounded, device, flag, positive, same_process
 from kvbench.errors import EXIT_CASE_FAILED, EXIT_NOTHING_MEASURED, CaseError, KvbenchError
@@ -13,40 +13,80 @@ from kvbench.measure.device import resolve
 from kvbench.measure.timing import MODES
 from kvbench.ops import layouts
 from kvbench.ops.base import DTYPES, L2_STATES
-from kvbench.ops.kv import FP8_SCALES, HEAD_SIZES, KV_CACHE_DTYPES, Case
+from kvbench.ops.kv import FP8_SCALES, HEAD_SIZES, Case
 from kvbench.runner import Result, make_case, run_case
 
 DEFAULT_MODE = {"cuda": "cudagraph", "cpu": "no_graph"}
 
 
+# Flags of one op only (each maps to its Case's field of the same name, dashes for underscores); given for another
+# op, they are an error. Flags every op shares are added in `add`.
+OP_FLAGS = {
+    "kv": {"num-heads": dict(type=positive, help="kv: 128; token-head-quant: 8"),
+           "head-size": dict(type=int, choices=HEAD_SIZES, help="kv: 128 (vLLM's choices)"),
+           "layout": dict(choices=layouts.LAYOUTS, help="kv: each implementation's own"),
+           "fp8-scales": dict(choices=FP8_SCALES, help="kv: tensor")},
+    "mla": {"kv-lora-rank": dict(type=positive, help="mla: 512"), "pe-dim": dict(type=positive, help="mla: 64"),
+            "skip-scale": dict(action="store_true", default=None, help="mla: vLLM's skip_scale (fp8 at scale 1)")},
+    "indexer": {"head-dim": dict(type=positive, help="indexer: 128"),
+                "scale-fmt": dict(choices=("ue8m0", "fp32", "mxfp8"), help="indexer: ue8m0")},
+    "token-head-quant": {"num-heads": {}, "head-size": dict(type=positive)},
+}
+
+
 def add(sub) -> None:
     p = sub.add_parser("sweep", help="time implementations over num_tokens 2..65536 (vLLM's script's flags)")
-    flag(p, "num-heads", type=positive, default=128)
-    flag(p, "head-size", type=int, default=128, choices=HEAD_SIZES)
-    flag(p, "block-size", type=int, default=16, choices=Case.BLOCK_SIZES)
+    flag(p, "op", default="kv", choices=tuple(ops.OPS),
+         help="kv: reshape_and_cache(_flash) (default); mla: concat_and_cache_mla; indexer: "
+              "indexer_k_quant_and_cache; token-head-quant: vLLM's per-token-head quantizing Triton write")
+    flag(p, "block-size", type=int, default=None, help="default: the op's (kv 16, mla and indexer 64)")
     flag(p, "num-blocks", type=positive, default=None,
-         help=f"default: {config.NUM_BLOCKS['cuda']} on a GPU (vLLM's), {config.NUM_BLOCKS['cpu']} on a CPU")
+         help=f"default: kv {config.NUM_BLOCKS['cuda']} on a GPU (vLLM's), {config.NUM_BLOCKS['cpu']} on a CPU; "
+              f"the other ops' own")
     flag(p, "dtype", default="bfloat16", choices=tuple(DTYPES))
-    flag(p, "kv-cache-dtype", default="auto", choices=tuple(KV_CACHE_DTYPES))
+    flag(p, "kv-cache-dtype", default=None, help="default: the op's (kv auto, indexer fp8, token-head-quant int8)")
     flag(p, "iters", type=bounded(1, config.MAX_ITERS), default=200,
          help="timed samples per case (the median is reported)")
     flag(p, "mode", default=None, choices=MODES, help="default: cudagraph on a GPU, no_graph on a CPU")
-    flag(p, "implementation", nargs="+", default=None, choices=impls.names(),
-         help="default: every implementation available on the device")
-    flag(p, "layout", default=None, choices=layouts.LAYOUTS, help="default: each implementation's own")
-    flag(p, "fp8-scales", default="tensor", choices=FP8_SCALES)
+    flag(p, "implementation", nargs="+", default=None, choices=impls.all_names(),
+         help="default: every implementation of the op available on the device")
     flag(p, "slots", default="random", choices=Case.SLOT_PATTERNS,
          help="random (vLLM's benchmark), prefill (consecutive slots), decode (one per block), padded (a quarter "
               "padding)")
     flag(p, "l2", default="warm", choices=L2_STATES,
          help="warm: same inputs every call (vLLM's method); cold: rotate inputs/slots past 4x the L2")
     flag(p, "num-tokens", type=positive, nargs="+", default=list(config.DEFAULT_TOKENS))
+    added = set()
+    for op_flags in OP_FLAGS.values():
+        for name, kw in op_flags.items():
+            if name not in added and kw:
+                flag(p, name, **{"default": None, **kw})
+                added.add(name)
     device(p)
     same_process(p)
     flag(p, "json", metavar="FILE")
     flag(p, "csv", metavar="FILE")
     flag(p, "plot", metavar="FILE.png")
     p.set_defaults(run=run)
+
+
+def op_fields(args, device: str) -> dict:
+    """The case fields the flags give for args.op; a one-line error for a flag of another op."""
+    fields = {"dtype": args.dtype, "device": device, "slots": args.slots, "l2": args.l2}
+    for name in ("block_size", "num_blocks", "kv_cache_dtype"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    for op, op_flags in OP_FLAGS.items():
+        for name in op_flags:
+            value = getattr(args, name.replace("-", "_"))
+            if value is None or name in OP_FLAGS[args.op]:
+                continue
+            raise CaseError(f"--{name} does not apply to op {args.op!r}; it is a flag of op {op!r}")
+    for name in OP_FLAGS[args.op]:
+        value = getattr(args, name.replace("-", "_"))
+        if value is not None and name != "layout":
+            fields[name.replace("-", "_")] = value
+    return fields
 
 
 def caller(device: str, same: bool):
@@ -71,8 +111,8 @@ def print_header(facts: dict) -> None:
             print(f"{key:>22}: {value}")
 
 
-def available(device: str) -> dict[str, str | None]:
-    return {name: impl.unavailable_reason(device) for name, impl in impls.REGISTRY.items()}
+def available(device: str, op: str = "kv") -> dict[str, str | None]:
+    return {name: impl.unavailable_reason(device) for name, impl in impls.of(op).items()}
 
 
 def _check_some_case_is_valid(names, args, common) -> None:
@@ -81,7 +121,7 @@ def _check_some_case_is_valid(names, args, common) -> None:
     for name in names:
         for tokens in args.num_tokens:
             try:
-                make_case(name, args.layout, num_tokens=tokens, **common)
+                make_case(name, args.layout, args.op, num_tokens=tokens, **common)
                 return
             except CaseError as exc:
                 first = first or exc
@@ -92,20 +132,21 @@ def run(args) -> int:
     device = resolve(args.device)
     outputs = {what: files.check_writable(path, f"--{what}") for what in ("json", "csv", "plot")
                if (path := getattr(args, what))}
-    chosen = {"num_blocks": args.num_blocks is None and device == "cpu", "mode": args.mode is None and device == "cpu"}
-    args.num_blocks = args.num_blocks or config.NUM_BLOCKS[device]
+    common = op_fields(args, device)
+    if args.op == "kv" and args.num_blocks is None:
+        common["num_blocks"] = config.NUM_BLOCKS[device]
+    chosen = device == "cpu" and (args.mode is None or (args.op == "kv" and args.num_blocks is None))
     args.mode = args.mode or DEFAULT_MODE[device]
-    names = args.implementation or [n for n, r in available(device).items() if r is None]
-    common = dict(num_heads=args.num_heads, head_size=args.head_size, block_size=args.block_size,
-                  num_blocks=args.num_blocks, dtype=args.dtype, kv_cache_dtype=args.kv_cache_dtype,
-                  device=device, fp8_scales=args.fp8_scales, slots=args.slots, l2=args.l2)
+    names = args.implementation or [n for n, r in available(device, args.op).items() if r is None]
+    for name in names:
+        impls.get(name, args.op)  # one line naming the op's implementations
     _check_some_case_is_valid(names, args, common)
     call = caller(device, args.same_process)
     facts, bw = call(header, device)
     print_header(facts)
-    if any(chosen.values()):
-        print(f"{'defaults on cpu':>22}: num_blocks {args.num_blocks}, mode {args.mode} (sized for this CPU; "
-              f"--num-blocks and --mode to change)")
+    if chosen:
+        print(f"{'defaults on cpu':>22}: num_blocks {common.get('num_blocks', 'the op default')}, mode {args.mode} "
+              f"(sized for this CPU; --num-blocks and --mode to change)")
     results = []
     total, done = len(names) * len(args.num_tokens), 0
     for name in names:
@@ -118,7 +159,7 @@ def run(args) -> int:
             for warning in r.warnings:
                 print(f"WARNING: not trustworthy: {warning}", file=sys.stderr, flush=True)
             rows.append(r)
-        print(f"\nBenchmark results for implementation {name} (measuring with {args.mode}):")
+        print(f"\nBenchmark results for implementation {name} (op {args.op}, measuring with {args.mode}):")
         print(report.table(rows))
         results += rows
     if "json" in outputs:
@@ -126,14 +167,14 @@ def run(args) -> int:
     if "csv" in outputs:
         report.write_csv(outputs["csv"], results)
     if "plot" in outputs:
-        title = f"{args.num_heads}x{args.head_size} {args.dtype} kv {args.kv_cache_dtype} ({facts['device_name']})"
+        title = f"op {args.op}, {args.dtype}, kv {args.kv_cache_dtype or 'default'} ({facts['device_name']})"
         report.plot(outputs["plot"], results, bw.bytes_per_s / 1e9, title)
     return exit_code(results)
 
 
 def _row(call, name: str, tokens: int, args, common: dict, bw) -> Result:
     try:
-        case = make_case(name, args.layout, num_tokens=tokens, **common)
+        case = make_case(name, args.layout, args.op, num_tokens=tokens, **common)
     except CaseError as exc:  # e.g. more tokens than slots: this row only
         return Result(name, args.mode, tokens, "skipped", dict(common, num_tokens=tokens), message=str(exc))
     try:

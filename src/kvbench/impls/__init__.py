@@ -1,6 +1,6 @@
-"""Who writes: the registry of implementations, in the order tables list them.
+"""Who writes: the registry of implementations, per op (kvbench.ops), in the order tables list them.
 
-Each implementation writes one op (kvbench.ops). Modules named in KVBENCH_PLUGINS are imported after the built-in
+Names are per op: `torch` is each op's reference, `triton` kvbench's own kernel, `vllm*` vLLM's. Modules named in KVBENCH_PLUGINS are imported after the built-in
 ones and may add more with `register` (tests use this to put deliberately wrong writers through the asv suite).
 """
 
@@ -11,30 +11,42 @@ import importlib
 from kvbench import config
 from kvbench.errors import CaseError, ConfigError
 from kvbench.impls.base import Implementation
-from kvbench.impls.own_triton import TritonWrite
-from kvbench.impls.torch_ref import TorchReference
+from kvbench.impls import own_triton, torch_ref, vllm_cuda
 from kvbench.impls.vllm_cpu import VllmCpu
-from kvbench.impls.vllm_cuda import VllmFlash, VllmPaged, VllmTriton
 
-REGISTRY: dict[str, Implementation] = {}
+REGISTRY: dict[str, dict[str, Implementation]] = {}  # op -> name -> implementation
 
 
 def register(impl: Implementation) -> None:
-    REGISTRY[impl.name] = impl
+    REGISTRY.setdefault(impl.op, {})[impl.name] = impl
 
 
-def names() -> tuple[str, ...]:
-    return tuple(REGISTRY)
+def of(op: str = "kv") -> dict[str, Implementation]:
+    return REGISTRY.get(op, {})
 
 
-def get(name: str) -> Implementation:
+def names(op: str = "kv") -> tuple[str, ...]:
+    return tuple(of(op))
+
+
+def all_names() -> tuple[str, ...]:
+    """Every implementation name of every op, once (for command-line choices)."""
+    return tuple(dict.fromkeys(name for by_name in REGISTRY.values() for name in by_name))
+
+
+def get(name: str, op: str = "kv") -> Implementation:
     try:
-        return REGISTRY[name]
+        return of(op)[name]
     except KeyError:
-        raise CaseError(f"implementation {name!r} is not supported; choose one of: {', '.join(REGISTRY)}") from None
+        raise CaseError(f"implementation {name!r} is not supported for op {op!r}; choose one of: "
+                        f"{', '.join(of(op))}") from None
 
 
-for _impl in (TorchReference(), TritonWrite(), VllmPaged(), VllmFlash(), VllmTriton(), VllmCpu()):
+for _impl in (torch_ref.TorchReference(), own_triton.TritonWrite(), vllm_cuda.VllmPaged(), vllm_cuda.VllmFlash(),
+              vllm_cuda.VllmTriton(), VllmCpu(),
+              torch_ref.TorchMLA(), own_triton.TritonMLA(), vllm_cuda.VllmMLA(),
+              torch_ref.TorchIndexer(), own_triton.TritonIndexer(), vllm_cuda.VllmIndexer(),
+              torch_ref.TorchTokenHeadQuant(), own_triton.TritonTokenHeadQuant(), vllm_cuda.VllmTokenHeadQuant()):
     register(_impl)
 for _module in config.plugins():
     try:

@@ -23,7 +23,7 @@ class Implementation:
     per_head_scales: bool = False
     # How its fp8 output is checked against the round-to-nearest reference (kvbench.ops.verify.FP8_CHECKS):
     # "exact" (bit-exact), "step" (at most one fp8 step away), "tolerance" (vLLM's test tolerance, dequantized).
-    fp8_check: str = "exact"
+    compare: str = "exact"
     # Python packages this implementation imports (checked without importing them).
     packages: tuple[str, ...] = ()
 
@@ -31,8 +31,8 @@ class Implementation:
         return all(importlib.util.find_spec(p) is not None for p in self.packages)
 
     @property
-    def default_layout(self) -> str:
-        return self.layouts[0]
+    def default_layout(self) -> str | None:
+        return self.layouts[0] if self.layouts else None
 
     def load(self) -> None:
         """Import what the implementation calls; raise ImportError saying what is missing."""

@@ -34,3 +34,49 @@ class TritonWrite(Implementation):
         args = (w.key, w.value, w.key_cache, w.value_cache, w.slot_mapping, w.case.fp8_format, w.k_scale,
                 w.v_scale, w.case.layout)
         return lambda: reshape_and_cache(*args)
+
+
+class _OwnKernel(Implementation):
+    """kvbench's Triton kernel of another op (kvbench.impls.kernels.<op>)."""
+
+    layouts = ()
+    packages = ("triton",)
+    devices = TritonWrite.devices
+    load = TritonWrite.load
+
+
+class TritonMLA(_OwnKernel):
+    name, op = "triton", "mla"
+    description = "kvbench's own Triton MLA kernel (several tokens per program; ds_mla tile scales)"
+    kv_cache_dtypes = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_ds_mla")
+
+    def bind(self, w) -> Writer:
+        from kvbench.impls.kernels.mla import concat_and_cache_mla
+
+        args = (w.kv_c, w.k_pe, w.kv_cache, w.slot_mapping, w.case.kv_cache_dtype, w.scale, w.case.skip_scale)
+        return lambda: concat_and_cache_mla(*args)
+
+
+class TritonIndexer(_OwnKernel):
+    name, op = "triton", "indexer"
+    description = "kvbench's own Triton indexer-key kernel (group scales, block-major cache)"
+    kv_cache_dtypes = ("fp8",)
+
+    def bind(self, w) -> Writer:
+        from kvbench.impls.kernels.indexer import indexer_k_quant_and_cache
+
+        args = (w.k, w.kv_cache, w.slot_mapping, w.case.scale_fmt)
+        return lambda: indexer_k_quant_and_cache(*args)
+
+
+class TritonTokenHeadQuant(_OwnKernel):
+    name, op = "triton", "token-head-quant"
+    description = "kvbench's own Triton per-token-head quantizing kernel (IEEE divisions)"
+    kv_cache_dtypes = ("int8", "fp8")
+
+    def bind(self, w) -> Writer:
+        from kvbench.impls.kernels.token_head_quant import reshape_and_cache_per_token_head
+
+        args = (w.key, w.value, w.key_cache, w.value_cache, w.k_scale_cache, w.v_scale_cache, w.slot_mapping,
+                w.case.kv_cache_dtype)
+        return lambda: reshape_and_cache_per_token_head(*args)

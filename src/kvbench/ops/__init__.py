@@ -11,10 +11,10 @@ from __future__ import annotations
 import types
 
 from kvbench.errors import CaseError
-from kvbench.ops import kv, slots
+from kvbench.ops import indexer, kv, mla, slots, token_head_quant
 from kvbench.ops.base import WriteCase, Workload
 
-OPS: dict[str, types.ModuleType] = {"kv": kv}
+OPS: dict[str, types.ModuleType] = {"kv": kv, "mla": mla, "indexer": indexer, "token-head-quant": token_head_quant}
 
 
 def get(name: str) -> types.ModuleType:

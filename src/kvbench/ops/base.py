@@ -121,11 +121,30 @@ class WriteCase:
         return f"{self.OP}: {self.num_tokens} tokens, {shown}"
 
 
+def slot_index(view: torch.Tensor, offset_dims: int, slots: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Index of `slots` into a view [block, *offset_dims dims of the offset in the block, *row]: the block, then
+    the offset written in the mixed radix of those dims (one dim: just the offset)."""
+    sizes = list(view.shape[1 : 1 + offset_dims])
+    per_block = 1
+    for size in sizes:
+        per_block *= size
+    index = [torch.div(slots, per_block, rounding_mode="floor")]
+    rest = slots % per_block
+    for i in range(len(sizes)):
+        below = 1
+        for size in sizes[i + 1 :]:
+            below *= size
+        index.append(torch.div(rest, below, rounding_mode="floor"))
+        rest = rest % below
+    return tuple(index)
+
+
 @dataclasses.dataclass
 class Output:
     """One tensor a call writes, as verification sees it.
 
-    `rows` is a view of it indexed [block, offset in block, *row]; `expected` holds, for each valid token in order,
+    `rows` is a view of it indexed [block, offset in block, *row] (the offset may span `offset_dims` dims, see
+    slot_index); `expected` holds, for each valid token in order,
     the row the reference stores ([valid tokens, *row], the same element order); `row_dims` names the row's
     dimensions for messages ("head", "dim"); `fp8` is the float8 format of its elements (None: compared bit for bit).
     """
@@ -138,6 +157,8 @@ class Output:
     fp8: str | None = None
     scale: torch.Tensor | None = None  # for tolerance checks of fp8 outputs (dequantised values)
     source: torch.Tensor | None = None  # the input rows before quantisation, for explaining wrong fp8 bytes
+    offset_dims: int = 1
+    is_scale: bool = False  # float32 scales computed by the implementation (compared as its `check` says)
 
 
 @dataclasses.dataclass

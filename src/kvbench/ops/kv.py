@@ -110,10 +110,10 @@ class KVWorkload(Workload):
         out = []
         for which, x, scale, cache in (("key", self.key, self.k_scale, self.key_cache),
                                        ("value", self.value, self.v_scale, self.value_cache)):
-            view = layouts.slot_view(c.layout, which, cache)
+            view, offset_dims = layouts.slot_view(c.layout, which, cache)
             rows = x[tokens]
             out.append(Output(f"{which} cache", cache, view, stored(rows, scale, c), ("head", "dim"), c.fp8_format,
-                              scale, rows))
+                              scale, rows, offset_dims))
         return out
 
 

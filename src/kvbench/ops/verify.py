@@ -18,20 +18,21 @@ import torch
 from kvbench.errors import VerificationError
 from kvbench.ops import explain, fp8
 from kvbench.ops.poison import all_poison, bits, count_not_poison, poison, poison_value
-from kvbench.ops.base import Output, Workload
+from kvbench.ops.base import Output, Workload, slot_index
 
 FP8_TOLERANCE = dict(atol=1e-3, rtol=0.1)  # vLLM's tests/kernels/test_cache.py, after dequantizing
-FP8_CHECKS = {
+CHECKS = {  # how quantized outputs are compared (an implementation's `compare`); everything else is bit-exact
     "exact": "bit-exact",
-    "step": "fp8 within 1 step of round-to-nearest",
-    "tolerance": "fp8 within vLLM test tolerance",
+    "step": "fp8 within 1 step of round-to-nearest",  # also: int8 codes within 1, float32 scales within 2 ulp
+    "tolerance": "fp8 within vLLM test tolerance",  # dequantized; float32 scales as vLLM's tests compare them
 }
+SCALE_TOLERANCE = dict(atol=1e-4, rtol=1e-3)  # vLLM's tests/quantization/test_per_token_kv_cache.py
 
 
 @dataclasses.dataclass(frozen=True)
 class Verified:
     tokens_checked: int
-    method: str  # "bit-exact", or for fp8 outputs one of FP8_CHECKS' descriptions
+    method: str  # "bit-exact", or for quantized outputs one of CHECKS' descriptions
 
 
 def fingerprint(tensors: list[torch.Tensor]) -> torch.Tensor:
@@ -45,39 +46,49 @@ def fingerprint(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(sums)
 
 
-def method(fp8_check: str, outputs: list[Output]) -> str:
-    return FP8_CHECKS[fp8_check] if any(o.fp8 for o in outputs) else "bit-exact"
+def method(check: str, outputs: list[Output]) -> str:
+    quantized = any(o.fp8 or o.is_scale or not o.expected.dtype.is_floating_point for o in outputs)
+    return CHECKS[check] if quantized else "bit-exact"
 
 
-def _differs(o: Output, got: torch.Tensor, fp8_check: str) -> torch.Tensor:
-    if o.fp8 and fp8_check == "tolerance":
-        g, e = fp8.dequantize(got, o.scale, o.fp8), fp8.dequantize(o.expected, o.scale, o.fp8)
-        return ~torch.isclose(g, e, **FP8_TOLERANCE)
-    if o.fp8 and fp8_check == "step":
-        return fp8.steps_apart(got, o.expected) > 1
+def _differs(o: Output, got: torch.Tensor, check: str) -> torch.Tensor:
+    """Where `got` is wrong: bit for bit, or as the implementation's `compare` allows for quantized outputs (fp8 or
+    integer codes, and the float32 scales computed with them)."""
+    if check != "exact" and o.fp8 is not None:
+        if check == "tolerance":
+            g, e = fp8.dequantize(bits(got), o.scale, o.fp8), fp8.dequantize(bits(o.expected), o.scale, o.fp8)
+            return ~torch.isclose(g, e, **FP8_TOLERANCE)
+        return fp8.steps_apart(bits(got), bits(o.expected)) > 1
+    if check != "exact" and o.is_scale:
+        if check == "tolerance":
+            return ~torch.isclose(got, o.expected, **SCALE_TOLERANCE)
+        return (bits(got).long() - bits(o.expected).long()).abs() > 2  # ulps
+    if check != "exact" and not got.dtype.is_floating_point:  # integer codes
+        return (got.long() - o.expected.long()).abs() > 1
     return bits(got) != bits(o.expected)
 
 
-def check_output(name: str, o: Output, valid_slots: torch.Tensor, fp8_check: str) -> None:
+def check_output(name: str, o: Output, valid_slots: torch.Tensor, check: str) -> None:
     """Compare the rows at `valid_slots` with the expected ones, then put the poison back there (so that what is
     left can be checked for stray writes)."""
-    block_size = o.rows.shape[1]
-    block, offset = torch.div(valid_slots, block_size, rounding_mode="floor"), valid_slots % block_size
-    got = o.rows[block, offset].reshape(o.expected.shape)
+    where = slot_index(o.rows, o.offset_dims, valid_slots)
+    got = o.rows[where].reshape(o.expected.shape)
     # Counted with the same kernels as the comparison below (!= and sum): in a fresh process every other kind of
     # kernel costs its first-use loading (~10 ms each on an H100).
-    written = bits(got) != poison_value(got)
+    # Where the reference itself stores all-0xFF bytes (int8 -1, a raw byte of a scale), poison is the right
+    # value: such elements count as written.
+    written = (bits(got) != poison_value(got)) | (bits(o.expected) == poison_value(got))
     n_written = int(written.sum())
     if n_written < got.numel():
         raise VerificationError(f"{name}: {o.name} {100 * n_written / got.numel():.1f}% written (expected 100%)"
                                 f"{explain.unwritten(written, o, valid_slots)}")
-    bad = _differs(o, got, fp8_check)
+    bad = _differs(o, got, check)
     n_bad = int(bad.sum())
     if n_bad:
         raise VerificationError(f"{name}: {o.name}: {n_bad} of {bad.numel()} elements differ from the reference "
                                 f"({explain.first_difference(got, o, bad)}){explain.wrong_values(got, o)}")
-    row_shape = (valid_slots.numel(), *o.rows.shape[2:])
-    o.rows[block, offset] = torch.full(row_shape, poison_value(got), dtype=bits(got).dtype,
+    row_shape = (valid_slots.numel(), *o.rows.shape[1 + o.offset_dims:])
+    o.rows[where] = torch.full(row_shape, poison_value(got), dtype=bits(got).dtype,
                                        device=got.device).view(o.rows.dtype)
 
 
@@ -93,7 +104,7 @@ def fingerprints(workloads: list[Workload]) -> list[torch.Tensor]:
     return [fingerprint(w.inputs()) for w in workloads]
 
 
-def verify(name: str, workloads: list[Workload], run, fp8_check: str = "exact",
+def verify(name: str, workloads: list[Workload], run, check: str = "exact",
            inputs_before: list[torch.Tensor] | None = None) -> Verified:
     """Poison the outputs, `run()` (which must write every workload in `workloads`, sharing their outputs), and
     check each workload's outputs, and that its inputs are as `inputs_before` (fingerprints taken before the
@@ -112,9 +123,9 @@ def verify(name: str, workloads: list[Workload], run, fp8_check: str = "exact",
         valid_slots = w.slot_mapping[w.slot_mapping >= 0]
         expected = w.expected()
         for o in expected:
-            check_output(name, o, valid_slots, fp8_check)
+            check_output(name, o, valid_slots, check)
         checked += expected
         tokens += int(valid_slots.numel())
     for o in checked[: len(workloads[0].outputs())]:  # the first workload's: the outputs all sets share
         check_untouched(name, o.tensor, o.name)
-    return Verified(tokens_checked=tokens, method=method(fp8_check, checked))
+    return Verified(tokens_checked=tokens, method=method(check, checked))

@@ -1,0 +1,117 @@
+"""kvbench's Triton kernel for the MLA latent-cache write (kvbench.ops.mla): auto, fp8 and fp8_ds_mla rows.
+
+One program writes TOKENS tokens: their kv_c rows as one [TOKENS, RANK_BLOCK] tile and their k_pe rows as one
+[TOKENS, PE_BLOCK] tile (powers of two, masked), stored straight into the cache rows. A row is only 1.1 KB, so
+several tokens per program keep enough bytes in flight per SM; TOKENS shrinks for small token counts so that the
+grid still covers the chip. fp8 rows divide by the scale with IEEE division (as vLLM and the reference do);
+fp8_ds_mla rows take each 128-value tile's power-of-two scale from the tile's amax, computed exactly from the
+float32 bits of max(amax / 448, 1e-4) (the next power of two up: the exponent, plus one unless the mantissa is 0).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+FP8_CODES = {None: 0, "e4m3": 1, "e5m2": 2}
+MAX_TOKENS_PER_PROGRAM = 8
+PROGRAMS_PER_SM = 4
+
+
+@triton.jit
+def _quantize(x, scale, FP8: tl.constexpr):
+    """fp8 codes (uint8) of saturate(x / scale), rounded to nearest; FP8 1 = e4m3fn, 2 = e5m2."""
+    y = tl.math.div_rn(x.to(tl.float32), scale)
+    if FP8 == 1:
+        return tl.clamp(y, -448.0, 448.0).to(tl.float8e4nv).to(tl.uint8, bitcast=True)
+    return tl.clamp(y, -57344.0, 57344.0).to(tl.float8e5).to(tl.uint8, bitcast=True)
+
+
+@triton.jit
+def _mla_kernel(kv_c_ptr, k_pe_ptr, cache_ptr, slot_ptr, scale_ptr, num_tokens, kv_c_st, k_pe_st, c_sb, c_so,
+                RANK: tl.constexpr, PE: tl.constexpr, RANK_BLOCK: tl.constexpr, PE_BLOCK: tl.constexpr,
+                BLOCK_SIZE: tl.constexpr, TOKENS: tl.constexpr, FP8: tl.constexpr, SKIP_SCALE: tl.constexpr):
+    tokens = tl.program_id(0).to(tl.int64) * TOKENS + tl.arange(0, TOKENS)
+    slots = tl.load(slot_ptr + tokens, mask=tokens < num_tokens, other=-1)
+    row = (slots // BLOCK_SIZE) * c_sb + (slots % BLOCK_SIZE) * c_so
+    ok = (slots >= 0)[:, None]
+    r, p = tl.arange(0, RANK_BLOCK)[None, :], tl.arange(0, PE_BLOCK)[None, :]
+    r_mask, p_mask = ok & (r < RANK), ok & (p < PE)
+    kv_c = tl.load(kv_c_ptr + tokens[:, None] * kv_c_st + r, mask=r_mask)
+    k_pe = tl.load(k_pe_ptr + tokens[:, None] * k_pe_st + p, mask=p_mask)
+    if FP8 != 0:
+        scale = 1.0 if SKIP_SCALE else tl.load(scale_ptr)
+        kv_c = _quantize(kv_c, scale, FP8)
+        k_pe = _quantize(k_pe, scale, FP8)
+    tl.store(cache_ptr + row[:, None] + r, kv_c, mask=r_mask)
+    tl.store(cache_ptr + row[:, None] + RANK + p, k_pe, mask=p_mask)
+
+
+@triton.jit
+def _ds_mla_kernel(kv_c_ptr, k_pe_ptr, cache_ptr, slot_ptr, num_tokens, kv_c_st, k_pe_st, c_sb, c_so,
+                   BLOCK_SIZE: tl.constexpr, TOKENS: tl.constexpr):
+    """656-byte rows: 512 e4m3 codes (4 tiles of 128), 4 float32 tile scales, 64 raw 16-bit rope values."""
+    tokens = tl.program_id(0).to(tl.int64) * TOKENS + tl.arange(0, TOKENS)
+    slots = tl.load(slot_ptr + tokens, mask=tokens < num_tokens, other=-1)
+    row = (slots // BLOCK_SIZE) * c_sb + (slots % BLOCK_SIZE) * c_so  # in bytes
+    ok = slots >= 0
+    t, i = tl.arange(0, 4), tl.arange(0, 128)
+    x = tl.load(kv_c_ptr + tokens[:, None, None] * kv_c_st + t[None, :, None] * 128 + i[None, None, :],
+                mask=ok[:, None, None]).to(tl.float32)
+    u = tl.maximum(tl.math.div_rn(tl.max(tl.abs(x), axis=2), 448.0), 1e-4)  # [TOKENS, 4]
+    bits = u.to(tl.int32, bitcast=True)
+    exponent = ((bits >> 23) & 0xFF) + ((bits & 0x7FFFFF) != 0).to(tl.int32)  # ceil(log2(u)), biased
+    scale = (exponent << 23).to(tl.float32, bitcast=True)
+    codes = tl.clamp(tl.math.div_rn(x, scale[:, :, None]), -448.0, 448.0).to(tl.float8e4nv).to(tl.uint8, bitcast=True)
+    tl.store(cache_ptr + row[:, None, None] + t[None, :, None] * 128 + i[None, None, :], codes,
+             mask=ok[:, None, None])
+    scale_ptr = (cache_ptr + row[:, None] + 512 + t[None, :] * 4).to(tl.pointer_type(tl.float32))
+    tl.store(scale_ptr, scale, mask=ok[:, None])
+    p = tl.arange(0, 64)
+    rope = tl.load(k_pe_ptr + tokens[:, None] * k_pe_st + p[None, :], mask=ok[:, None])
+    rope_ptr = (cache_ptr + row[:, None] + 528 + p[None, :] * 2).to(tl.pointer_type(tl.int16))
+    tl.store(rope_ptr, rope.to(tl.int16, bitcast=True), mask=ok[:, None])
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int | None) -> int:
+    if device_index is None:  # CPU tensors under TRITON_INTERPRET=1
+        return 4
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def tokens_per_program(num_tokens: int, sm_count: int, most: int = MAX_TOKENS_PER_PROGRAM) -> int:
+    """As many tokens per program as keep at least PROGRAMS_PER_SM programs per SM (a power of two, 1..most)."""
+    tokens = most
+    while tokens > 1 and triton.cdiv(num_tokens, tokens) < PROGRAMS_PER_SM * sm_count:
+        tokens //= 2
+    return tokens
+
+
+def concat_and_cache_mla(kv_c, k_pe, kv_cache, slot_mapping, kv_cache_dtype: str, scale, skip_scale: bool = False,
+                         tokens: int | None = None, num_warps: int | None = None) -> None:
+    """Write kv_c [T, R] and k_pe [T, P] rows into kv_cache [blocks, block_size, entry] (see kvbench.ops.mla);
+    `tokens` and `num_warps` override the launch heuristic (scripts/tune_triton.py)."""
+    from kvbench.ops.mla import KV_CACHE_DTYPES
+
+    num_tokens = slot_mapping.shape[0]
+    if num_tokens == 0:
+        return
+    if kv_c.stride(1) != 1 or k_pe.stride(1) != 1:
+        raise ValueError("kv_c and k_pe must be contiguous along their last dim")
+    device_index = kv_c.device.index if kv_c.is_cuda else None
+    tokens = tokens or tokens_per_program(num_tokens, _sm_count(device_index))
+    grid = (triton.cdiv(num_tokens, tokens),)
+    common = (kv_c.stride(0), k_pe.stride(0), kv_cache.stride(0), kv_cache.stride(1))
+    if kv_cache_dtype == "fp8_ds_mla":
+        _ds_mla_kernel[grid](kv_c, k_pe, kv_cache, slot_mapping, num_tokens, *common,
+                             BLOCK_SIZE=kv_cache.shape[1], TOKENS=tokens, num_warps=num_warps or 4)
+        return
+    rank, pe = kv_c.shape[1], k_pe.shape[1]
+    _mla_kernel[grid](kv_c, k_pe, kv_cache, slot_mapping, scale, num_tokens, *common, RANK=rank, PE=pe,
+                      RANK_BLOCK=triton.next_power_of_2(rank), PE_BLOCK=triton.next_power_of_2(pe),
+                      BLOCK_SIZE=kv_cache.shape[1], TOKENS=tokens, FP8=FP8_CODES[KV_CACHE_DTYPES[kv_cache_dtype]],
+                      SKIP_SCALE=skip_scale, num_warps=num_warps or 4)
