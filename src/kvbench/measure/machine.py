@@ -65,7 +65,11 @@ def info(device: str) -> dict:
             **_nvml_facts(),
         )
     else:
-        facts.update(device_name=facts["host_cpu"], torch_threads=torch.get_num_threads())
+        from kvbench import config
+        from kvbench.measure.timing import CPU_THREADS
+
+        facts.update(device_name=facts["host_cpu"], timing_threads=config.positive_int("KVBENCH_CPU_THREADS",
+                                                                                        CPU_THREADS))
     return facts
 
 
