@@ -83,7 +83,7 @@ def asv_results(asv_config):
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
     commit = head.stdout.strip()
     env = {"KVBENCH_NUM_TOKENS": "2,16", "KVBENCH_IMPLEMENTATIONS": "torch,vllm-cpu,vllm-flash",
-           "KVBENCH_NUM_BLOCKS": "64"}
+           "KVBENCH_NUM_BLOCKS": "64", "KVBENCH_CACHE_DIR": str(asv_config.parent / "cache")}
     asv(asv_config, "machine", "--yes")
     asv(asv_config, "run", "--python=same", "--set-commit-hash", commit, "--record-samples",
         "-b", r"KVCacheWrite\.time_no_graph|KVCacheWriteBF16\.track_x_ideal", env=env)
@@ -123,6 +123,31 @@ def test_asv_run_records_real_numbers(asv_config, asv_results):
                 assert value is not None and 0 < value < (1 if name.endswith("no_graph") else 1e6), (i, value)
         if name.endswith("no_graph"):
             assert all(len(s) >= 10 for s, v in zip(row["samples"], values) if v == v and v is not None)
+
+
+def test_x_ideal_reuses_the_samples_kvcachewrite_took_of_the_same_case(asv_config, asv_results):
+    """KVCacheWriteBF16 runs after KVCacheWrite in the same asv run: its x ideal is KVCacheWrite's median over the
+    ideal time, from the same samples (no second process timing the same case)."""
+    from kvbench.ops import kv
+
+    conf = json.loads(asv_config.read_text())
+    files = [p for p in pathlib.Path(conf["results_dir"]).glob("*/*.json") if p.name != "machine.json"]
+    data = json.loads(files[0].read_text())
+    rows = {name.split(".")[1]: dict(zip(data["result_columns"], row)) for name, row in data["results"].items()}
+    cache = json.loads((asv_config.parent / "cache" / "copy_bandwidth.json").read_text())
+    bw = next(iter(cache.values()))["bytes_per_s"]
+    times, ideals = rows["KVCacheWrite"]["result"], rows["KVCacheWriteBF16"]["result"]
+    # KVCacheWrite: tokens (2, 16) x dtypes x kv (auto, fp8) x implementations; BF16: tokens x kv x implementations
+    dtypes = rows["KVCacheWrite"]["params"][1]
+    checked = 0
+    for i, tokens in enumerate([2, 16]):
+        for j, cache_dtype in enumerate(["auto", "fp8"]):
+            t = times[((i * len(dtypes) + dtypes.index("'bfloat16'")) * 2 + j) * 3 + 0]  # torch
+            x = ideals[(i * 2 + j) * 3 + 0]
+            ideal = kv.Case(num_tokens=tokens, kv_cache_dtype=cache_dtype, num_blocks=64, device="cpu").bytes_moved / bw
+            assert x == pytest.approx(t / ideal, rel=1e-9), (tokens, cache_dtype)
+            checked += 1
+    assert checked == 4
 
 
 def test_published_site_has_the_graphs(site):

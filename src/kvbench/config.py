@@ -31,6 +31,8 @@ VARIABLES = {
     "KVBENCH_STATE_LOG": "file: one JSON line per benchmark process (GPU state, step timings, status)",
     "KVBENCH_COPY_BW": "bytes/s: the copy bandwidth instead of measuring it",
     "KVBENCH_CACHE_DIR": "folder of the measured copy bandwidth (default ~/.cache/kvbench)",
+    "KVBENCH_MACHINE": "scripts/bench.sh: the asv machine name (default HOST-GPU_MODEL, see kvbench asv-machine)",
+    "KVBENCH_SKIP_SETUP": "1: scripts/setup.sh uses the current Python environment as it is",
     "KVBENCH_PLUGINS": "comma-separated modules imported at start; they may register more implementations",
     "KVBENCH_CPU_THREADS": "torch threads while timing on CPU (default 1: see kvbench.measure.timing)",
     "KVBENCH_VLLM_WHEELS": "base URL of vLLM's per-commit wheel index (default https://wheels.vllm.ai)",

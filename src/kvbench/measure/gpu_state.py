@@ -21,8 +21,17 @@ BAD_REASONS = {
 MIN_CLOCK_FRACTION = 0.75
 
 
+def nvml_index(cuda_index: int = 0) -> int:
+    """NVML's index of CUDA device `cuda_index`: NVML sees every GPU, CUDA only those in CUDA_VISIBLE_DEVICES."""
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if cuda_index < len(visible) and visible[cuda_index].isdigit():
+        return int(visible[cuda_index])
+    return cuda_index
+
+
 def gpu_state(index: int = 0) -> dict | None:
-    """SM/memory clocks, temperature, power, active bad throttle reasons and other processes; None without NVML."""
+    """SM/memory clocks, temperature, power, active bad throttle reasons and other processes of CUDA device `index`;
+    None without NVML."""
     try:
         import pynvml
 
@@ -30,7 +39,7 @@ def gpu_state(index: int = 0) -> dict | None:
     except Exception:  # no nvidia-ml-py or no driver: nothing to read
         return None
     try:
-        h = pynvml.nvmlDeviceGetHandleByIndex(index)
+        h = pynvml.nvmlDeviceGetHandleByIndex(nvml_index(index))
         reasons = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
             pynvml.nvmlDeviceGetCurrentClocksThrottleReasons
         mask = reasons(h)

@@ -36,7 +36,9 @@ def _nvml_facts() -> dict:
 
         pynvml.nvmlInit()
         try:
-            handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
+            from kvbench.measure.gpu_state import nvml_index
+
+            handle = pynvml.nvmlDeviceGetHandleByIndex(nvml_index(torch.cuda.current_device()))
             return {"driver": pynvml.nvmlSystemGetDriverVersion(), "gpu_uuid": pynvml.nvmlDeviceGetUUID(handle)}
         finally:
             pynvml.nvmlShutdown()

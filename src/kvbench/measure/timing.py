@@ -74,8 +74,17 @@ class Sampler:
     calls_per_sample = 1
 
     def __init__(self):
-        self._total = 0.0
         self.phases = Phases()
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget the set-up's samples: `samples` and the total hold only what was taken since."""
+        self._total = 0.0
+        self.samples: list[float] = []  # per-call seconds of each sample, in order
+
+    def _add(self, per_call_s: float) -> None:
+        self._total += per_call_s
+        self.samples.append(per_call_s)
 
     def sample(self) -> None:
         raise NotImplementedError
@@ -130,7 +139,8 @@ class _CudaEventSampler(Sampler):
     def elapsed(self) -> float:
         if self._pending:
             self._pending[-1][1].synchronize()
-            self._total += sum(s.elapsed_time(e) / 1e3 / k for s, e, k in self._pending)
+            for start, end, k in self._pending:
+                self._add(start.elapsed_time(end) / 1e3 / k)
             self._pending.clear()
         return self._total
 
@@ -200,7 +210,7 @@ class GraphSampler(_CudaEventSampler):
         with self.phases.step("clock_warm_up"):
             _busy(self.graph.replay, REWARM_S)
         self._spin(TRAIL_CYCLES)
-        self._total = 0.0
+        self._reset()
 
     def _spin(self, cycles: int) -> None:
         if self._sleep is not None:
@@ -225,7 +235,7 @@ class EagerCudaSampler(_CudaEventSampler):
         _warm_up(write)
         self._calibrate(4, target_s, max_calls, min_calls)
         _busy(self._calls, WARMUP_S)
-        self._total = 0.0
+        self._reset()
 
     def _calls(self) -> None:
         for _ in range(self.calls_per_sample):
@@ -278,7 +288,7 @@ class CpuSampler(Sampler):
         self.write = write
         write()
         self._calibrate(1, target_s, max_calls, min_calls)
-        self._total = 0.0
+        self._reset()
 
     def run_once(self) -> None:
         for _ in range(self.calls_per_sample):
@@ -287,7 +297,7 @@ class CpuSampler(Sampler):
     def sample(self) -> None:
         start = time.perf_counter()
         self.run_once()
-        self._total += (time.perf_counter() - start) / self.calls_per_sample
+        self._add((time.perf_counter() - start) / self.calls_per_sample)
 
 
 def check_mode(mode: str, device: str) -> None:

@@ -26,7 +26,8 @@ def _indexer_kernel(k_ptr, cache_ptr, slot_ptr, num_tokens, k_st, c_sb, HEAD_DIM
     g, i = tl.arange(0, GROUPS), tl.arange(0, 128)
     dims = g[None, :, None] * 128 + i[None, None, :]
     x = tl.load(k_ptr + tokens[:, None, None] * k_st + dims, mask=ok[:, None, None]).to(tl.float32)
-    scale = tl.math.div_rn(tl.maximum(tl.max(tl.abs(x), axis=2), 1e-4), 448.0)  # [TOKENS, GROUPS]
+    amax = tl.maximum(tl.max(tl.abs(x), axis=2), 1e-4)  # [TOKENS, GROUPS]
+    scale = tl.math.div_rn(amax, tl.zeros_like(amax) + 448.0)
     bits = scale.to(tl.int32, bitcast=True)
     if FORMAT != 0:  # the next power of two up: the exponent, plus one unless the mantissa is 0
         bits = ((((bits >> 23) & 0xFF) + ((bits & 0x7FFFFF) != 0).to(tl.int32)) << 23)

@@ -22,9 +22,12 @@ PROGRAMS_PER_SM = 4
 
 
 @triton.jit
-def _quantize(x, scale, FP8: tl.constexpr):
-    """fp8 codes (uint8) of saturate(x / scale), rounded to nearest; FP8 1 = e4m3fn, 2 = e5m2."""
-    y = tl.math.div_rn(x.to(tl.float32), scale)
+def _quantize(x, scale_ptr, FP8: tl.constexpr, SKIP_SCALE: tl.constexpr):
+    """fp8 codes (uint8) of saturate(x / scale) rounded to nearest (IEEE division; none with SKIP_SCALE);
+    FP8 1 = e4m3fn, 2 = e5m2."""
+    y = x.to(tl.float32)
+    if not SKIP_SCALE:
+        y = tl.math.div_rn(y, tl.zeros_like(y) + tl.load(scale_ptr))
     if FP8 == 1:
         return tl.clamp(y, -448.0, 448.0).to(tl.float8e4nv).to(tl.uint8, bitcast=True)
     return tl.clamp(y, -57344.0, 57344.0).to(tl.float8e5).to(tl.uint8, bitcast=True)
@@ -43,9 +46,8 @@ def _mla_kernel(kv_c_ptr, k_pe_ptr, cache_ptr, slot_ptr, scale_ptr, num_tokens, 
     kv_c = tl.load(kv_c_ptr + tokens[:, None] * kv_c_st + r, mask=r_mask)
     k_pe = tl.load(k_pe_ptr + tokens[:, None] * k_pe_st + p, mask=p_mask)
     if FP8 != 0:
-        scale = 1.0 if SKIP_SCALE else tl.load(scale_ptr)
-        kv_c = _quantize(kv_c, scale, FP8)
-        k_pe = _quantize(k_pe, scale, FP8)
+        kv_c = _quantize(kv_c, scale_ptr, FP8, SKIP_SCALE)
+        k_pe = _quantize(k_pe, scale_ptr, FP8, SKIP_SCALE)
     tl.store(cache_ptr + row[:, None] + r, kv_c, mask=r_mask)
     tl.store(cache_ptr + row[:, None] + RANK + p, k_pe, mask=p_mask)
 
@@ -61,7 +63,8 @@ def _ds_mla_kernel(kv_c_ptr, k_pe_ptr, cache_ptr, slot_ptr, num_tokens, kv_c_st,
     t, i = tl.arange(0, 4), tl.arange(0, 128)
     x = tl.load(kv_c_ptr + tokens[:, None, None] * kv_c_st + t[None, :, None] * 128 + i[None, None, :],
                 mask=ok[:, None, None]).to(tl.float32)
-    u = tl.maximum(tl.math.div_rn(tl.max(tl.abs(x), axis=2), 448.0), 1e-4)  # [TOKENS, 4]
+    amax = tl.max(tl.abs(x), axis=2)  # [TOKENS, 4]
+    u = tl.maximum(tl.math.div_rn(amax, tl.zeros_like(amax) + 448.0), 1e-4)
     bits = u.to(tl.int32, bitcast=True)
     exponent = ((bits >> 23) & 0xFF) + ((bits & 0x7FFFFF) != 0).to(tl.int32)  # ceil(log2(u)), biased
     scale = (exponent << 23).to(tl.float32, bitcast=True)

@@ -19,8 +19,9 @@ QMAX = {"int8": 127.0, "fp8": 448.0}
 @triton.jit
 def _quantize_rows(x, QMAX: tl.constexpr, INT8: tl.constexpr):
     """(codes, scales) of rows x [HEADS, HEAD_BLOCK] (float32)."""
-    scale = tl.maximum(tl.math.div_rn(tl.max(tl.abs(x), axis=1), QMAX), 1e-6)
-    q = x * tl.math.div_rn(1.0, scale)[:, None]
+    amax = tl.max(tl.abs(x), axis=1)
+    scale = tl.maximum(tl.math.div_rn(amax, tl.zeros_like(amax) + QMAX), 1e-6)
+    q = x * tl.math.div_rn(tl.zeros_like(scale) + 1.0, scale)[:, None]
     if INT8:
         q = tl.clamp(tl.where(q >= 0, q + 0.5, q - 0.5), -128.0, 127.0).to(tl.int8)
     else:

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# kvbench on a GPU machine without network (the device tool): carry .whl (asv's wheels) and the vLLM kernel packs
+# (.vllm = 0.33.0, .vllm-0.31.0, .vllm-0.32.0), then `bash scripts/device.sh PHASE...`. Outputs go to $OUT.
+#   tests    every GPU test (vLLM 0.33's real kernels loaded)            -> gpu-tests.txt
+#   tables   each op's sweep: vLLM's kernels, kvbench's, torch; 8 sizes   -> tables.tgz (JSON + text)
+#   tune     launch-parameter variants of kvbench's Triton kernels         -> tune.txt
+#   history  vLLM 0.31.0, 0.32.0 and 0.33.0 through `kvbench vllm-history` (git tags stand in for vLLM's repository)
+#            -> history.tgz (asv results + machine file)
+#   suite    the whole default suite with every implementation (scripts/bench.sh: publishes even when a benchmark
+#            fails), timed, with the run log                              -> suite.tgz
+set -uo pipefail
+. scripts/device-env.sh
+TOKENS="2 16 64 256 1024 4096 16384 65536"
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
+asv machine --yes --machine h200-device >/dev/null; kvbench asv-machine --machine h200-device >/dev/null
+sweep() {  # name args...: one sweep, its table on stdout, JSON kept
+  local name=$1; shift
+  echo "--- $name: $*"
+  kvbench sweep --num-tokens $TOKENS --iters 30 --json "$OUT/tables/$name.json" "$@" 2>/dev/null | grep -v "^ *[a-z_]*: "
+}
+tables() {  # each op's sweep: vLLM's kernels, kvbench's, torch; 8 sizes -> tables.tgz
+  step tables; mkdir -p "$OUT/tables"
+  ( . .vllm/activate.sh
+    sweep kv-auto --implementation vllm-flash vllm-triton triton torch
+    sweep kv-fp8 --implementation vllm-flash vllm-triton triton torch --kv-cache-dtype fp8
+    sweep kv-paged-32h --implementation vllm triton torch --layout paged --num-heads 32
+    for kv in auto fp8 fp8_ds_mla; do for l2 in warm cold; do
+      sweep mla-$kv-$l2 --op mla --implementation vllm triton torch --kv-cache-dtype $kv --l2 $l2; done; done
+    sweep indexer --op indexer --implementation vllm triton torch
+    for kv in int8 fp8; do sweep thq-$kv --op token-head-quant --implementation vllm-triton triton torch \
+      --kv-cache-dtype $kv; done ) > "$OUT/tables/tables.txt" 2>&1
+  tar -czf "$OUT/tables.tgz" -C "$OUT" tables && rm -rf "$OUT/tables"; echo "tables done"
+}
+root=$PWD
+for phase in "$@"; do case $phase in
+tests)
+  step GPU tests
+  ( . .vllm/activate.sh; timeout 420 python3 -m pytest -m gpu tests -q -p no:cacheprovider -rf 2>&1 ) \
+    | tee "$OUT/gpu-tests.txt" | tail -n 40 ;;
+tables) tables ;;
+tune)
+  step tune; timeout 240 python3 scripts/tune_triton.py --quick 2>&1 | tee "$OUT/tune.txt" | tail -n 5 ;;
+history)
+  step "vLLM history 0.31.0 -> 0.33.0"
+  repo=/tmp/vllm-tags; rm -rf $repo; git init -q -b main $repo
+  for v in 0.31.0 0.32.0 0.33.0; do
+    case $v in 0.31.0) date=2026-09-01T00:00:00Z ;; 0.32.0) date=2026-10-01T00:00:00Z ;; *) date=2026-11-01T00:00:00Z ;; esac
+    GIT_AUTHOR_DATE=$date GIT_COMMITTER_DATE=$date git -C $repo -c user.name=t -c user.email=t@t \
+      commit -q --allow-empty -m "stands in for vLLM v$v" && git -C $repo tag v$v
+  done
+  for v in 0.31.0 0.32.0 0.33.0; do
+    pack=.vllm-$v; [ $v = 0.33.0 ] && pack=.vllm
+    ( . $pack/activate.sh; KVBENCH_IMPLEMENTATIONS=vllm,vllm-flash,vllm-triton KVBENCH_NUM_TOKENS=16,1024,65536 \
+      KVBENCH_DTYPES=bfloat16 timeout 200 python3 -m kvbench.cli vllm-history --vllm-repo $repo --machine h200-device \
+      -- -b 'KVCacheWrite\.time_cudagraph|KVCacheWriteBF16' 2>&1 | tail -n 4 )
+  done
+  cp ~/.asv-machine.json .asv/vllm/ 2>/dev/null
+  tar -czf "$OUT/history.tgz" -C .asv/vllm results asv-machine.json && echo "history done" ;;
+parallel)
+  # The whole default suite on a machine of 4 GPUs, one part per GPU by implementation (CUDA_VISIBLE_DEVICES), each
+  # part through scripts/bench.sh in its own clone (its own .asv; it publishes even when a benchmark fails): the
+  # suite's time on one H200 is the sum of the parts' times. Then an A/A of the main grid (KVCacheWrite) per part,
+  # on an empty commit, and `asv compare --factor 1.05`. GPU 3's part is the shortest: the op tables follow it.
+  step "whole default suite in 4 parts, one per GPU"
+  parts=(torch triton vllm,vllm-triton vllm-flash)
+  for i in 0 1 2 3; do
+    dir=/tmp/part$i; rm -rf $dir; git clone -q . $dir; cp -r .vllm $dir/
+    ( cd $dir; export CUDA_VISIBLE_DEVICES=$i KVBENCH_IMPLEMENTATIONS=${parts[$i]} KVBENCH_MACHINE=h200-device \
+        KVBENCH_SKIP_SETUP=1 KVBENCH_DEVICE=cuda; . .vllm/activate.sh
+      start=$(date +%s); bash scripts/bench.sh > "$OUT/part$i.txt" 2>&1; rc=$?
+      echo "part $i (${parts[$i]}): bench.sh exit $rc, $(( $(date +%s) - start )) s, site: $(ls .asv/html/index.html)" \
+        | tee -a "$OUT/part$i.txt"
+      A=$(git rev-parse HEAD); git -c user.name=d -c user.email=d@d commit -q --allow-empty -m "A/A"; B=$(git rev-parse HEAD)
+      start=$(date +%s); bash scripts/asv-run.sh "$B" --machine h200-device -b 'KVCacheWrite\.time' > "$OUT/aa$i.txt" 2>&1
+      echo "part $i A/A run: $(( $(date +%s) - start )) s" >> "$OUT/aa$i.txt"
+      python3 -m asv compare --machine h200-device --factor 1.05 --split "$A" "$B" >> "$OUT/aa$i.txt" 2>&1
+      if [ $i = 3 ]; then cd "$root" && tables; fi ) &
+    sleep 2  # the parts write the same asv machine file at their start
+  done
+  wait
+  for i in 0 1 2 3; do tail -n 2 "$OUT/part$i.txt"; grep -cE '^\| *[-+x!] *\|' "$OUT/aa$i.txt" | sed "s/^/part $i A\/A flagged: /"; done
+  tar -czf "$OUT/parts.tgz" -C /tmp part0/.asv/results part1/.asv/results part2/.asv/results part3/.asv/results \
+    part0/.asv/run-log.jsonl part1/.asv/run-log.jsonl part2/.asv/run-log.jsonl part3/.asv/run-log.jsonl \
+    part2/.asv/html 2>/dev/null ;;
+suite)
+  step "whole default suite, every implementation (vLLM 0.33)"
+  ( . .vllm/activate.sh; start=$(date +%s)
+    KVBENCH_SKIP_SETUP=1 KVBENCH_DEVICE=cuda KVBENCH_MACHINE=h200-device timeout 560 bash scripts/bench.sh \
+      > "$OUT/suite.txt" 2>&1
+    echo "bench.sh exit $?, $(( $(date +%s) - start )) s" | tee -a "$OUT/suite.txt"
+    tail -n 12 "$OUT/suite.txt"; ls .asv/html/index.html )
+  tar -czf "$OUT/suite.tgz" .asv/results .asv/run-log.jsonl 2>/dev/null ;;
+esac; done

@@ -1,0 +1,135 @@
+"""vLLM's real kernels on a GPU, through the same verifier as every case (marked `gpu`; skipped without CUDA, and
+without a CUDA build of vLLM: on the GPU machine the device-vllm package provides vLLM's compiled ops).
+
+Known vLLM defects are asserted as the failures they are, with their message: when a vLLM release fixes one, its
+test fails with "vLLM no longer shows ...", and README.md's "vLLM defects kvbench catches" needs updating."""
+
+import re
+
+import pytest
+
+from kvbench import impls
+from kvbench.errors import VerificationError
+from kvbench.measure.machine import package_version
+from kvbench.runner import make_case, prepare
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(autouse=True)
+def _needs_vllm():
+    reason = impls.get("vllm-flash").unavailable_reason("cuda")
+    if reason:
+        pytest.skip(f"needs vLLM's CUDA kernels: {reason}")
+
+
+def passes_or_defect(case, implementation, defect: str | None):
+    """Verify; where `defect` (a regex) is given, the verification must fail with that message."""
+    if defect is None:
+        p = prepare(case, implementation)
+        assert p.verified.tokens_checked == case.valid_tokens
+        return p.verified.method
+    try:
+        prepare(case, implementation)
+    except VerificationError as exc:
+        assert re.search(defect, str(exc)), str(exc)
+        return "defect"
+    pytest.fail(f"vLLM {package_version('vllm')} no longer shows the defect /{defect}/ for {case.label()}: "
+                f"update the README's 'vLLM defects kvbench catches' and this test")
+
+
+HEADS = [(32, 128), (128, 128), (64, 256)]  # vLLM's script's head configurations
+DTYPES = ["half", "bfloat16", "float"]
+KV = ["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]
+
+
+@pytest.mark.parametrize("heads, head_size", HEADS)
+@pytest.mark.parametrize("layout", ["nhd", "hnd"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kv", KV)
+def test_vllm_flash_is_bit_exact(heads, head_size, layout, dtype, kv):
+    case = make_case("vllm-flash", layout, num_tokens=1024, num_blocks=2048, num_heads=heads, head_size=head_size,
+                     dtype=dtype, kv_cache_dtype=kv, slots="padded")
+    assert passes_or_defect(case, "vllm-flash", None) == "bit-exact"
+
+
+@pytest.mark.parametrize("layout", ["nhd", "hnd"])
+@pytest.mark.parametrize("kv", ["fp8", "fp8_e5m2"])
+def test_vllm_flash_per_head_scales(layout, kv):
+    case = make_case("vllm-flash", layout, num_tokens=512, num_blocks=1024, kv_cache_dtype=kv, fp8_scales="head")
+    assert passes_or_defect(case, "vllm-flash", None) == "bit-exact"
+
+
+def paged_defect(heads: int, head_size: int, kv: str, dtype: str) -> str | None:
+    """vLLM's paged kernel: one thread per 16-byte chunk of a token, at most 512 threads, no loop."""
+    x = 16 if kv != "auto" else 16 // {"half": 2, "bfloat16": 2, "float": 4}[dtype]
+    chunks = heads * head_size // x
+    if chunks <= 512:
+        return None
+    written_heads = 512 * x // head_size
+    return (rf"key cache {100 * 512 / chunks:.1f}% written \(expected 100%\): heads {written_heads}\u2013"
+            rf"{heads - 1} of {heads} never written")
+
+
+@pytest.mark.parametrize("heads, head_size", HEADS)
+@pytest.mark.parametrize("layout", ["paged", "paged-iv"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kv", ["auto", "fp8", "fp8_e5m2"])
+def test_vllm_paged_writes_all_heads_or_shows_its_known_defect(heads, head_size, layout, dtype, kv):
+    case = make_case("vllm", layout, num_tokens=1024, num_blocks=2048, num_heads=heads, head_size=head_size,
+                     dtype=dtype, kv_cache_dtype=kv, slots="padded")
+    passes_or_defect(case, "vllm", paged_defect(heads, head_size, kv, dtype))
+
+
+@pytest.mark.parametrize("layout", ["nhd", "hnd"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kv", KV)
+def test_vllm_triton_op(layout, dtype, kv):
+    case = make_case("vllm-triton", layout, num_tokens=1024, num_blocks=2048, dtype=dtype, kv_cache_dtype=kv,
+                     slots="padded")
+    defect = r"the bytes are e4m3, not e5m2" if kv == "fp8_e5m2" else None
+    passes_or_defect(case, "vllm-triton", defect)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kv, skip", [("auto", False), ("fp8", False), ("fp8", True), ("fp8_e5m2", False)])
+@pytest.mark.parametrize("block_size, rank", [(64, 512), (16, 256)])
+def test_vllm_mla_is_bit_exact(dtype, kv, skip, block_size, rank):
+    case = make_case("vllm", op="mla", num_tokens=1000, num_blocks=512, block_size=block_size, kv_lora_rank=rank,
+                     dtype=dtype, kv_cache_dtype=kv, skip_scale=skip, slots="padded")
+    passes_or_defect(case, "vllm", None)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "half"])
+def test_vllm_ds_mla_rows(dtype):
+    """fp8_ds_mla: bit-exact for bf16; for fp16 vLLM 0.33 takes each tile's amax from the raw 16-bit patterns (read
+    from its sm_90 code), so its scales and codes differ."""
+    case = make_case("vllm", op="mla", num_tokens=1000, num_blocks=64, kv_cache_dtype="fp8_ds_mla", dtype=dtype,
+                     slots="padded")
+    passes_or_defect(case, "vllm", None if dtype == "bfloat16" else r"kv cache: \d+ of \d+ elements differ")
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "half", "float"])
+@pytest.mark.parametrize("fmt", ["ue8m0", "fp32", "mxfp8"])
+@pytest.mark.parametrize("block_size", [16, 64])
+def test_vllm_indexer(dtype, fmt, block_size):
+    """bf16 bit-exact; fp16 (amax from raw bits) and float32 (read as pairs) differ in vLLM 0.33."""
+    case = make_case("vllm", op="indexer", num_tokens=1000, num_blocks=128, block_size=block_size, dtype=dtype,
+                     scale_fmt=fmt, slots="padded")
+    passes_or_defect(case, "vllm", None if dtype == "bfloat16" else r"indexer (codes|scales)")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kv", ["int8", "fp8"])
+@pytest.mark.parametrize("heads, head_size", [(8, 128), (1, 64), (4, 256)])
+def test_vllm_token_head_quant_within_one_step(dtype, kv, heads, head_size):
+    case = make_case("vllm-triton", op="token-head-quant", num_tokens=1000, num_blocks=128, num_heads=heads,
+                     head_size=head_size, dtype=dtype, kv_cache_dtype=kv, slots="padded")
+    assert passes_or_defect(case, "vllm-triton", None) != "defect"
+
+
+def test_vllm_paged_defect_message_names_the_heads():
+    case = make_case("vllm", num_tokens=64, num_blocks=256)
+    with pytest.raises(VerificationError) as exc:
+        prepare(case, "vllm")
+    assert "key cache 25.0% written (expected 100%): heads 32\u2013127 of 128 never written" in str(exc.value)
