@@ -35,11 +35,11 @@ root=$PWD
 for phase in "$@"; do case $phase in
 tests)
   step GPU tests
-  ( . .vllm/activate.sh; timeout 420 python3 -m pytest -m gpu tests -q -p no:cacheprovider -rf 2>&1 ) \
+  ( . .vllm/activate.sh; timeout 290 python3 -m pytest -m gpu tests -q -p no:cacheprovider -rf 2>&1 ) \
     | tee "$OUT/gpu-tests.txt" | tail -n 40 ;;
 tables) tables ;;
 tune)
-  step tune; timeout 240 python3 scripts/tune_triton.py --quick 2>&1 | tee "$OUT/tune.txt" | tail -n 5 ;;
+  step tune; timeout 150 python3 scripts/tune_triton.py --quick 2>&1 | tee "$OUT/tune.txt" | tail -n 5 ;;
 history)
   step "vLLM history 0.31.0 -> 0.33.0"
   repo=/tmp/vllm-tags; rm -rf $repo; git init -q -b main $repo
@@ -51,7 +51,7 @@ history)
   for v in 0.31.0 0.32.0 0.33.0; do
     pack=.vllm-$v; [ $v = 0.33.0 ] && pack=.vllm
     ( . $pack/activate.sh; KVBENCH_IMPLEMENTATIONS=vllm,vllm-flash,vllm-triton KVBENCH_NUM_TOKENS=16,1024,65536 \
-      KVBENCH_DTYPES=bfloat16 timeout 200 python3 -m kvbench.cli vllm-history --vllm-repo $repo --machine h200-device \
+      KVBENCH_DTYPES=bfloat16 timeout 70 python3 -m kvbench.cli vllm-history --vllm-repo $repo --machine h200-device \
       -- -b 'KVCacheWrite\.time_cudagraph|KVCacheWriteBF16' 2>&1 | tail -n 4 )
   done
   cp ~/.asv-machine.json .asv/vllm/ 2>/dev/null
