@@ -36,7 +36,10 @@ def flash_variants(p):
     for elements, warps in ((2048, 2), (4096, 4), (4096, 8), (8192, 4), (8192, 8), (16384, 8), (16384, 16)):
         out[f"{elements} el/{warps} w"] = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm,
                                                                     c.is_fp8, elements, warps)
-    out["evict_first"] = {"EVICT": "evict_first"}
+    for elements, warps in ((1024, 1), (2048, 2), (2048, 4), (4096, 4)):
+        cfg = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, c.is_fp8, elements, warps)
+        out[f"{elements} el/{warps} w, evict_first"] = {**cfg, "EVICT": "evict_first"}
+        out[f"{elements} el/{warps} w, cached"] = {**cfg, "EVICT": ""}
     return {name: (lambda w, cfg=cfg: lambda: cache_write.reshape_and_cache(
         w.key, w.value, w.key_cache, w.value_cache, w.slot_mapping, w.case.fp8_format, w.k_scale, w.v_scale,
         w.case.layout, config=cfg)) for name, cfg in out.items()}

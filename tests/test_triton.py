@@ -74,9 +74,11 @@ def test_interpreter_odd_head_sizes_and_block_32(head_size, block_size, layout):
 def test_launch_heuristic():
     from kvbench.impls.kernels.cache_write import launch_config
 
-    assert launch_config(65536, 128, 128, 132) == dict(BLOCK_H=128, BLOCK_D=128, num_warps=8, EVICT="")
-    assert launch_config(256, 128, 128, 132)["BLOCK_H"] == 32  # 1024 programs: at least 4 per SM (528)
-    assert launch_config(65536, 128, 128, 132, fp8=True) == dict(BLOCK_H=32, BLOCK_D=128, num_warps=4, EVICT="")
+    assert launch_config(65536, 128, 128, 132) == dict(BLOCK_H=16, BLOCK_D=128, num_warps=2, EVICT="")
+    assert launch_config(256, 128, 128, 132)["BLOCK_H"] == 16  # 2048 programs: at least 4 per SM (528)
+    assert launch_config(32, 128, 128, 132)["BLOCK_H"] == 4  # 256, then 512 programs were too few: halved twice
+    assert launch_config(65536, 128, 128, 132, fp8=True) == dict(BLOCK_H=32, BLOCK_D=128, num_warps=4,
+                                                                 EVICT="evict_first")
     small = launch_config(2, 128, 128, 132)
     assert small["BLOCK_H"] == 1 and small["num_warps"] == 1  # 256 programs for 2 tokens
     assert launch_config(16, 32, 80, 132)["BLOCK_D"] == 128

@@ -46,10 +46,14 @@ def _installed_here(op: str) -> list[str]:
 _ASKED = config.items("KVBENCH_IMPLEMENTATIONS", [], allowed=impls.all_names())
 
 
+NONE_SELECTED = "none-selected"  # asv needs a parameter value: its combinations are skipped with the reason
+
+
 def implementations(op: str = "kv") -> list[str]:
     """The grid's implementations of `op`: those installed here, narrowed by KVBENCH_IMPLEMENTATIONS."""
     here = _installed_here(op)
-    return [name for name in _ASKED if name in impls.of(op)] if _ASKED else here
+    chosen = [name for name in _ASKED if name in impls.of(op)] if _ASKED else here
+    return chosen or [NONE_SELECTED]
 
 
 IMPLEMENTATIONS = implementations("kv")

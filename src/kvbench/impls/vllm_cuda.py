@@ -104,7 +104,9 @@ class VllmTriton(Implementation):
     name = "vllm-triton"
     description = "vLLM's Triton triton_reshape_and_cache_flash (NHD/HND)"
     packages = ("vllm",)
-    compare = "tolerance"
+    # It divides approximately on NVIDIA GPUs (Triton's `/`): with float32 input, 2 of 12.6 M fp8 values were one
+    # step from round-to-nearest (vLLM 0.33, H200); its e5m2 bytes are e4m3 (a defect, reported as such).
+    compare = "step"
 
     def _function(self):
         errors = []

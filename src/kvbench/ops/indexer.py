@@ -106,7 +106,7 @@ def scales(k: torch.Tensor, scale_fmt: str) -> torch.Tensor:
     """float32 [tokens, groups]: max(amax, 1e-4) / 448 per group of 128, a power of two unless scale_fmt is fp32
     (log2 in float64 of the float32 value, rounded to float32, then the ceiling, as CUDA's log2f rounds)."""
     amax = k.float().abs().reshape(k.shape[0], -1, QUANT_BLOCK).amax(dim=2)
-    u = torch.clamp(amax, min=1e-4) / E4M3_MAX
+    u = torch.clamp(amax, min=1e-4) / torch.full_like(amax, E4M3_MAX)  # IEEE (by a scalar, CUDA multiplies)
     if scale_fmt == "fp32":
         return u
     return torch.exp2(torch.ceil(torch.log2(u.double()).float())).float()

@@ -122,7 +122,7 @@ def ds_mla_tile_scales(kv_c: torch.Tensor) -> torch.Tensor:
     amax / 448 is an IEEE float32 division; log2 is taken in float64 of that float32 value and rounded to float32
     before the ceiling, as CUDA's log2f rounds (so a value a few ulp above a power of two keeps that power)."""
     amax = kv_c.float().abs().reshape(kv_c.shape[0], -1, DS_TILE).amax(dim=2)
-    u = torch.clamp(amax / E4M3_MAX, min=1e-4)
+    u = torch.clamp(amax / torch.full_like(amax, E4M3_MAX), min=1e-4)  # IEEE (by a scalar, CUDA multiplies)
     exponent = torch.ceil(torch.log2(u.double()).float())
     return torch.exp2(exponent).float()
 

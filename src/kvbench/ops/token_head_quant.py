@@ -90,8 +90,10 @@ class QuantWorkload(Workload):
 def quantize(x: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(codes [tokens, heads, head_size] in the cache dtype, float32 scales [tokens, heads]) of x."""
     xf = x.float()
-    s = torch.clamp(xf.abs().amax(dim=-1) / QMAX[kind], min=MIN_SCALE)
-    q = xf * (1.0 / s)[..., None]
+    amax = xf.abs().amax(dim=-1)
+    # IEEE divisions by tensors: divided by a Python number, CUDA tensors are multiplied by its reciprocal
+    s = torch.clamp(amax / torch.full_like(amax, QMAX[kind]), min=MIN_SCALE)
+    q = xf * (torch.ones_like(s) / s)[..., None]
     if kind == "int8":
         q = torch.where(q >= 0, q + 0.5, q - 0.5).clamp(-128.0, 127.0)
         return q.to(torch.int8), s  # float -> int truncates toward zero

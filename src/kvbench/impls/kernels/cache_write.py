@@ -8,12 +8,11 @@ flash layouts).
 One program writes BLOCK_H heads of one token, key and value. Launch parameters come from a fixed heuristic on the
 shapes (no autotuning, so launches can be captured in a CUDA graph):
 - BLOCK_D = head_size rounded up to a power of two (masked), so rows stay contiguous for 16-byte accesses;
-- BLOCK_H: as many heads as make <= 16384 elements per program (a whole 128 x 128 token: 32 KiB of bf16 per
-  tensor in flight per program; 4096 for fp8 caches, whose float32 conversion needs the registers), halved while
-  the grid has fewer than 4 programs per SM (small token counts need many small programs to spread over the chip);
-- num_warps: one warp per 1024 elements, 1 to 8 (1 to 4 for fp8).
-(Measured on an H100, notes/triton.md: auto 2938 us at 65536 tokens vs 3022 with 4096 elements / 4 warps; fp8
- with 16384 / 8: 809 us at 16384 tokens vs 562 with 4096 / 4.)
+- BLOCK_H: as many heads as make <= 2048 elements per program (4096 for fp8 caches), halved while the grid has
+  fewer than 4 programs per SM (small token counts need many small programs to spread over the chip);
+- num_warps: one warp per 1024 elements, 1 to 2 (1 to 4 for fp8); fp8 streams with evict_first.
+Chosen from scripts/tune_triton.py on an H200 (notes/triton.md): auto 2158 us at 65536 tokens (0.97 of the copy
+rate) against 2182 with the earlier 16384 elements / 8 warps; fp8 1786 us with evict_first against 1868.
 """
 
 from __future__ import annotations
@@ -25,10 +24,10 @@ import triton
 import triton.language as tl
 
 FP8_CODES = {None: 0, "e4m3": 1, "e5m2": 2}
-MAX_ELEMENTS_PER_PROGRAM = {False: 16384, True: 4096}  # by "is the cache fp8"
-MAX_WARPS = {False: 8, True: 4}
+MAX_ELEMENTS_PER_PROGRAM = {False: 2048, True: 4096}  # by "is the cache fp8"
+MAX_WARPS = {False: 2, True: 4}
 PROGRAMS_PER_SM = 4
-EVICTION_POLICY = ""  # "" (default caching) or "evict_first" (streamed data; see notes/triton.md)
+EVICTION_POLICY = {False: "", True: "evict_first"}  # by "is the cache fp8" (notes/triton.md)
 
 
 @triton.jit
@@ -101,7 +100,7 @@ def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int
     while block_h > 1 and num_tokens * triton.cdiv(num_heads, block_h) < PROGRAMS_PER_SM * sm_count:
         block_h //= 2
     num_warps = max(1, min(max_warps, block_h * block_d // 1024))
-    return dict(BLOCK_H=block_h, BLOCK_D=block_d, num_warps=num_warps, EVICT=EVICTION_POLICY)
+    return dict(BLOCK_H=block_h, BLOCK_D=block_d, num_warps=num_warps, EVICT=EVICTION_POLICY[fp8])
 
 
 def _cache_strides(layout: str, key_cache: torch.Tensor, value_cache: torch.Tensor) -> tuple[int, ...]:

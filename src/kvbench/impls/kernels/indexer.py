@@ -37,7 +37,7 @@ def _indexer_kernel(k_ptr, cache_ptr, slot_ptr, num_tokens, k_st, c_sb, HEAD_DIM
     tl.store(cache_ptr + (base + offset * HEAD_DIM)[:, None, None] + dims, codes.to(tl.uint8, bitcast=True),
              mask=ok[:, None, None])
     stored = bits if FORMAT != 2 else ((bits >> 23) & 0xFF) * 0x01010101
-    where = base + BLOCK_SIZE * HEAD_DIM + (offset * GROUPS)[:, None] * 4 + g[None, :] * 4
+    where = (base + BLOCK_SIZE * HEAD_DIM + offset * GROUPS * 4)[:, None] + g[None, :] * 4
     tl.store((cache_ptr + where).to(tl.pointer_type(tl.int32)), stored, mask=ok[:, None])
 
 

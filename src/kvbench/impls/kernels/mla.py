@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 FP8_CODES = {None: 0, "e4m3": 1, "e5m2": 2}
-MAX_TOKENS_PER_PROGRAM = 8
+MAX_TOKENS_PER_PROGRAM = 4  # with 2 warps: the best of 1-16 tokens x 2-8 warps on an H200 (notes/triton.md)
 PROGRAMS_PER_SM = 4
 
 
@@ -111,10 +111,10 @@ def concat_and_cache_mla(kv_c, k_pe, kv_cache, slot_mapping, kv_cache_dtype: str
     common = (kv_c.stride(0), k_pe.stride(0), kv_cache.stride(0), kv_cache.stride(1))
     if kv_cache_dtype == "fp8_ds_mla":
         _ds_mla_kernel[grid](kv_c, k_pe, kv_cache, slot_mapping, num_tokens, *common,
-                             BLOCK_SIZE=kv_cache.shape[1], TOKENS=tokens, num_warps=num_warps or 4)
+                             BLOCK_SIZE=kv_cache.shape[1], TOKENS=tokens, num_warps=num_warps or 2)
         return
     rank, pe = kv_c.shape[1], k_pe.shape[1]
     _mla_kernel[grid](kv_c, k_pe, kv_cache, slot_mapping, scale, num_tokens, *common, RANK=rank, PE=pe,
                       RANK_BLOCK=triton.next_power_of_2(rank), PE_BLOCK=triton.next_power_of_2(pe),
                       BLOCK_SIZE=kv_cache.shape[1], TOKENS=tokens, FP8=FP8_CODES[KV_CACHE_DTYPES[kv_cache_dtype]],
-                      SKIP_SCALE=skip_scale, num_warps=num_warps or 4)
+                      SKIP_SCALE=skip_scale, num_warps=num_warps or 2)

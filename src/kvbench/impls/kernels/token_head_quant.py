@@ -79,4 +79,5 @@ def reshape_and_cache_per_token_head(key, value, key_cache, value_cache, k_scale
         key_cache.stride(0), key_cache.stride(1), key_cache.stride(2), k_scale_cache.stride(0),
         k_scale_cache.stride(1), NUM_HEADS=num_heads, HEAD_SIZE=head_size, HEAD_BLOCK=head_block, HEADS=heads,
         BLOCK_SIZE=key_cache.shape[1], QMAX=QMAX[kind], INT8=kind == "int8",
-        num_warps=num_warps or max(1, min(8, heads * head_block // 1024)))
+        num_warps=num_warps or max(1, min(8, heads * head_block // 1024)),
+        enable_fp_fusion=False)  # x * (1 / s) + 0.5 rounded twice, as the reference (an FMA would round once)
