@@ -31,15 +31,17 @@ tables() {  # each op's sweep: vLLM's kernels, kvbench's, torch; 8 sizes -> tabl
       --kv-cache-dtype $kv; done ) > "$OUT/tables/tables.txt" 2>&1
   tar -czf "$OUT/tables.tgz" -C "$OUT" tables && rm -rf "$OUT/tables"; echo "tables done"
 }
-root=$PWD
-for phase in "$@"; do case $phase in
-tests)
+gpu_tests() {
   step GPU tests
   ( . .vllm/activate.sh; timeout 290 python3 -m pytest -m gpu tests -q -p no:cacheprovider -rf 2>&1 ) \
-    | tee "$OUT/gpu-tests.txt" | tail -n 40 ;;
+    | tee "$OUT/gpu-tests.txt" | tail -n 40
+}
+tune() { step tune; timeout 200 python3 scripts/tune_triton.py --quick > "$OUT/tune.txt" 2>&1; echo "tune done"; }
+root=$PWD
+for phase in "$@"; do case $phase in
+tests) gpu_tests ;;
 tables) tables ;;
-tune)
-  step tune; timeout 150 python3 scripts/tune_triton.py --quick 2>&1 | tee "$OUT/tune.txt" | tail -n 5 ;;
+tune) tune ;;
 history)
   step "vLLM history 0.31.0 -> 0.33.0"
   repo=/tmp/vllm-tags; rm -rf $repo; git init -q -b main $repo
@@ -59,29 +61,31 @@ history)
 parallel)
   # The whole default suite on a machine of 4 GPUs, one part per GPU by implementation (CUDA_VISIBLE_DEVICES), each
   # part through scripts/bench.sh in its own clone (its own .asv; it publishes even when a benchmark fails): the
-  # suite's time on one H200 is the sum of the parts' times. Then an A/A of the main grid (KVCacheWrite) per part,
-  # on an empty commit, and `asv compare --factor 1.05`. GPU 3's part is the shortest: the op tables follow it.
+  # suite's time on one H200 is the sum of the parts' times. Then an A/A of the main grid's bfloat16 cases per part
+  # (an empty commit, `asv compare --factor 1.05`). Afterwards GPU 0 runs the GPU tests, GPU 1 tunes, GPU 3 tables.
   step "whole default suite in 4 parts, one per GPU"
   parts=(torch triton vllm,vllm-triton vllm-flash)
   for i in 0 1 2 3; do
     dir=/tmp/part$i; rm -rf $dir; git clone -q . $dir; cp -r .vllm $dir/
     ( cd $dir; export CUDA_VISIBLE_DEVICES=$i KVBENCH_IMPLEMENTATIONS=${parts[$i]} KVBENCH_MACHINE=h200-device \
-        KVBENCH_SKIP_SETUP=1 KVBENCH_DEVICE=cuda; . .vllm/activate.sh
-      start=$(date +%s); bash scripts/bench.sh > "$OUT/part$i.txt" 2>&1; rc=$?
+        KVBENCH_SKIP_SETUP=1 KVBENCH_DEVICE=cuda; . .vllm/activate.sh; mkdir -p log
+      start=$(date +%s); bash scripts/bench.sh > log/bench.txt 2>&1; rc=$?
       echo "part $i (${parts[$i]}): bench.sh exit $rc, $(( $(date +%s) - start )) s, site: $(ls .asv/html/index.html)" \
-        | tee -a "$OUT/part$i.txt"
+        | tee -a log/bench.txt
       A=$(git rev-parse HEAD); git -c user.name=d -c user.email=d@d commit -q --allow-empty -m "A/A"; B=$(git rev-parse HEAD)
-      start=$(date +%s); bash scripts/asv-run.sh "$B" --machine h200-device -b 'KVCacheWrite\.time' > "$OUT/aa$i.txt" 2>&1
-      echo "part $i A/A run: $(( $(date +%s) - start )) s" >> "$OUT/aa$i.txt"
-      python3 -m asv compare --machine h200-device --factor 1.05 --split "$A" "$B" >> "$OUT/aa$i.txt" 2>&1
-      if [ $i = 3 ]; then cd "$root" && tables; fi ) &
+      start=$(date +%s)
+      KVBENCH_DTYPES=bfloat16 bash scripts/asv-run.sh "$B" --machine h200-device -b 'KVCacheWrite\.time' > log/aa.txt 2>&1
+      echo "part $i A/A run: $(( $(date +%s) - start )) s" >> log/aa.txt
+      python3 -m asv compare --machine h200-device --factor 1.05 --split "$A" "$B" > log/aa-compare.txt 2>&1
+      echo "part $i A/A flagged: $(grep -cE '^\| *[-+x!] *\|' log/aa-compare.txt)" | tee -a log/bench.txt
+      tar -czf "$OUT/part$i.tgz" log .asv/results .asv/run-log.jsonl $([ $i = 2 ] && echo .asv/html)
+      cd "$root"
+      if [ $i = 0 ]; then gpu_tests; fi
+      if [ $i = 1 ]; then tune; fi
+      if [ $i = 3 ]; then tables; fi ) &
     sleep 2  # the parts write the same asv machine file at their start
   done
-  wait
-  for i in 0 1 2 3; do tail -n 2 "$OUT/part$i.txt"; grep -cE '^\| *[-+x!] *\|' "$OUT/aa$i.txt" | sed "s/^/part $i A\/A flagged: /"; done
-  tar -czf "$OUT/parts.tgz" -C /tmp part0/.asv/results part1/.asv/results part2/.asv/results part3/.asv/results \
-    part0/.asv/run-log.jsonl part1/.asv/run-log.jsonl part2/.asv/run-log.jsonl part3/.asv/run-log.jsonl \
-    part2/.asv/html 2>/dev/null ;;
+  wait ;;
 suite)
   step "whole default suite, every implementation (vLLM 0.33)"
   ( . .vllm/activate.sh; start=$(date +%s)
