@@ -6,6 +6,8 @@
 #   tune     launch-parameter variants of kvbench's Triton kernels         -> tune.txt
 #   history  vLLM 0.31.0, 0.32.0 and 0.33.0 through `kvbench vllm-history` (git tags stand in for vLLM's repository)
 #            -> history.tgz (asv results + machine file)
+#   lanes GPU:JOBS...  jobs run one after another per GPU, the GPUs in parallel (JOBS: tests,tables,tune,
+#            part=IMPLS: the default suite for IMPLS (+-separated) through bench.sh, timed, with an A/A)
 #   suite    the whole default suite with every implementation (scripts/bench.sh: publishes even when a benchmark
 #            fails), timed, with the run log                              -> suite.tgz
 set -uo pipefail
@@ -37,6 +39,24 @@ gpu_tests() {
     | tee "$OUT/gpu-tests.txt" | tail -n 40
 }
 tune() { step tune; timeout 200 python3 scripts/tune_triton.py --quick > "$OUT/tune.txt" 2>&1; echo "tune done"; }
+part() {  # IMPLS(+-separated) GPU: the whole default suite for these implementations through scripts/bench.sh in a
+  # clone of its own (it publishes even when a benchmark fails), timed; then an A/A of KVCacheWrite's bfloat16 cases
+  # (an empty commit, asv compare --factor 1.05) -> part-IMPLS.tgz
+  local impls=${1//+/,} name=part-${1//+/-} dir=/tmp/part-$1
+  step "suite part $impls on GPU $2"
+  rm -rf $dir; git clone -q "$root" $dir; cp -r "$root/.vllm" $dir/
+  ( cd $dir; export KVBENCH_IMPLEMENTATIONS=$impls KVBENCH_MACHINE=h200-device KVBENCH_SKIP_SETUP=1 KVBENCH_DEVICE=cuda
+    . .vllm/activate.sh; mkdir -p log
+    start=$(date +%s); bash scripts/bench.sh > log/bench.txt 2>&1; rc=$?
+    echo "part $impls: bench.sh exit $rc, $(( $(date +%s) - start )) s, site: $(ls .asv/html/index.html)" | tee -a log/bench.txt
+    A=$(git rev-parse HEAD); git -c user.name=d -c user.email=d@d commit -q --allow-empty -m "A/A"; B=$(git rev-parse HEAD)
+    start=$(date +%s)
+    KVBENCH_DTYPES=bfloat16 bash scripts/asv-run.sh "$B" --machine h200-device -b 'KVCacheWrite\.time' > log/aa.txt 2>&1
+    echo "A/A run: $(( $(date +%s) - start )) s" >> log/aa.txt
+    python3 -m asv compare --machine h200-device --factor 1.05 --split "$A" "$B" > log/aa-compare.txt 2>&1
+    echo "part $impls A/A flagged: $(grep -cE '^\| *[-+x!] *\|' log/aa-compare.txt)" | tee -a log/bench.txt
+    tar -czf "$OUT/$name.tgz" log .asv/results .asv/run-log.jsonl .asv/html )
+}
 root=$PWD
 for phase in "$@"; do case $phase in
 tests) gpu_tests ;;
@@ -58,34 +78,15 @@ history)
   done
   cp ~/.asv-machine.json .asv/vllm/ 2>/dev/null
   tar -czf "$OUT/history.tgz" -C .asv/vllm results asv-machine.json && echo "history done" ;;
-parallel)
-  # The whole default suite on a machine of 4 GPUs, one part per GPU by implementation (CUDA_VISIBLE_DEVICES), each
-  # part through scripts/bench.sh in its own clone (its own .asv; it publishes even when a benchmark fails): the
-  # suite's time on one H200 is the sum of the parts' times. Then an A/A of the main grid's bfloat16 cases per part
-  # (an empty commit, `asv compare --factor 1.05`). Afterwards GPU 0 runs the GPU tests, GPU 1 tunes, GPU 3 tables.
-  step "whole default suite in 4 parts, one per GPU"
-  parts=(torch triton vllm,vllm-triton vllm-flash)
-  for i in 0 1 2 3; do
-    dir=/tmp/part$i; rm -rf $dir; git clone -q . $dir; cp -r .vllm $dir/
-    ( cd $dir; export CUDA_VISIBLE_DEVICES=$i KVBENCH_IMPLEMENTATIONS=${parts[$i]} KVBENCH_MACHINE=h200-device \
-        KVBENCH_SKIP_SETUP=1 KVBENCH_DEVICE=cuda; . .vllm/activate.sh; mkdir -p log
-      start=$(date +%s); bash scripts/bench.sh > log/bench.txt 2>&1; rc=$?
-      echo "part $i (${parts[$i]}): bench.sh exit $rc, $(( $(date +%s) - start )) s, site: $(ls .asv/html/index.html)" \
-        | tee -a log/bench.txt
-      A=$(git rev-parse HEAD); git -c user.name=d -c user.email=d@d commit -q --allow-empty -m "A/A"; B=$(git rev-parse HEAD)
-      start=$(date +%s)
-      KVBENCH_DTYPES=bfloat16 bash scripts/asv-run.sh "$B" --machine h200-device -b 'KVCacheWrite\.time' > log/aa.txt 2>&1
-      echo "part $i A/A run: $(( $(date +%s) - start )) s" >> log/aa.txt
-      python3 -m asv compare --machine h200-device --factor 1.05 --split "$A" "$B" > log/aa-compare.txt 2>&1
-      echo "part $i A/A flagged: $(grep -cE '^\| *[-+x!] *\|' log/aa-compare.txt)" | tee -a log/bench.txt
-      tar -czf "$OUT/part$i.tgz" log .asv/results .asv/run-log.jsonl $([ $i = 2 ] && echo .asv/html)
-      cd "$root"
-      if [ $i = 0 ]; then gpu_tests; fi
-      if [ $i = 1 ]; then tune; fi
-      if [ $i = 3 ]; then tables; fi ) &
+lanes)  # the remaining arguments: GPU:JOB,JOB... for each GPU, run in parallel; jobs: tests tables tune part=IMPLS
+  for lane in "${@:2}"; do
+    gpu=${lane%%:*}; jobs=${lane#*:}
+    ( export CUDA_VISIBLE_DEVICES=$gpu
+      for job in ${jobs//,/ }; do case $job in
+        tests) gpu_tests ;; tables) tables ;; tune) tune ;; part=*) part "${job#part=}" "$gpu" ;; esac; done ) &
     sleep 2  # the parts write the same asv machine file at their start
   done
-  wait ;;
+  wait; break ;;
 suite)
   step "whole default suite, every implementation (vLLM 0.33)"
   ( . .vllm/activate.sh; start=$(date +%s)
