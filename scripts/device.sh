@@ -6,8 +6,8 @@
 #   tune     launch-parameter variants of kvbench's Triton kernels         -> tune.txt
 #   history  vLLM 0.31.0, 0.32.0 and 0.33.0 through `kvbench vllm-history` (git tags stand in for vLLM's repository)
 #            -> history.tgz (asv results + machine file)
-#   lanes GPU:JOBS...  jobs run one after another per GPU, the GPUs in parallel (JOBS: tests,tables,tune,
-#            part=IMPLS: the default suite for IMPLS (+-separated) through bench.sh, timed, with an A/A)
+#   lanes GPU:JOBS...  jobs run one after another per GPU, the GPUs in parallel (JOBS: tests, tables, tune, aa,
+#            main / family: the default suite's main grid / other classes through bench.sh, timed)
 #   suite    the whole default suite with every implementation (scripts/bench.sh: publishes even when a benchmark
 #            fails), timed, with the run log                              -> suite.tgz
 set -uo pipefail
@@ -39,23 +39,35 @@ gpu_tests() {
     | tee "$OUT/gpu-tests.txt" | tail -n 40
 }
 tune() { step tune; timeout 200 python3 scripts/tune_triton.py --quick > "$OUT/tune.txt" 2>&1; echo "tune done"; }
-part() {  # IMPLS(+-separated) GPU: the whole default suite for these implementations through scripts/bench.sh in a
-  # clone of its own (it publishes even when a benchmark fails), timed; then an A/A of KVCacheWrite's bfloat16 cases
-  # (an empty commit, asv compare --factor 1.05) -> part-IMPLS.tgz
-  local impls=${1//+/,} name=part-${1//+/-} dir=/tmp/part-$1
-  step "suite part $impls on GPU $2"
-  rm -rf $dir; git clone -q "$root" $dir; cp -r "$root/.vllm" $dir/
-  ( cd $dir; export KVBENCH_IMPLEMENTATIONS=$impls KVBENCH_MACHINE=h200-device KVBENCH_SKIP_SETUP=1 KVBENCH_DEVICE=cuda
-    . .vllm/activate.sh; mkdir -p log
-    start=$(date +%s); bash scripts/bench.sh > log/bench.txt 2>&1; rc=$?
-    echo "part $impls: bench.sh exit $rc, $(( $(date +%s) - start )) s, site: $(ls .asv/html/index.html)" | tee -a log/bench.txt
-    A=$(git rev-parse HEAD); git -c user.name=d -c user.email=d@d commit -q --allow-empty -m "A/A"; B=$(git rev-parse HEAD)
-    start=$(date +%s)
-    KVBENCH_DTYPES=bfloat16 bash scripts/asv-run.sh "$B" --machine h200-device -b 'KVCacheWrite\.time' > log/aa.txt 2>&1
-    echo "A/A run: $(( $(date +%s) - start )) s" >> log/aa.txt
-    python3 -m asv compare --machine h200-device --factor 1.05 --split "$A" "$B" > log/aa-compare.txt 2>&1
-    echo "part $impls A/A flagged: $(grep -cE '^\| *[-+x!] *\|' log/aa-compare.txt)" | tee -a log/bench.txt
+copy_tree() {  # DIR: this tree's code in DIR, a git repository of its own (asv files results under its commit)
+  rm -rf "$1"; mkdir -p "$1"
+  cp -r "$root/src" "$root/benchmarks" "$root/scripts" "$root/.vllm" "$root"/asv*.json "$root/pyproject.toml" "$1/"
+  ( cd "$1"; git init -q -b main; git add -A -- src benchmarks scripts asv.conf.json pyproject.toml
+    git -c user.name=d -c user.email=d@d commit -qm "kvbench under test" )
+}
+part() {  # NAME REGEX: the default suite's benchmarks matching REGEX, every implementation, through scripts/bench.sh
+  # in a tree of its own (it publishes even when a benchmark fails), timed -> NAME.tgz
+  local name=$1 regex=$2 dir=/tmp/$1
+  step "suite part $name (-b '$regex') on GPU $CUDA_VISIBLE_DEVICES"
+  copy_tree $dir
+  ( cd $dir; export KVBENCH_MACHINE=h200-device KVBENCH_SKIP_SETUP=1 KVBENCH_DEVICE=cuda; . .vllm/activate.sh
+    mkdir -p log; start=$(date +%s); bash scripts/bench.sh -b "$regex" > log/bench.txt 2>&1; rc=$?
+    echo "part $name: bench.sh exit $rc, $(( $(date +%s) - start )) s, site: $(ls .asv/html/index.html)" | tee -a log/bench.txt
+    tail -n 12 log/bench.txt
     tar -czf "$OUT/$name.tgz" log .asv/results .asv/run-log.jsonl .asv/html )
+}
+aa() {  # A/A: KVCacheWrite (bfloat16 at 16, 256, 4096, 65536 tokens; every implementation) under two commits of the
+  # same code, then asv compare --factor 1.05 -> aa.tgz
+  step "A/A on GPU $CUDA_VISIBLE_DEVICES"; copy_tree /tmp/aa
+  ( cd /tmp/aa; export KVBENCH_DEVICE=cuda KVBENCH_DTYPES=bfloat16 KVBENCH_NUM_TOKENS=16,256,4096,65536
+    . .vllm/activate.sh; mkdir -p log; python3 -m kvbench.cli asv-machine --machine h200-device > /dev/null
+    A=$(git rev-parse HEAD); bash scripts/asv-run.sh "$A" --machine h200-device -b 'KVCacheWrite\.time' > log/a.txt 2>&1
+    git -c user.name=d -c user.email=d@d commit -q --allow-empty -m "A/A: same code"; B=$(git rev-parse HEAD)
+    bash scripts/asv-run.sh "$B" --machine h200-device -b 'KVCacheWrite\.time' > log/b.txt 2>&1
+    python3 -m asv compare --machine h200-device --factor 1.05 --split "$A" "$B" > log/compare.txt 2>&1
+    echo "A/A flagged: $(grep -cE '^\| *[-+x!] *\|' log/compare.txt) of $(grep -c 'KVCacheWrite' log/compare.txt)"
+    for c in "$A" "$B"; do python3 -m kvbench.cli asv-report .asv/results/h200-device/${c:0:8}*.json | head -n 1; done
+    tar -czf "$OUT/aa.tgz" log .asv/results )
 }
 root=$PWD
 for phase in "$@"; do case $phase in
@@ -78,12 +90,16 @@ history)
   done
   cp ~/.asv-machine.json .asv/vllm/ 2>/dev/null
   tar -czf "$OUT/history.tgz" -C .asv/vllm results asv-machine.json && echo "history done" ;;
-lanes)  # the remaining arguments: GPU:JOB,JOB... for each GPU, run in parallel; jobs: tests tables tune part=IMPLS
+lanes)  # the remaining arguments: GPU:JOB,JOB... for each GPU, run in parallel; jobs: tests tables tune aa
+  # main (the main grid KVCacheWrite + KVCacheWriteBF16) family (every other class)
   for lane in "${@:2}"; do
     gpu=${lane%%:*}; jobs=${lane#*:}
     ( export CUDA_VISIBLE_DEVICES=$gpu
       for job in ${jobs//,/ }; do case $job in
-        tests) gpu_tests ;; tables) tables ;; tune) tune ;; part=*) part "${job#part=}" "$gpu" ;; esac; done ) &
+        tests) gpu_tests ;; tables) tables ;; tune) tune ;; aa) aa ;;
+        main) part main 'KVCacheWrite\.|KVCacheWriteBF16' ;;
+        family) part family 'Shapes|Patterns|InterleavedV|MLAWrite|IndexerWrite|TokenHeadQuantWrite' ;; esac
+      done ) &
     sleep 2  # the parts write the same asv machine file at their start
   done
   wait; break ;;
