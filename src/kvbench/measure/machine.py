@@ -68,7 +68,7 @@ def info(device: str) -> dict:
         )
     else:
         from kvbench import config
-        from kvbench.measure.timing import CPU_THREADS
+        from kvbench.measure.cpu_sampler import CPU_THREADS
 
         facts.update(device_name=facts["host_cpu"], timing_threads=config.positive_int("KVBENCH_CPU_THREADS",
                                                                                         CPU_THREADS))

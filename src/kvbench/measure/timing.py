@@ -10,7 +10,7 @@ A Sampler makes timed samples of one writer (a zero-argument call that performs 
   launch overhead.
 - `no_graph` on CPU (CpuSampler): n calls timed with perf_counter, divided by n (wall clock per call), samples of
   ~10 ms, one intra-op thread, and glibc's allocator kept from handing temporaries back to the kernel each call
-  (configure_cpu).
+  (kvbench.measure.cpu_sampler).
 `sample()` queues a sample, `elapsed()` synchronises and returns the running total of per-call seconds (so it
 serves as asv's timer), `measure(n)` returns n per-call times, and `run_once()` runs exactly the work of a sample
 without timing it (for verifying the timed path). Inputs and slots are whatever the writer uses: the same every
@@ -21,7 +21,6 @@ the spin) and what it was measured to fix: notes/measurement.md, "How a sample i
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import math
 import statistics
 import time
@@ -248,58 +247,6 @@ class EagerCudaSampler(_CudaEventSampler):
         self._span(self._calls, self.calls_per_sample)
 
 
-# CPU set-up (configure_cpu; measured on a 2-core host shared with other work, notes/measurement.md "CPU"):
-# - one intra-op thread: with one per core, a parallel region waits at its barrier for a descheduled thread for a
-#   scheduler slice, and per-call times landed in modes up to 114x apart; KVBENCH_CPU_THREADS overrides;
-# - glibc's mmap and trim thresholds above the grid's per-call temporaries, below its caches: otherwise every call
-#   got its temporaries back from the kernel, page-faulted (32,772 minor faults per 1024-token torch call);
-# - samples of >= 10 ms, not 1 ms: a scheduler tick is 4 ms.
-CPU_THREADS = 1
-MMAP_THRESHOLD = 256 << 20
-TRIM_THRESHOLD = 1 << 30
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-_cpu_configured: dict = {}
-CPU_TARGET_SAMPLE_S = 10e-3
-
-
-def configure_cpu() -> dict:
-    """Once per process: torch's intra-op threads (CPU_THREADS, or KVBENCH_CPU_THREADS) and glibc's mmap/trim
-    thresholds (a no-op elsewhere). Returns what was set."""
-    if not _cpu_configured:
-        threads = config.positive_int("KVBENCH_CPU_THREADS", CPU_THREADS)
-        torch.set_num_threads(threads)
-        _cpu_configured["threads"] = torch.get_num_threads()
-        try:
-            libc = ctypes.CDLL("libc.so.6")
-            _cpu_configured["mallopt"] = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-                                              and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-        except (OSError, AttributeError):  # not glibc
-            _cpu_configured["mallopt"] = False
-    return dict(_cpu_configured)
-
-
-class CpuSampler(Sampler):
-    mode = "no_graph"
-
-    def __init__(self, write: Writer, target_s: float = CPU_TARGET_SAMPLE_S, max_calls: int = MAX_EAGER_CALLS,
-                 min_calls: int = 1):
-        super().__init__()
-        self.config = configure_cpu()
-        self.write = write
-        write()
-        self._calibrate(1, target_s, max_calls, min_calls)
-        self._reset()
-
-    def run_once(self) -> None:
-        for _ in range(self.calls_per_sample):
-            self.write()
-
-    def sample(self) -> None:
-        start = time.perf_counter()
-        self.run_once()
-        self._add((time.perf_counter() - start) / self.calls_per_sample)
-
-
 def check_mode(mode: str, device: str) -> None:
     """Raise CaseError for an unknown mode, Unavailable for one this device cannot time (cudagraph on CPU)."""
     if mode not in MODES:
@@ -312,6 +259,8 @@ def sampler(mode: str, write: Writer, device: str, min_calls: int = 1) -> Sample
     """The sampler for `mode` on `device` (cudagraph needs CUDA); each sample makes at least `min_calls` calls."""
     check_mode(mode, device)
     if device == "cpu":
+        from kvbench.measure.cpu_sampler import CpuSampler
+
         return CpuSampler(write, min_calls=min_calls)
     kind = GraphSampler if mode == "cudagraph" else EagerCudaSampler
     return kind(write, min_calls=min_calls)
