@@ -76,12 +76,7 @@ tables) tables ;;
 tune) tune ;;
 history)
   step "vLLM history 0.31.0 -> 0.33.0"
-  repo=/tmp/vllm-tags; rm -rf $repo; git init -q -b main $repo
-  for v in 0.31.0 0.32.0 0.33.0; do
-    case $v in 0.31.0) date=2026-09-01T00:00:00Z ;; 0.32.0) date=2026-10-01T00:00:00Z ;; *) date=2026-11-01T00:00:00Z ;; esac
-    GIT_AUTHOR_DATE=$date GIT_COMMITTER_DATE=$date git -C $repo -c user.name=t -c user.email=t@t \
-      commit -q --allow-empty -m "stands in for vLLM v$v" && git -C $repo tag v$v
-  done
+  repo=/tmp/vllm-tags; bash scripts/vllm-tags.sh $repo
   for v in 0.31.0 0.32.0 0.33.0; do
     pack=.vllm-$v; [ $v = 0.33.0 ] && pack=.vllm
     ( . $pack/activate.sh; KVBENCH_IMPLEMENTATIONS=vllm,vllm-flash,vllm-triton KVBENCH_NUM_TOKENS=16,1024,65536 \

@@ -1,6 +1,5 @@
 """The asv suite for real on this machine: check, a small run that records numbers, and publish."""
 
-import http.server
 import json
 import math
 import os
@@ -13,11 +12,6 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts"  # CI keeps what lands here (the site screenshot)
 pytestmark = pytest.mark.slow
-
-
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -158,47 +152,13 @@ def test_published_site_has_the_graphs(site):
     assert "https://code.jquery.com" not in page and 'src="vendor/jquery-jquery.min.js"' in page
 
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
 def test_site_graph_shows_points_in_a_browser(site):
-    """Serve the site on localhost, open the main benchmark's graph in headless Chromium (Playwright driving
-    Debian's /usr/bin/chromium), assert plotted points and no JavaScript errors; keep a screenshot."""
-    if not pathlib.Path(CHROMIUM).exists():
-        if os.environ.get("KVBENCH_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{CHROMIUM} is missing (.ci/run installs Debian's chromium)")
-        pytest.skip(f"needs {CHROMIUM} (apt-get install chromium)")
-    import functools
-    import threading
+    """The main benchmark's graph in headless Chromium: plotted points and no JavaScript errors (screenshot kept)."""
+    from site_browser import graph_points
 
-    from playwright.sync_api import sync_playwright
-
-    handler = functools.partial(QuietHandler, directory=str(site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    errors = []
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"http://127.0.0.1:{server.server_address[1]}/#benchmarks.KVCacheWrite.time_no_graph")
-            page.wait_for_selector("#main-graph canvas.flot-base", timeout=30000)
-            page.wait_for_function("() => $('#main-graph').data('plot') !== undefined", timeout=30000)
-            points = page.evaluate(
-                "() => $('#main-graph').data('plot').getData()"
-                ".map(s => s.data.filter(d => d && d[1] !== null).length)")
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "site-graph.png"))
-            browser.close()
-    finally:
-        server.shutdown()
+    points, errors = graph_points(site, "benchmarks.KVCacheWrite.time_no_graph", ARTIFACTS / "site-graph.png")
     assert sum(points) > 0, points
     assert errors == []
-
 
 
 def test_asv_report_reads_spreads(asv_config, asv_results, capsys):

@@ -112,3 +112,27 @@ def test_pre_provisioned_flow_and_compare_between_two_commits(tmp_path):
     rows = [line for line in compare.stdout.splitlines() if "KVCacheWrite.time_no_graph(" in line]
     assert len(rows) == 8, compare.stdout  # 2 token counts x 2 cache dtypes x 2 implementations
     assert not git(work, "worktree", "list").count("\n")  # the temporary worktree is gone
+
+
+HISTORY = ROOT / "data" / "vllm-history-h200" / "results"
+
+
+@pytest.mark.slow
+def test_the_committed_vllm_history_of_three_releases_publishes_and_plots(tmp_path):
+    """vLLM 0.31.0, 0.32.0 and 0.33.0 timed on an H200 (vLLM's own kernels; git tags stand in for vLLM's repository,
+    scripts/vllm-tags.sh): the committed result files publish into a site whose graph plots all three releases."""
+    from kvbench.asv import config_file, site
+    from site_browser import graph_points
+
+    repo = tmp_path / "vllm"
+    subprocess.run(["bash", "scripts/vllm-tags.sh", str(repo)], cwd=ROOT, check=True)
+    conf = config_file.write(tmp_path / "asv.conf.json", "asv.vllm.conf.json", ROOT, tmp_path, repo=repo,
+                             results_dir=str(HISTORY))
+    subprocess.run([sys.executable, "-m", "asv", "publish", "--config", str(conf)], cwd=ROOT, check=True,
+                   capture_output=True)
+    html = tmp_path / "html"
+    site.vendor(html, tmp_path / "npm")
+    # vLLM's flash op (its paged op fails verification at these 128 heads, so it has no points)
+    points, errors = graph_points(html, "benchmarks.KVCacheWrite.time_cudagraph?p-implementation=%27vllm-flash%27",
+                                  ROOT / "artifacts" / "vllm-history-graph.png")
+    assert errors == [] and points == [3] * 6, points  # tokens 16/1024/65536 x auto/fp8: a point per release
