@@ -2,7 +2,7 @@
 asv.vllm-commits.conf.json) with its paths made absolute and some entries replaced, so that asv can be pointed at
 another repository (vLLM's) or another benchmark directory (an older commit's) from anywhere.
 
-    python -m kvbench.asv.config_file OUT [--template T] [--repo R] [--benchmark-dir D]   (scripts/run-commit.sh)
+    python -m kvbench.asv.config_file OUT [--template T] [--repo R] [--benchmark-dir D] [--results-dir D]
 """
 
 from __future__ import annotations
@@ -52,9 +52,11 @@ def main(argv=None) -> None:
     p.add_argument("--template", default="asv.conf.json")
     p.add_argument("--repo", type=pathlib.Path, default=None)
     p.add_argument("--benchmark-dir", type=pathlib.Path, default=None)
+    p.add_argument("--results-dir", type=pathlib.Path, default=None)
     args = p.parse_args(argv)
     print(write(args.out, args.template, repo=args.repo and args.repo.resolve(),
-                benchmark_dir=args.benchmark_dir and args.benchmark_dir.resolve()))
+                benchmark_dir=args.benchmark_dir and args.benchmark_dir.resolve(),
+                results_dir=args.results_dir and args.results_dir.resolve()))
 
 
 if __name__ == "__main__":
