@@ -29,6 +29,17 @@ def _vllm_ops():
         raise ImportError(f"vllm not installed ({type(exc).__name__}: {exc})".splitlines()[0]) from exc
 
 
+def triton_op(name: str):
+    """vLLM's Triton function `name`, from whichever module it lives in in this vLLM, or ImportError."""
+    errors = []
+    for module in TRITON_MODULES:
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as exc:
+            errors.append(f"{module}: {exc}")
+    raise ImportError(f"vllm's Triton op {name} not found (" + "; ".join(errors) + ")")
+
+
 def torch_ops():
     """torch.ops._C_cache_ops, with vLLM's library loaded."""
     import torch
@@ -109,13 +120,7 @@ class VllmTriton(Implementation):
     compare = "step"
 
     def _function(self):
-        errors = []
-        for module in TRITON_MODULES:
-            try:
-                return importlib.import_module(module).triton_reshape_and_cache_flash
-            except (ImportError, AttributeError) as exc:
-                errors.append(f"{module}: {exc}")
-        raise ImportError("vllm's Triton write op not found (" + "; ".join(errors) + ")")
+        return triton_op("triton_reshape_and_cache_flash")
 
     def load(self) -> None:
         _vllm_ops()
@@ -173,13 +178,7 @@ class VllmTokenHeadQuant(Implementation):
     compare = "step"  # vLLM's Triton divides approximately on NVIDIA GPUs: scales within 2 ulp, codes within 1
 
     def _function(self):
-        for module in TRITON_MODULES:
-            try:
-                found = importlib.import_module(module)
-                return found.triton_reshape_and_cache_flash_per_token_head_quant
-            except (ImportError, AttributeError):
-                continue
-        raise ImportError("vllm's per-token-head Triton op not found (vLLM 0.33 has it)")
+        return triton_op("triton_reshape_and_cache_flash_per_token_head_quant")  # vLLM >= 0.33
 
     def load(self) -> None:
         _vllm_ops()

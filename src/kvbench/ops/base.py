@@ -46,6 +46,7 @@ class WriteCase:
     BLOCK_SIZES: ClassVar[tuple[int, ...]] = (16, 32)
     KV_CACHE_DTYPES: ClassVar[tuple[str, ...]] = ("auto",)
     SLOT_PATTERNS: ClassVar[tuple[str, ...]] = ("random", "prefill", "decode", "padded")
+    FP8_FORMATS: ClassVar[dict[str, str | None]] = {}  # kv_cache_dtype -> the fp8 format stored (e4m3, e5m2)
 
     num_tokens: int
     num_blocks: int = 16384
@@ -87,6 +88,15 @@ class WriteCase:
         from kvbench.ops.slots import valid_count
 
         return valid_count(self.slots, self.num_tokens)
+
+    @property
+    def fp8_format(self) -> str | None:
+        """'e4m3', 'e5m2', or None when the output does not hold per-tensor-scaled fp8 codes."""
+        return self.FP8_FORMATS.get(self.kv_cache_dtype)
+
+    @property
+    def is_fp8(self) -> bool:
+        return self.fp8_format is not None
 
     @property
     def torch_dtype(self) -> torch.dtype:

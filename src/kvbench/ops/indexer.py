@@ -138,14 +138,11 @@ def reference_write(w: IndexerWorkload) -> None:
     """Quantize the valid tokens and store codes and scales at their places (torch ops; padding skipped without a
     host sync, as in the kv op's reference)."""
     n = w.slot_mapping.shape[0]
-    valid = w.slot_mapping >= 0
-    first = torch.argmax(valid.to(torch.int8))
-    src = torch.where(valid, torch.arange(n, device=w.slot_mapping.device), first)
-    where = torch.where(valid.any(), w.slot_mapping[src], 0)
+    src, where, any_valid = slots.graph_safe(w.slot_mapping)
     codes, scale_bytes = quantize(w.k[:n][src], w.case.scale_fmt)
     code_view, scale_view = views(w.case, w.kv_cache)
     block, offset = torch.div(where, w.case.block_size, rounding_mode="floor"), where % w.case.block_size
-    codes = torch.where(valid.any(), codes, code_view[block, offset])
-    scale_bytes = torch.where(valid.any(), scale_bytes, scale_view[block, offset])
+    codes = torch.where(any_valid, codes, code_view[block, offset])
+    scale_bytes = torch.where(any_valid, scale_bytes, scale_view[block, offset])
     code_view[block, offset] = codes
     scale_view[block, offset] = scale_bytes

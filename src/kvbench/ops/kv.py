@@ -28,6 +28,7 @@ class Case(WriteCase):
     """A KV-cache write of `num_tokens` tokens of num_heads x head_size into a cache of `num_blocks` blocks."""
 
     OP: ClassVar[str] = "kv"
+    FP8_FORMATS: ClassVar[dict[str, str | None]] = KV_CACHE_DTYPES  # the module's mapping (before the next line)
     KV_CACHE_DTYPES: ClassVar[tuple[str, ...]] = tuple(KV_CACHE_DTYPES)
 
     num_heads: int = 128
@@ -52,15 +53,6 @@ class Case(WriteCase):
                 f"fp8_scales 'head' is not supported with layout {self.layout!r}; "
                 f"per-head scales need one of: {', '.join(layouts.FLASH_LAYOUTS)}"
             )
-
-    @property
-    def fp8_format(self) -> str | None:
-        """'e4m3', 'e5m2', or None when the cache stores the input dtype."""
-        return KV_CACHE_DTYPES[self.kv_cache_dtype]
-
-    @property
-    def is_fp8(self) -> bool:
-        return self.fp8_format is not None
 
     @property
     def cache_dtype(self) -> torch.dtype:
@@ -146,16 +138,10 @@ def make(case: Case, seed: int, slot_mapping: torch.Tensor, caches: tuple | None
 def reference_write(case: Case, key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale) -> None:
     """Write key/value rows [: len(slot_mapping)] into the caches at their slots; negative slots are skipped.
 
-    It can be captured in a CUDA graph: padding tokens are skipped without a host sync by making them repeat the
-    first real token's write (same slot, same data), and a batch of padding only rewrites slot 0 with its own
-    contents.
+    It can be captured in a CUDA graph: padding is skipped without a host sync (kvbench.ops.slots.graph_safe).
     """
     n = slot_mapping.shape[0]
-    valid = slot_mapping >= 0
-    any_valid = valid.any()
-    first = torch.argmax(valid.to(torch.int8))
-    src = torch.where(valid, torch.arange(n, device=slot_mapping.device), first)
-    where = torch.where(any_valid, slot_mapping[src], 0)
+    src, where, any_valid = slots.graph_safe(slot_mapping)
     for which, x, scale, cache in (("key", key, k_scale, key_cache), ("value", value, v_scale, value_cache)):
         data = stored(x[:n][src], scale, case)
         current = layouts.gather(case.layout, which, cache, where[:1])

@@ -35,6 +35,7 @@ class Case(WriteCase):
 
     OP: ClassVar[str] = "mla"
     BLOCK_SIZES: ClassVar[tuple[int, ...]] = (16, 64)
+    FP8_FORMATS: ClassVar[dict[str, str | None]] = KV_CACHE_DTYPES  # the module's mapping (before the next line)
     KV_CACHE_DTYPES: ClassVar[tuple[str, ...]] = tuple(KV_CACHE_DTYPES)
 
     num_blocks: int = 2048
@@ -53,14 +54,6 @@ class Case(WriteCase):
                                 f"{self.kv_lora_rank} and {self.pe_dim}")
             if self.dtype == "float":
                 raise CaseError("kv_cache_dtype 'fp8_ds_mla' needs a 16-bit input; choose dtype half or bfloat16")
-
-    @property
-    def fp8_format(self) -> str | None:
-        return KV_CACHE_DTYPES[self.kv_cache_dtype]
-
-    @property
-    def is_fp8(self) -> bool:
-        return self.fp8_format is not None
 
     @property
     def ds_mla(self) -> bool:
@@ -163,13 +156,10 @@ def make(case: Case, seed: int, slot_mapping: torch.Tensor, caches: list | None 
 def reference_write(w: MLAWorkload) -> None:
     """Write each valid token's row into the cache (negative slots skipped), in plain torch ops.
 
-    Graph-capturable like the kv op's reference: padding tokens repeat the first valid token's write."""
+    Graph-capturable: padding is skipped without a host sync (kvbench.ops.slots.graph_safe)."""
     n = w.slot_mapping.shape[0]
-    valid = w.slot_mapping >= 0
-    first = torch.argmax(valid.to(torch.int8))
-    src = torch.where(valid, torch.arange(n, device=w.slot_mapping.device), first)
-    where = torch.where(valid.any(), w.slot_mapping[src], 0)
+    src, where, any_valid = slots.graph_safe(w.slot_mapping)
     rows = stored(w.kv_c[:n][src], w.k_pe[:n][src], w.scale, w.case)
     flat = w.kv_cache.view(-1, w.kv_cache.shape[-1])
-    rows = torch.where(valid.any(), rows, flat[where])
+    rows = torch.where(any_valid, rows, flat[where])
     flat[where] = rows

@@ -58,3 +58,15 @@ def valid(slot_mapping: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(slots, token indices) of the tokens that are written."""
     keep = slot_mapping >= 0
     return slot_mapping[keep], torch.arange(slot_mapping.shape[0], device=slot_mapping.device)[keep]
+
+
+def graph_safe(slot_mapping: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(source token, destination slot, any valid) for each token, for references that must be capturable in a CUDA
+    graph (no host sync to drop padding): a padding token repeats the first valid token's write (same slot, same
+    data); when every token is padding, `any valid` is False and the caller rewrites slot 0 with its own contents."""
+    n = slot_mapping.shape[0]
+    valid = slot_mapping >= 0
+    any_valid = valid.any()
+    first = torch.argmax(valid.to(torch.int8))
+    source = torch.where(valid, torch.arange(n, device=slot_mapping.device), first)
+    return source, torch.where(any_valid, slot_mapping[source], 0), any_valid

@@ -118,14 +118,11 @@ def make(case: Case, seed: int, slot_mapping: torch.Tensor, caches: list | None 
 def reference_write(w: QuantWorkload) -> None:
     """Quantize and store every valid token (torch ops; padding skipped without a host sync)."""
     n = w.slot_mapping.shape[0]
-    valid = w.slot_mapping >= 0
-    first = torch.argmax(valid.to(torch.int8))
-    src = torch.where(valid, torch.arange(n, device=w.slot_mapping.device), first)
-    where = torch.where(valid.any(), w.slot_mapping[src], 0)
+    src, where, any_valid = slots.graph_safe(w.slot_mapping)
     bs = w.case.block_size
     block, offset = torch.div(where, bs, rounding_mode="floor"), where % bs
     for x, cache, scale_cache in ((w.key, w.key_cache, w.k_scale_cache), (w.value, w.value_cache, w.v_scale_cache)):
         q, s = quantize(x[:n][src], w.case.kv_cache_dtype)
-        cache[block, offset] = torch.where(valid.any(), q.view(torch.uint8), cache[block, offset].view(torch.uint8)
+        cache[block, offset] = torch.where(any_valid, q.view(torch.uint8), cache[block, offset].view(torch.uint8)
                                            ).view(cache.dtype)
-        scale_cache[block, offset] = torch.where(valid.any(), s, scale_cache[block, offset])
+        scale_cache[block, offset] = torch.where(any_valid, s, scale_cache[block, offset])
