@@ -92,8 +92,12 @@ class _Process:
 
 
 def _ideal_s(case) -> float:
-    bw = bandwidth.copy_bandwidth(DEVICE, machine.device_key(machine.info(DEVICE)))
-    return bw.ideal_s(case)
+    """The process's case's ideal time, found once (machine facts, NVML and the bandwidth cache are not read again
+    after every sample of a benchmark that shares its samples)."""
+    if _Process.ideal_s is None:
+        bw = bandwidth.copy_bandwidth(DEVICE, machine.device_key(machine.info(DEVICE)))
+        _Process.ideal_s = bw.ideal_s(case)
+    return _Process.ideal_s
 
 
 def _log(entry: dict) -> None:
@@ -179,7 +183,7 @@ class Benchmark:
         key = (type(self).__name__, params)
         if _Process.key != key:
             _Process.key, _Process.prepared, _Process.checked = key, None, False  # never two sets of caches
-            _Process.mode, _Process.shared = self.mode, None
+            _Process.mode, _Process.shared, _Process.ideal_s = self.mode, None, None
             if self.reuse_samples:
                 _Process.shared = self._shared_samples(named["implementation"], params)
                 if _Process.shared is not None:
