@@ -14,12 +14,28 @@ def test_calls_for_stays_in_bounds():
     assert timing.calls_for(1e-3, 5e-3, 1000) == 1
 
 
+def _busy(seconds: float) -> None:
+    """Work on this thread's CPU for `seconds` of its own CPU time."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
 def test_cpu_sampler_reports_per_call_time_of_a_known_duration():
-    sampler = timing.sampler("no_graph", lambda: time.sleep(0.012), "cpu")  # above the 10 ms CPU sample
+    sampler = timing.sampler("no_graph", lambda: _busy(0.012), "cpu")  # above the 10 ms CPU sample
     assert sampler.calls_per_sample == 1
     per_call = sampler.measure(3)
     assert all(0.012 <= t < 0.1 for t in per_call)
     assert sampler.elapsed() == pytest.approx(sum(per_call))
+
+
+def test_cpu_sampler_counts_the_threads_work_not_its_waiting():
+    # one timing thread (the default): a call that works 2 ms and then waits 10 ms costs 2 ms of CPU time; the
+    # wall clock would say 12 ms (what a descheduled thread on a shared host would add)
+    sampler = timing.sampler("no_graph", lambda: (_busy(0.002), time.sleep(0.010)), "cpu")
+    assert sampler.config == {**sampler.config, "threads": 1, "clock": "thread_time"}
+    per_call = sampler.measure(3)
+    assert all(0.002 <= t < 0.006 for t in per_call), per_call
 
 
 def test_cpu_sampler_divides_by_calls_per_sample():

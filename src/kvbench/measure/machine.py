@@ -70,8 +70,9 @@ def info(device: str) -> dict:
         from kvbench import config
         from kvbench.measure.cpu_sampler import CPU_THREADS
 
-        facts.update(device_name=facts["host_cpu"], timing_threads=config.positive_int("KVBENCH_CPU_THREADS",
-                                                                                        CPU_THREADS))
+        threads = config.positive_int("KVBENCH_CPU_THREADS", CPU_THREADS)
+        facts.update(device_name=facts["host_cpu"], timing_threads=threads,
+                     timing_clock="thread_time" if threads == 1 else "perf_counter")
     return facts
 
 

@@ -8,8 +8,8 @@ A Sampler makes timed samples of one writer (a zero-argument call that performs 
   spin keeps the GPU busy through the host's gap before the next one.
 - `no_graph` on CUDA (EagerCudaSampler): n eager calls between two CUDA events, divided by n: per-call time *with*
   launch overhead.
-- `no_graph` on CPU (CpuSampler): n calls timed with perf_counter, divided by n (wall clock per call), samples of
-  ~10 ms, one intra-op thread, and glibc's allocator kept from handing temporaries back to the kernel each call
+- `no_graph` on CPU (CpuSampler): n calls timed with the timing thread's CPU clock, divided by n (CPU time per
+  call; wall clock if KVBENCH_CPU_THREADS > 1), samples of ~10 ms, one intra-op thread, and glibc's allocator kept from handing temporaries back to the kernel each call
   (kvbench.measure.cpu_sampler).
 `sample()` queues a sample, `elapsed()` synchronises and returns the running total of per-call seconds (so it
 serves as asv's timer), `measure(n)` returns n per-call times, and `run_once()` runs exactly the work of a sample
