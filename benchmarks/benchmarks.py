@@ -36,7 +36,6 @@ class KVCacheWrite(_PrimaryTime):
     params = [NUM_TOKENS, DTYPES, ["auto", "fp8"], IMPLEMENTATIONS, [NUM_BLOCKS]]
     param_names = ["num_tokens", "dtype", "kv_cache_dtype", "implementation", "num_blocks"]
     version = "kvcachewrite-2"
-    share_samples = True  # KVCacheWriteBF16 reads its bfloat16 samples
 
     def case(self, num_tokens, dtype, kv_cache_dtype, implementation, num_blocks):
         return kv.Case(num_tokens=num_tokens, dtype=dtype, kv_cache_dtype=kv_cache_dtype, num_blocks=num_blocks,
@@ -57,7 +56,6 @@ class KVCacheWriteBF16(_BF16):
     KVCacheWrite timed the same case earlier in the run (asv runs it first), its samples are used, not retaken."""
 
     version = "kvcachewritebf16-2"
-    reuse_samples = True
 
     def track_x_ideal(self, *params):
         return self.x_ideal()

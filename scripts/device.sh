@@ -10,6 +10,10 @@
 #            main / family: the default suite's main grid / other classes through bench.sh, timed)
 #   suite    the whole default suite with every implementation (scripts/bench.sh: publishes even when a benchmark
 #            fails), timed, with the run log                              -> suite.tgz
+#   fullaa   the whole default suite twice, same code: run A through scripts/bench.sh (published), run B on an
+#            empty commit, each timed, then asv compare --factor 1.05      -> full-a.tgz, full-b.tgz
+#   beforeafter  KVCacheWrite (bf16, 5 sizes) and IndexerWrite, every implementation: one case per process
+#            (KVBENCH_BATCH=0) then batches, timed, asv compare            -> beforeafter.tgz
 set -uo pipefail
 . scripts/device-env.sh
 TOKENS="2 16 64 256 1024 4096 16384 65536"
@@ -69,8 +73,44 @@ aa() {  # A/A: KVCacheWrite (bfloat16 at 16, 256, 4096, 65536 tokens; every impl
     for c in "$A" "$B"; do python3 -m kvbench.cli asv-report .asv/results/h200-device/${c:0:8}*.json | head -n 1; done
     tar -czf "$OUT/aa.tgz" log .asv/results )
 }
+compare() {  # A B FILE: asv compare --factor 1.05 of two commits, and how many benchmarks it flagged
+  python3 -m asv compare --machine h200-device --factor 1.05 --split "$1" "$2" > "$3" 2>&1
+  echo "flagged at --factor 1.05: $(grep -cE '^\| *[-+x!] *\|' "$3") of $(grep -cE '^\| .*\| benchmarks' "$3" || true) rows"
+}
+timed_run() {  # NAME LIMIT_S COMMAND...: run it with a time limit, say how long it took and how it ended
+  local name=$1 limit=$2 start=$(date +%s) rc=0; shift 2
+  timeout "$limit" "$@" > "log/$name.txt" 2>&1 || rc=$?
+  echo "$name: exit $rc in $(( $(date +%s) - start )) s ($(wc -l < "$KVBENCH_STATE_LOG") benchmark processes logged)"
+}
+new_commit() { git -c user.name=d -c user.email=d@d commit -q --allow-empty -m "$1"; git rev-parse HEAD; }
+fullaa() {
+  step "whole default suite twice (A/A), every implementation (vLLM 0.33)"; copy_tree /tmp/full
+  ( cd /tmp/full; export KVBENCH_MACHINE=h200-device KVBENCH_SKIP_SETUP=1 KVBENCH_DEVICE=cuda; . .vllm/activate.sh
+    mkdir -p log; A=$(git rev-parse HEAD)
+    KVBENCH_STATE_LOG=.asv/run-log.jsonl timed_run run-a 330 bash scripts/bench.sh
+    tail -n 14 log/run-a.txt; ls -la .asv/html/index.html
+    tar -czf "$OUT/full-a.tgz" log .asv/results .asv/run-log.jsonl .asv/html
+    B=$(new_commit "A/A: same code"); export KVBENCH_STATE_LOG=log/run-b.jsonl
+    timed_run run-b $(( 575 - SECONDS )) bash scripts/asv-run.sh "$B" --machine h200-device  # the call's time left
+    compare "$A" "$B" log/compare.txt; grep -E '^\| *[-+x!] *\|' log/compare.txt | head -n 20
+    tar -czf "$OUT/full-b.tgz" log .asv/results )
+}
+beforeafter() {
+  step "one case per process, then batches: KVCacheWrite (bf16, 5 sizes) and IndexerWrite"; copy_tree /tmp/ba
+  ( cd /tmp/ba; export KVBENCH_DEVICE=cuda KVBENCH_DTYPES=bfloat16 KVBENCH_NUM_TOKENS=2,16,256,4096,65536
+    . .vllm/activate.sh; mkdir -p log; python3 -m kvbench.cli asv-machine --machine h200-device > /dev/null
+    bench='KVCacheWrite\.time|IndexerWrite'; A=$(git rev-parse HEAD)
+    KVBENCH_BATCH=0 KVBENCH_STATE_LOG=log/before.jsonl timed_run before 250 bash scripts/asv-run.sh "$A" \
+      --machine h200-device -b "$bench"
+    B=$(new_commit "batches"); KVBENCH_STATE_LOG=log/after.jsonl timed_run after 120 bash scripts/asv-run.sh "$B" \
+      --machine h200-device -b "$bench"
+    compare "$A" "$B" log/compare.txt
+    tar -czf "$OUT/beforeafter.tgz" log .asv/results )
+}
 root=$PWD
 for phase in "$@"; do case $phase in
+fullaa) fullaa ;;
+beforeafter) beforeafter ;;
 tests) gpu_tests ;;
 tables) tables ;;
 tune) tune ;;

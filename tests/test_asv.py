@@ -73,11 +73,12 @@ def test_asv_check(asv_config):
 
 @pytest.fixture(scope="module")
 def asv_results(asv_config):
-    """A small real CPU run of the suite, filed under HEAD; returns the commit."""
+    """A small real CPU run of the suite, filed under HEAD, with batches as on a GPU; returns the commit."""
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
     commit = head.stdout.strip()
     env = {"KVBENCH_NUM_TOKENS": "2,16", "KVBENCH_IMPLEMENTATIONS": "torch,vllm-cpu,vllm-flash",
-           "KVBENCH_NUM_BLOCKS": "64", "KVBENCH_CACHE_DIR": str(asv_config.parent / "cache")}
+           "KVBENCH_NUM_BLOCKS": "64", "KVBENCH_CACHE_DIR": str(asv_config.parent / "cache"), "KVBENCH_BATCH": "1",
+           "KVBENCH_STATE_LOG": str(asv_config.parent / "state.jsonl")}
     asv(asv_config, "machine", "--yes")
     asv(asv_config, "run", "--python=same", "--set-commit-hash", commit, "--record-samples",
         "-b", r"KVCacheWrite\.time_no_graph|KVCacheWriteBF16\.track_x_ideal", env=env)
@@ -117,6 +118,22 @@ def test_asv_run_records_real_numbers(asv_config, asv_results):
                 assert value is not None and 0 < value < (1 if name.endswith("no_graph") else 1e6), (i, value)
         if name.endswith("no_graph"):
             assert all(len(s) >= 10 for s, v in zip(row["samples"], values) if v == v and v is not None)
+
+
+def test_one_batch_per_implementation_measured_every_case(asv_config, asv_results):
+    """Each implementation's cases were measured by one process (its batch); every other process of the run,
+    KVCacheWriteBF16's included, logged that process's pid and measured nothing itself."""
+    log = [json.loads(line) for line in (asv_config.parent / "state.jsonl").read_text().splitlines()]
+    measured = [e for e in log if e["benchmark"] == "KVCacheWrite" and e["status"] == "ok"]
+    by_impl = {}
+    for e in log:
+        if e["status"] == "ok":
+            by_impl.setdefault(e["params"]["implementation"], set()).add(e["batch_pid"])
+    assert {len(pids) for pids in by_impl.values()} == {1} and "torch" in by_impl
+    assert len(measured) >= 8  # torch: 2 tokens x 3 dtypes x 2 cache dtypes, less nothing
+    kvcachewrite = [e for e in log if e["benchmark"] == "KVCacheWrite"]
+    assert len(kvcachewrite) == 2 * 3 * 2 * 3  # tokens x dtypes x cache dtypes x implementations: one line each
+    assert sum(e.get("batch_cases", 0) for e in log) == len(kvcachewrite)  # each measured (or skipped) once
 
 
 def test_x_ideal_reuses_the_samples_kvcachewrite_took_of_the_same_case(asv_config, asv_results):

@@ -27,7 +27,9 @@ VARIABLES = {
     "KVBENCH_NUM_BLOCKS": "asv grid: cache blocks (default 16384 on a GPU, 1024 on a CPU)",
     "KVBENCH_MAX_TOKENS": "asv grid: larger token counts are skipped (default 65536 on a GPU, 1024 on a CPU)",
     "KVBENCH_EAGER": "1: add the eager (host-bound) CUDA benchmarks",
-    "KVBENCH_FIDELITY": "1: each benchmark process also times its graph independently (state log)",
+    "KVBENCH_FIDELITY": "1: each benchmark process also times its graph independently (state log; no batches)",
+    "KVBENCH_BATCH": "asv: 1 = a batch per class and implementation measures its cases in one process (default on "
+                     "a GPU), 0 = one case per process (default on a CPU)",
     "KVBENCH_STATE_LOG": "file: one JSON line per benchmark process (GPU state, step timings, status)",
     "KVBENCH_COPY_BW": "bytes/s: the copy bandwidth instead of measuring it",
     "KVBENCH_CACHE_DIR": "folder of the measured copy bandwidth (default ~/.cache/kvbench)",

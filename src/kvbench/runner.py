@@ -174,6 +174,7 @@ class Result:
     verified: str | None = None
     message: str | None = None
     gpu_state: dict | None = None  # read right after the samples (kvbench.measure.gpu_state)
+    steps: dict | None = None  # seconds of each step of preparing and sampling (Prepared.steps)
     warnings: list[str] = dataclasses.field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -202,6 +203,7 @@ def measure(p: Prepared, mode: str, samples: int, bw: bandwidth.CopyBandwidth | 
         x_ideal=median_s / bw.ideal_s(p.case) if bw else None,
         verified=p.verified.method,
         gpu_state=state,
+        steps=p.steps(),
         warnings=gpu_state.warnings(state),
     )
 

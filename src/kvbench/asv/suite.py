@@ -1,9 +1,12 @@
 """What kvbench's asv benchmark classes (benchmarks/benchmarks.py) share: the grids for this machine, a case
-prepared once per process, the per-call timer, and the checks after the first sample.
+prepared once per process (or measured by a batch, kvbench.asv.batch), the per-call timer, and the checks after
+the first sample.
 
 asv runs every (benchmark, parameters) in a fresh process forked from one that imported the suite (forkserver;
-nothing here touches CUDA at import time) and calls `setup` before every sample, so a case is prepared (checked,
-allocated, verified) on the first call and reused after. asv's timer is `PerCallTimer`: asv reads it before and
+nothing here touches CUDA at import time) and calls `setup` before every sample. On a GPU the first process of a
+class and implementation measures the group's cases in a batch and files them in the run's store, and each process
+hands asv its case's stored samples; otherwise (CPU, KVBENCH_BATCH=0) a process prepares its case (checked,
+allocated, verified) on the first call, reuses it after, and files its samples for other benchmarks of the case. asv's timer is `PerCallTimer`: asv reads it before and
 after each timed body, and the body takes one sample of kvbench's sampler, so each asv sample is one per-call time
 (kvbench.measure.timing). After the first sample the timed path itself is verified (kvbench.runner) and the GPU
 state read: a wrong write fails the benchmark, an untrustworthy GPU state prints a WARNING.
@@ -11,15 +14,14 @@ state read: a wrong write fails the benchmark, an untrustworthy GPU state prints
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 
-from kvbench import config, files, impls, runner
+from kvbench import config, impls, runner
+from kvbench.asv import batch
 from kvbench.errors import CaseError, Unavailable
 from kvbench.measure import bandwidth, fidelity, gpu_state, isolation, machine
 from kvbench.measure.device import default_device
@@ -34,7 +36,8 @@ PRIMARY_MODE = "cudagraph" if DEVICE == "cuda" else "no_graph"
 EAGER = config.flag("KVBENCH_EAGER")  # add the host-bound eager benchmarks on CUDA machines
 # With a state log: also time each process's graph independently (kvbench.measure.fidelity) after its first sample,
 # so that `kvbench asv-report --state-log` can set asv's figure against it (~0.3 s more per process; checks only).
-FIDELITY = config.flag("KVBENCH_FIDELITY")
+FIDELITY = config.flag("KVBENCH_FIDELITY")  # (one case per process then: no batches)
+SAMPLES = 20  # asv's samples per benchmark (Benchmark.repeat's most), and what a batch takes of each case
 
 
 def _installed_here(op: str) -> list[str]:
@@ -80,20 +83,22 @@ def _process_age() -> float:
 
 
 class _Process:
-    """This benchmark process's one case: prepared once (or the exception that stopped it), checked once."""
+    """This benchmark process's one case: prepared here once (or the exception that stopped it) and checked once,
+    or found in the run's store (kvbench.asv.batch), measured by another process of the run."""
 
     key: tuple | None = None
     mode = PRIMARY_MODE
     prepared: runner.Prepared | Exception | None = None
     checked = False
     steps: dict = {}
-    shared: dict | None = None  # samples of this case taken by another benchmark of this run (reuse_samples)
+    stored: dict | None = None  # the case's outcome from the run's store
+    replay: StoredSamples | None = None  # its samples, handed to asv one per timed body
     ideal_s: float | None = None
 
 
 def _ideal_s(case) -> float:
     """The process's case's ideal time, found once (machine facts, NVML and the bandwidth cache are not read again
-    after every sample of a benchmark that shares its samples)."""
+    after every sample)."""
     if _Process.ideal_s is None:
         bw = bandwidth.copy_bandwidth(DEVICE, machine.device_key(machine.info(DEVICE)))
         _Process.ideal_s = bw.ideal_s(case)
@@ -112,67 +117,51 @@ def _log(entry: dict) -> None:
         print(f"WARNING: KVBENCH_STATE_LOG not written: {exc}", file=sys.stderr, flush=True)
 
 
-class _Shared:
-    """Per-call samples shared between the benchmark processes of one `asv run`: they are all forked from one
-    parent, so a folder named after that parent (pid and start time) is theirs alone. A benchmark that tracks
-    "x ideal" of a case another benchmark has just timed reads that one's samples instead of timing the case
-    again in a process of its own (no CUDA context, no verification: ~0.05 s instead of ~0.9 s)."""
+class StoredSamples:
+    """Per-call samples another process of this run took of the case, handed to asv in order (again from the
+    first if asv asks for more than were taken)."""
 
-    @staticmethod
-    def folder() -> str:
-        parent = os.getppid()
-        try:
-            with open(f"/proc/{parent}/stat") as f:
-                started = f.read().rsplit(")", 1)[1].split()[19]
-        except (OSError, IndexError):
-            started = "0"
-        return os.path.join(tempfile.gettempdir(), f"kvbench-asv-run-{parent}-{started}")
+    def __init__(self, samples: list[float]):
+        self._stored = samples
+        self.samples: list[float] = []
+        self._total = 0.0
 
-    @staticmethod
-    def path(case, implementation: str, mode: str) -> str:
-        key = hashlib.sha1(f"{case.label()}|{implementation}|{mode}".encode()).hexdigest()[:20]
-        return os.path.join(_Shared.folder(), f"{key}.json")
+    def sample(self) -> None:
+        self.samples.append(self._stored[len(self.samples) % len(self._stored)])
+        self._total += self.samples[-1]
 
-    @staticmethod
-    def write(path: str, samples: list[float], ideal_s: float) -> None:
-        try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with files.atomic(path) as f:
-                json.dump({"samples": samples, "ideal_s": ideal_s}, f)
-        except OSError:
-            pass  # the x-ideal benchmark then times the case itself
+    def elapsed(self) -> float:
+        return self._total
 
-    @staticmethod
-    def read(path: str) -> dict | None:
-        try:
-            with open(path) as f:
-                found = json.load(f)
-            return found if found.get("samples") and found.get("ideal_s") else None
-        except (OSError, ValueError):
-            return None
+
+def _timed_sampler(mode: str):
+    """What the timed bodies sample: the stored samples, or this process's own sampler of its prepared case."""
+    if _Process.replay is not None:
+        return _Process.replay
+    p = _Process.prepared
+    return p.sampler(mode) if isinstance(p, runner.Prepared) else None
 
 
 class PerCallTimer:
     """asv's clock for kvbench benchmarks: the per-call seconds measured so far by this process's sampler."""
 
     def __call__(self) -> float:
-        p = _Process.prepared
-        return p.sampler(_Process.mode).elapsed() if isinstance(p, runner.Prepared) else 0.0
+        sampler = _timed_sampler(_Process.mode)
+        return sampler.elapsed() if sampler is not None else 0.0
 
 
 class Benchmark:
     """Base of kvbench's benchmark classes: sampling settings, `setup` (which builds the subclass's `case(*params)`
-    and prepares it once per process), `sample()` for the timed bodies, and the checks after the first sample."""
+    and prepares it once per process, or finds it measured in the run's store), `sample()` for the timed bodies,
+    and the checks after the first sample."""
 
     number = 1
-    repeat = (10, 20, 10.0)
+    repeat = (10, SAMPLES, 10.0)
     rounds = 1
     warmup_time = 0.0
     timeout = 600
     timer = PerCallTimer()
     mode = PRIMARY_MODE  # the sampler's mode (kvbench.measure.timing.MODES)
-    share_samples = False  # leave this case's samples for later benchmarks of the same run
-    reuse_samples = False  # use the samples an earlier benchmark of the run took of the same case, if any
 
     def case(self, *params):
         """The case a parameter combination describes (each benchmark class builds its own)."""
@@ -183,17 +172,46 @@ class Benchmark:
         key = (type(self).__name__, params)
         if _Process.key != key:
             _Process.key, _Process.prepared, _Process.checked = key, None, False  # never two sets of caches
-            _Process.mode, _Process.shared, _Process.ideal_s = self.mode, None, None
-            if self.reuse_samples:
-                _Process.shared = self._shared_samples(named["implementation"], params)
-                if _Process.shared is not None:
-                    return
-            _Process.prepared = self._prepare(named["implementation"], params)
-            if isinstance(_Process.prepared, Exception):
-                status = "skipped" if isinstance(_Process.prepared, NotImplementedError) else "failed"
-                self._record(status, named, str(_Process.prepared))
+            _Process.mode, _Process.stored, _Process.replay, _Process.ideal_s = self.mode, None, None, None
+            _Process.stored = self._stored(named["implementation"], params)
+            if _Process.stored is not None:
+                self._use_stored(named)
+            else:
+                _Process.prepared = self._prepare(named["implementation"], params)
+                if isinstance(_Process.prepared, Exception):
+                    status = "skipped" if isinstance(_Process.prepared, NotImplementedError) else "failed"
+                    self._record(status, named, str(_Process.prepared))
         if isinstance(_Process.prepared, Exception):
             raise _Process.prepared
+
+    def _stored(self, implementation: str, params) -> dict | None:
+        """The case's outcome in this run's store; on a GPU, when it is not there, this process first measures its
+        group's cases (kvbench.asv.batch). None: this process prepares the case itself."""
+        try:
+            case = self.case(*params)
+        except Exception:  # an invalid case: prepared (and skipped) as usual
+            return None
+        found = batch.read(case, implementation, self.mode)
+        if found is None and batch.enabled(DEVICE) and not FIDELITY and case.num_tokens <= MAX_TOKENS:
+            _Process.steps = {"setup_start_s": round(_process_age(), 3), "setup_at": round(time.time(), 3)}
+            start = time.perf_counter()
+            measured = batch.lead(batch.group(self, params), implementation, self.mode, SAMPLES, DEVICE, MAX_TOKENS)
+            _Process.steps.update(batch_cases=measured, batch_s=round(time.perf_counter() - start, 3))
+            found = batch.read(case, implementation, self.mode)
+        return found
+
+    def _use_stored(self, named: dict) -> None:
+        found = _Process.stored
+        for warning in found.get("warnings") or []:
+            print(f"WARNING: {type(self).__name__}: not trustworthy: {warning}", file=sys.stderr, flush=True)
+        self._record(found["status"], named, found.get("reason"), {**found.get("log", {}),
+                                                                  "batch_pid": found.get("batch_pid")})
+        if found["status"] == "ok":
+            _Process.replay = StoredSamples(found["samples"])
+        elif found["status"] == "skipped":
+            _Process.prepared = NotImplementedError(found.get("reason"))
+        else:
+            _Process.prepared = RuntimeError(found.get("reason"))
 
     def _prepare(self, implementation: str, params) -> runner.Prepared | Exception:
         _Process.steps = {"setup_start_s": round(_process_age(), 3), "setup_at": round(time.time(), 3)}
@@ -210,33 +228,27 @@ class Benchmark:
         finally:
             _Process.steps["prepare_s"] = round(time.perf_counter() - start, 3)
 
-    def _shared_samples(self, implementation: str, params) -> dict | None:
-        try:
-            return _Shared.read(_Shared.path(self.case(*params), implementation, self.mode))
-        except Exception:  # an invalid case: prepared (and skipped) as usual
-            return None
-
     def sample(self) -> None:
-        _Process.prepared.sampler(self.mode).sample()
+        _timed_sampler(self.mode).sample()
 
     def x_ideal(self, samples: int = 10) -> float:
         """The case's median per-call time in the primary mode over its ideal time at the copy bandwidth (from the
-        samples an earlier benchmark of this run took of the same case, where there are some)."""
-        if _Process.shared is not None:
-            return statistics.median(_Process.shared["samples"]) / _Process.shared["ideal_s"]
+        samples the run's store holds, where it has them)."""
+        if _Process.stored is not None:
+            return statistics.median(_Process.stored["samples"]) / _Process.stored["ideal_s"]
         p = _Process.prepared
         return statistics.median(p.sampler(self.mode).measure(samples)) / _ideal_s(p.case)
 
     def teardown(self, *params):
         """After the first sample (asv tears down between samples): verify the timed path, read the GPU state;
-        after every sample of a `share_samples` benchmark, leave the samples so far for later benchmarks."""
+        after every later sample, leave the samples so far in the run's store for other benchmarks of the case."""
         p = _Process.prepared
         if not isinstance(p, runner.Prepared) or self.mode not in p.calls_per_sample():
             return
-        if self.share_samples and _Process.checked:
-            _Shared.write(_Shared.path(p.case, p.impl.name, self.mode), p.sampler(self.mode).samples,
-                          _ideal_s(p.case))
         if _Process.checked:
+            batch.write(p.case, p.impl.name, self.mode, {"status": "ok", "reason": None,
+                                                          "samples": p.sampler(self.mode).samples,
+                                                          "ideal_s": _ideal_s(p.case)})
             return
         _Process.checked = True
         named = dict(zip(self.param_names, params))
@@ -244,6 +256,7 @@ class Benchmark:
             p.check_timed(self.mode)
         except Exception as exc:
             self._record("failed", named, str(exc))
+            batch.write(p.case, p.impl.name, self.mode, {"status": "failed", "reason": str(exc)})
             raise
         state = gpu_state.gpu_state() if DEVICE == "cuda" else None
         for warning in gpu_state.warnings(state):
@@ -251,9 +264,14 @@ class Benchmark:
         self._record("ok", named, None, state)
 
     def _record(self, status: str, named: dict, reason: str | None, state: dict | None = None) -> None:
-        """One line in the state log: what this process measured, skipped or failed, and why."""
+        """One line in the state log: what this process measured, skipped or failed, and why (for a case from
+        the store: what the process that measured it recorded, and its pid)."""
         entry = {"benchmark": type(self).__name__, "params": {k: str(v) for k, v in named.items()},
                  "status": status, "reason": reason}
+        if _Process.stored is not None:
+            entry.update(**(state or {}), **_Process.steps)
+            _log(entry)
+            return
         p = _Process.prepared
         if isinstance(p, runner.Prepared):
             c = p.case

@@ -1,0 +1,153 @@
+"""One asv run's measured cases, shared between its benchmark processes, and the batch that measures a group of
+them in one process on a GPU.
+
+asv runs every (benchmark, parameters) combination in a fresh process forked from one parent. On a GPU each such
+process pays ~0.6 s before its first sample (CUDA context, first use of each kernel, vLLM's library) and ~0.12 s
+to exit, and a default suite of ~1100 combinations spent most of its time there. So the first process of a group
+(a benchmark class and one implementation) measures every case of the group that this run has not measured yet,
+one after another, each exactly as a lone process would (its own tensors, verification, samples and timed-path
+check, see kvbench.runner), and files each outcome in the run's store: samples, or why there are none. Every
+later process of the run whose case is in the store hands those samples to asv and touches no GPU; a case
+another benchmark class describes identically (KVCacheWriteBF16's x ideal, Shapes' and Patterns' default cases)
+is measured once. KVBENCH_BATCH=0 measures one case per process (each still leaves its samples in the store).
+
+Before its first case a batch captures and drops PRIME_GRAPHS small CUDA graphs: replays of a tiny kernel's graph
+run ~0.18 us slower per call once a process has captured a third graph (notes/measurement.md), so without them a
+batch's first case would be measured in a different state from the rest.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import itertools
+import json
+import os
+import tempfile
+
+from kvbench import config, files, runner
+from kvbench.measure import bandwidth, machine
+
+PRIME_GRAPHS = 3
+
+
+def enabled(device: str) -> bool:
+    """By default batches run on CUDA (a CPU process has no context to share); KVBENCH_BATCH=0 or 1 decides."""
+    if config.text("KVBENCH_BATCH") is None:
+        return device == "cuda"
+    return config.flag("KVBENCH_BATCH")
+
+
+def folder() -> str:
+    """This run's store: every benchmark process of one `asv run` is forked from the same parent, so a folder
+    named after that parent (its pid and start time) is theirs alone."""
+    parent = os.getppid()
+    try:
+        with open(f"/proc/{parent}/stat") as f:
+            started = f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        started = "0"
+    return os.path.join(tempfile.gettempdir(), f"kvbench-asv-run-{parent}-{started}")
+
+
+def _path(case, implementation: str, mode: str) -> str:
+    key = hashlib.sha1(f"{case.label()}|{implementation}|{mode}".encode()).hexdigest()[:20]
+    return os.path.join(folder(), f"{key}.json")
+
+
+def write(case, implementation: str, mode: str, record: dict) -> None:
+    """File one case's outcome: {"status": ok|skipped|failed, "reason", "samples" (per-call s), "ideal_s", "log"}.
+    A store that cannot be written only costs time: the case is measured again where it is needed."""
+    try:
+        path = _path(case, implementation, mode)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with files.atomic(path) as f:
+            json.dump(record, f)
+    except OSError:
+        pass
+
+
+def read(case, implementation: str, mode: str) -> dict | None:
+    """The case's outcome in this run, or None when nobody measured it yet."""
+    try:
+        with open(_path(case, implementation, mode)) as f:
+            found = json.load(f)
+    except (OSError, ValueError):
+        return None
+    ok = found.get("status") == "ok" and found.get("samples") and found.get("ideal_s")
+    return found if ok or found.get("status") in ("skipped", "failed") else None
+
+
+def record_of(result: runner.Result, ideal_s: float | None) -> dict:
+    """A sweep row as the store keeps it (what asv and the state log need)."""
+    log = {"steps_s": result.steps or {}, "calls_per_sample": result.calls_per_sample, **(result.gpu_state or {})}
+    return {"status": result.status, "reason": result.message, "samples": [s / 1e6 for s in result.samples_us],
+            "ideal_s": ideal_s, "warnings": result.warnings, "log": log, "batch_pid": os.getpid()}
+
+
+def prime_graphs(count: int = PRIME_GRAPHS) -> None:
+    """Capture and drop `count` one-kernel CUDA graphs, so every case of the batch is measured with a third graph
+    already captured in the process (the state each case after the first would otherwise be in)."""
+    import torch
+
+    scratch = torch.zeros(1, device="cuda")
+    for _ in range(count):
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            scratch.add_(1)
+        graph.replay()
+        del graph
+    torch.cuda.synchronize()
+
+
+def _healthy() -> bool:
+    """Whether the CUDA context still works after a case that crashed (an illegal address poisons it)."""
+    import torch
+
+    try:
+        torch.zeros(1, device="cuda").add_(1)
+        torch.cuda.synchronize()
+        return True
+    except Exception:
+        return False
+
+
+def lead(cases, implementation: str, mode: str, samples: int, device: str, max_tokens: int) -> int:
+    """Measure `cases` (the leading process's own first) that are not in the store yet, and file each; stop early
+    if one leaves the GPU unusable (the cases after it are then measured by processes of their own). Returns how
+    many were measured."""
+    import torch
+
+    bw = bandwidth.copy_bandwidth(device, machine.device_key(machine.info(device)))
+    if device == "cuda":
+        prime_graphs()
+    done = 0
+    for case in cases:
+        if read(case, implementation, mode) is not None:
+            continue
+        if case.num_tokens > max_tokens:
+            continue  # each such process skips on its own, without the GPU
+        result = runner.run_case(case, implementation, mode, samples, bw)
+        write(case, implementation, mode, record_of(result, bw.ideal_s(case) if result.status == "ok" else None))
+        done += 1
+        gc.collect()
+        if device == "cuda":
+            torch.cuda.empty_cache()  # each case allocates afresh, as in a process of its own
+            if result.status == "failed" and not _healthy():
+                break
+    return done
+
+
+def group(bench, params) -> list:
+    """The cases of `bench`'s class with the same implementation as `params`, `params`' own first, in asv's order;
+    combinations whose case cannot even be described are left out (their processes skip on their own)."""
+    at = bench.param_names.index("implementation")
+    combos = [tuple(params)] + [c for c in itertools.product(*bench.params)
+                                if c[at] == params[at] and c != tuple(params)]
+    out = []
+    for combo in combos:
+        try:
+            out.append(bench.case(*combo))
+        except Exception:
+            continue
+    return out
