@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 commit=$(git rev-parse HEAD)
 # The machine file, rewritten each run: its name carries the GPU model, its fields the driver, CUDA and versions.
 machine=$(kvbench asv-machine ${KVBENCH_MACHINE:+--machine "$KVBENCH_MACHINE"} | awk '$1 == "machine:" {print $2}')
-export KVBENCH_STATE_LOG=.asv/run-log.jsonl  # one line per benchmark process: what it measured, skipped or failed
+export KVBENCH_STATE_LOG=$PWD/.asv/run-log.jsonl  # one line per benchmark process: what it measured, skipped or failed
 mkdir -p .asv && rm -f "$KVBENCH_STATE_LOG"
 status=0
 bash scripts/asv-run.sh "$commit" --machine "$machine" "$@" || status=$?

@@ -10,8 +10,8 @@
 #            main / family: the default suite's main grid / other classes through bench.sh, timed)
 #   suite    the whole default suite with every implementation (scripts/bench.sh: publishes even when a benchmark
 #            fails), timed, with the run log                              -> suite.tgz
-#   fullaa   the whole default suite twice, same code: run A through scripts/bench.sh (published), run B on an
-#            empty commit, each timed, then asv compare --factor 1.05      -> full-a.tgz, full-b.tgz
+#   fullaa   the whole default suite twice, same code (run B on an empty commit), each timed, then asv compare
+#            --factor 1.05                                                 -> full-a.tgz, full-b.tgz
 #   beforeafter  KVCacheWrite (bf16, 5 sizes) and IndexerWrite, every implementation: one case per process
 #            (KVBENCH_BATCH=0) then batches, timed, asv compare            -> beforeafter.tgz
 set -uo pipefail
@@ -78,20 +78,26 @@ compare() {  # A B FILE: asv compare --factor 1.05 of two commits, and how many 
   echo "flagged at --factor 1.05: $(grep -cE '^\| *[-+x!] *\|' "$3") of $(grep -cE '^\| .*\| benchmarks' "$3" || true) rows"
 }
 timed_run() {  # NAME LIMIT_S COMMAND...: run it with a time limit, say how long it took and how it ended
-  local name=$1 limit=$2 start=$(date +%s) rc=0; shift 2
+  local name=$1 limit=$(( $2 > 1 ? $2 : 1 )) start=$(date +%s) rc=0; shift 2
   timeout "$limit" "$@" > "log/$name.txt" 2>&1 || rc=$?
-  echo "$name: exit $rc in $(( $(date +%s) - start )) s ($(wc -l < "$KVBENCH_STATE_LOG") benchmark processes logged)"
+  echo "$name: exit $rc in $(( $(date +%s) - start )) s ($(cat "$KVBENCH_STATE_LOG" 2>/dev/null | wc -l) processes logged)"
 }
 new_commit() { git -c user.name=d -c user.email=d@d commit -q --allow-empty -m "$1"; git rev-parse HEAD; }
+PARTS=('IndexerWrite|KVCacheWrite\.|KVCacheWriteBF16' 'InterleavedV|Patterns|Shapes|MLAWrite|TokenHeadQuantWrite')
+suite_run() {  # NAME COMMIT DEADLINE_S: the whole default suite in two asv runs (a part cut off by the deadline
+  # loses only itself), timed, state log in log/NAME.jsonl
+  local start=$SECONDS i=0; export KVBENCH_STATE_LOG=$PWD/log/$1.jsonl
+  for part in "${PARTS[@]}"; do i=$((i + 1))
+    timed_run "$1-part$i" $(( $3 - SECONDS )) bash scripts/asv-run.sh "$2" --machine h200-device -b "$part"; done
+  echo "$1: whole suite $(( SECONDS - start )) s"
+}
 fullaa() {
   step "whole default suite twice (A/A), every implementation (vLLM 0.33)"; copy_tree /tmp/full
-  ( cd /tmp/full; export KVBENCH_MACHINE=h200-device KVBENCH_SKIP_SETUP=1 KVBENCH_DEVICE=cuda; . .vllm/activate.sh
-    mkdir -p log; A=$(git rev-parse HEAD)
-    KVBENCH_STATE_LOG=.asv/run-log.jsonl timed_run run-a 330 bash scripts/bench.sh
-    tail -n 14 log/run-a.txt; ls -la .asv/html/index.html
-    tar -czf "$OUT/full-a.tgz" log .asv/results .asv/run-log.jsonl .asv/html
-    B=$(new_commit "A/A: same code"); export KVBENCH_STATE_LOG=log/run-b.jsonl
-    timed_run run-b $(( 575 - SECONDS )) bash scripts/asv-run.sh "$B" --machine h200-device  # the call's time left
+  ( cd /tmp/full; export KVBENCH_DEVICE=cuda; . .vllm/activate.sh; mkdir -p log
+    python3 -m kvbench.cli asv-machine --machine h200-device > /dev/null; A=$(git rev-parse HEAD)
+    suite_run run-a "$A" 300
+    tar -czf "$OUT/full-a.tgz" log .asv/results
+    B=$(new_commit "A/A: same code"); suite_run run-b "$B" 580
     compare "$A" "$B" log/compare.txt; grep -E '^\| *[-+x!] *\|' log/compare.txt | head -n 20
     tar -czf "$OUT/full-b.tgz" log .asv/results )
 }
@@ -100,9 +106,9 @@ beforeafter() {
   ( cd /tmp/ba; export KVBENCH_DEVICE=cuda KVBENCH_DTYPES=bfloat16 KVBENCH_NUM_TOKENS=2,16,256,4096,65536
     . .vllm/activate.sh; mkdir -p log; python3 -m kvbench.cli asv-machine --machine h200-device > /dev/null
     bench='KVCacheWrite\.time|IndexerWrite'; A=$(git rev-parse HEAD)
-    KVBENCH_BATCH=0 KVBENCH_STATE_LOG=log/before.jsonl timed_run before 250 bash scripts/asv-run.sh "$A" \
+    KVBENCH_BATCH=0 KVBENCH_STATE_LOG=$PWD/log/before.jsonl timed_run before 250 bash scripts/asv-run.sh "$A" \
       --machine h200-device -b "$bench"
-    B=$(new_commit "batches"); KVBENCH_STATE_LOG=log/after.jsonl timed_run after 120 bash scripts/asv-run.sh "$B" \
+    B=$(new_commit "batches"); KVBENCH_STATE_LOG=$PWD/log/after.jsonl timed_run after 120 bash scripts/asv-run.sh "$B" \
       --machine h200-device -b "$bench"
     compare "$A" "$B" log/compare.txt
     tar -czf "$OUT/beforeafter.tgz" log .asv/results )

@@ -2,8 +2,10 @@ import pytest
 import torch
 
 from kvbench.measure import device
+from kvbench.ops import verify
 from kvbench.ops.kv import Case
-from kvbench.errors import CaseError, Unavailable
+from kvbench import impls
+from kvbench.errors import CaseError, Unavailable, VerificationError
 from kvbench.runner import bytes_needed, make_case, prepare
 
 
@@ -88,7 +90,13 @@ def test_cold_l2_rotates_disjoint_input_sets_into_the_same_caches():
     assert all(w.key_cache.data_ptr() == p.workload.key_cache.data_ptr() for w in p.workloads)
     sampler = p.sampler("no_graph")
     assert sampler.calls_per_sample >= p.rotation
-    assert p.check_timed("no_graph").tokens_checked == 64 * 1024  # every set verified after the timed sample
+    # after the timed sample: 64 sets compared with the reference, every set's rows written, no stray writes
+    assert p.check_timed("no_graph").tokens_checked == 64 * verify.FULL_CHECKS
+    writers = [impls.get("torch", "kv").bind(w) for w in p.workloads]
+    skip_one = lambda: [write() for i, write in enumerate(writers) if i != 5]  # noqa: E731 (set 5: not compared)
+    assert 5 not in verify.spread(len(writers), verify.FULL_CHECKS)
+    with pytest.raises(VerificationError, match=r"key cache: 64 of 6\d+ rows of the rotation's other input sets never"):
+        verify.verify("skips-a-set", p.workloads, skip_one)
     warm = prepare(case.replace(l2="warm"), "torch")
     assert warm.rotation == 1
 

@@ -28,7 +28,7 @@ VARIABLES = {
     "KVBENCH_MAX_TOKENS": "asv grid: larger token counts are skipped (default 65536 on a GPU, 1024 on a CPU)",
     "KVBENCH_EAGER": "1: add the eager (host-bound) CUDA benchmarks",
     "KVBENCH_FIDELITY": "1: each benchmark process also times its graph independently (state log; no batches)",
-    "KVBENCH_BATCH": "asv: 1 = a batch per class and implementation measures its cases in one process (default on "
+    "KVBENCH_BATCH": "asv: 1 = a batch per benchmark class measures its cases in one process (default on "
                      "a GPU), 0 = one case per process (default on a CPU)",
     "KVBENCH_STATE_LOG": "file: one JSON line per benchmark process (GPU state, step timings, status)",
     "KVBENCH_COPY_BW": "bytes/s: the copy bandwidth instead of measuring it",

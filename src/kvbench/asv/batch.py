@@ -3,8 +3,8 @@ them in one process on a GPU.
 
 asv runs every (benchmark, parameters) combination in a fresh process forked from one parent. On a GPU each such
 process pays ~0.6 s before its first sample (CUDA context, first use of each kernel, vLLM's library) and ~0.12 s
-to exit, and a default suite of ~1100 combinations spent most of its time there. So the first process of a group
-(a benchmark class and one implementation) measures every case of the group that this run has not measured yet,
+to exit, and a default suite of ~1100 combinations spent most of its time there. So the first process of a benchmark
+class measures every case of the class (all implementations) that this run has not measured yet,
 one after another, each exactly as a lone process would (its own tensors, verification, samples and timed-path
 check, see kvbench.runner), and files each outcome in the run's store: samples, or why there are none. Every
 later process of the run whose case is in the store hands those samples to asv and touches no GPU; a case
@@ -24,6 +24,7 @@ import itertools
 import json
 import os
 import tempfile
+import time
 
 from kvbench import config, files, runner
 from kvbench.measure import bandwidth, machine
@@ -112,23 +113,24 @@ def _healthy() -> bool:
         return False
 
 
-def lead(cases, implementation: str, mode: str, samples: int, device: str, max_tokens: int) -> int:
-    """Measure `cases` (the leading process's own first) that are not in the store yet, and file each; stop early
-    if one leaves the GPU unusable (the cases after it are then measured by processes of their own). Returns how
-    many were measured."""
+def lead(cases, mode: str, samples: int, device: str, max_tokens: int) -> int:
+    """Measure `cases` ((case, implementation) pairs, the leading process's own first) that are not in the store
+    yet, and file each; stop early if one leaves the GPU unusable (the cases after it are then measured by
+    processes of their own). Returns how many were measured."""
     import torch
 
     bw = bandwidth.copy_bandwidth(device, machine.device_key(machine.info(device)))
     if device == "cuda":
         prime_graphs()
     done = 0
-    for case in cases:
-        if read(case, implementation, mode) is not None:
-            continue
-        if case.num_tokens > max_tokens:
-            continue  # each such process skips on its own, without the GPU
+    for case, implementation in cases:
+        if case.num_tokens > max_tokens or read(case, implementation, mode) is not None:
+            continue  # past the grid: each such process skips on its own, without the GPU
+        start = time.perf_counter()
         result = runner.run_case(case, implementation, mode, samples, bw)
-        write(case, implementation, mode, record_of(result, bw.ideal_s(case) if result.status == "ok" else None))
+        record = record_of(result, bw.ideal_s(case) if result.status == "ok" else None)
+        record["log"]["case_s"] = round(time.perf_counter() - start, 4)
+        write(case, implementation, mode, record)
         done += 1
         gc.collect()
         if device == "cuda":
@@ -139,15 +141,14 @@ def lead(cases, implementation: str, mode: str, samples: int, device: str, max_t
 
 
 def group(bench, params) -> list:
-    """The cases of `bench`'s class with the same implementation as `params`, `params`' own first, in asv's order;
-    combinations whose case cannot even be described are left out (their processes skip on their own)."""
+    """The (case, implementation) pairs of `bench`'s class, `params`' own first, then in asv's order; combinations
+    whose case cannot even be described are left out (their processes skip on their own)."""
     at = bench.param_names.index("implementation")
-    combos = [tuple(params)] + [c for c in itertools.product(*bench.params)
-                                if c[at] == params[at] and c != tuple(params)]
+    combos = [tuple(params)] + [c for c in itertools.product(*bench.params) if c != tuple(params)]
     out = []
     for combo in combos:
         try:
-            out.append(bench.case(*combo))
+            out.append((bench.case(*combo), combo[at]))
         except Exception:
             continue
     return out

@@ -4,7 +4,7 @@ the first sample.
 
 asv runs every (benchmark, parameters) in a fresh process forked from one that imported the suite (forkserver;
 nothing here touches CUDA at import time) and calls `setup` before every sample. On a GPU the first process of a
-class and implementation measures the group's cases in a batch and files them in the run's store, and each process
+class measures the class's cases in a batch and files them in the run's store, and each process
 hands asv its case's stored samples; otherwise (CPU, KVBENCH_BATCH=0) a process prepares its case (checked,
 allocated, verified) on the first call, reuses it after, and files its samples for other benchmarks of the case. asv's timer is `PerCallTimer`: asv reads it before and
 after each timed body, and the body takes one sample of kvbench's sampler, so each asv sample is one per-call time
@@ -186,7 +186,7 @@ class Benchmark:
 
     def _stored(self, implementation: str, params) -> dict | None:
         """The case's outcome in this run's store; on a GPU, when it is not there, this process first measures its
-        group's cases (kvbench.asv.batch). None: this process prepares the case itself."""
+        class's cases (kvbench.asv.batch). None: this process prepares the case itself."""
         try:
             case = self.case(*params)
         except Exception:  # an invalid case: prepared (and skipped) as usual
@@ -195,7 +195,7 @@ class Benchmark:
         if found is None and batch.enabled(DEVICE) and not FIDELITY and case.num_tokens <= MAX_TOKENS:
             _Process.steps = {"setup_start_s": round(_process_age(), 3), "setup_at": round(time.time(), 3)}
             start = time.perf_counter()
-            measured = batch.lead(batch.group(self, params), implementation, self.mode, SAMPLES, DEVICE, MAX_TOKENS)
+            measured = batch.lead(batch.group(self, params), self.mode, SAMPLES, DEVICE, MAX_TOKENS)
             _Process.steps.update(batch_cases=measured, batch_s=round(time.perf_counter() - start, 3))
             found = batch.read(case, implementation, self.mode)
         return found
