@@ -12,6 +12,8 @@
 #            fails), timed, with the run log                              -> suite.tgz
 #   fullaa   the whole default suite twice, same code (run B on an empty commit), each timed, then asv compare
 #            --factor 1.05                                                 -> full-a.tgz, full-b.tgz
+#   final    the GPU tests, the whole default suite (published through bench.sh), an A/A subset (KVCacheWrite and
+#            IndexerWrite, bf16, 4 sizes) against it                     -> gpu-tests.txt, final-a.tgz, final-b.tgz
 #   beforeafter  KVCacheWrite (bf16, 5 sizes) and IndexerWrite, every implementation: one case per process
 #            (KVBENCH_BATCH=0) then batches, timed, asv compare            -> beforeafter.tgz
 set -uo pipefail
@@ -39,7 +41,7 @@ tables() {  # each op's sweep: vLLM's kernels, kvbench's, torch; 8 sizes -> tabl
 }
 gpu_tests() {
   step GPU tests
-  ( . .vllm/activate.sh; timeout 290 python3 -m pytest -m gpu tests -q -p no:cacheprovider -rf 2>&1 ) \
+  ( . .vllm/activate.sh; timeout "${GPU_TESTS_S:-290}" python3 -m pytest -m gpu tests -q -p no:cacheprovider -rf 2>&1 ) \
     | tee "$OUT/gpu-tests.txt" | tail -n 40
 }
 tune() { step tune; timeout 200 python3 scripts/tune_triton.py --quick > "$OUT/tune.txt" 2>&1; echo "tune done"; }
@@ -101,6 +103,23 @@ fullaa() {
     compare "$A" "$B" log/compare.txt; grep -E '^\| *[-+x!] *\|' log/compare.txt | head -n 20
     tar -czf "$OUT/full-b.tgz" log .asv/results )
 }
+final() {  # the GPU tests, the whole default suite (run A: its second part through bench.sh, which publishes the
+  # commit's results, failures included), then an A/A of KVCacheWrite + IndexerWrite (bf16, 4 sizes) against it
+  GPU_TESTS_S=80 gpu_tests
+  step "whole default suite (A), then the A/A subset (B)"; copy_tree /tmp/full
+  ( cd /tmp/full; export KVBENCH_DEVICE=cuda KVBENCH_MACHINE=h200-device KVBENCH_SKIP_SETUP=1; . .vllm/activate.sh
+    mkdir -p log; python3 -m kvbench.cli asv-machine --machine h200-device > /dev/null; A=$(git rev-parse HEAD)
+    export KVBENCH_STATE_LOG=$PWD/log/run-a.jsonl; start=$SECONDS
+    timed_run run-a-part1 $(( 270 - SECONDS )) bash scripts/asv-run.sh "$A" --machine h200-device -b "${PARTS[0]}"
+    timed_run run-a-part2 $(( 430 - SECONDS )) bash scripts/bench.sh -b "${PARTS[1]}"
+    echo "run A: whole suite $(( SECONDS - start )) s"; tail -n 12 log/run-a-part2.txt; ls -la .asv/html/index.html
+    tar -czf "$OUT/final-a.tgz" log .asv/results .asv/run-log.jsonl .asv/html
+    B=$(new_commit "A/A: same code"); export KVBENCH_STATE_LOG=$PWD/log/run-b.jsonl
+    KVBENCH_DTYPES=bfloat16 KVBENCH_NUM_TOKENS=16,256,4096,65536 timed_run run-b $(( 470 - SECONDS )) \
+      bash scripts/asv-run.sh "$B" --machine h200-device -b "${PARTS[0]}"
+    compare "$A" "$B" log/compare.txt; grep -E '^\| *[-+x!] *\|' log/compare.txt | head -n 20
+    tar -czf "$OUT/final-b.tgz" log .asv/results )
+}
 beforeafter() {
   step "one case per process, then batches: KVCacheWrite (bf16, 5 sizes) and IndexerWrite"; copy_tree /tmp/ba
   ( cd /tmp/ba; export KVBENCH_DEVICE=cuda KVBENCH_DTYPES=bfloat16 KVBENCH_NUM_TOKENS=2,16,256,4096,65536
@@ -116,6 +135,7 @@ beforeafter() {
 root=$PWD
 for phase in "$@"; do case $phase in
 fullaa) fullaa ;;
+final) final ;;
 beforeafter) beforeafter ;;
 tests) gpu_tests ;;
 tables) tables ;;

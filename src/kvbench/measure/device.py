@@ -61,9 +61,10 @@ def synchronize(device: str) -> None:
 
 
 def free_bytes(device: str) -> int:
-    """Memory free for new tensors on `device` (CPU: MemAvailable)."""
+    """Memory free for new tensors on `device`: on CUDA the driver's free memory plus what torch's allocator holds
+    unused (a batch of cases leaves the previous case's memory there); on CPU MemAvailable."""
     if device == "cuda":
-        return torch.cuda.mem_get_info()[0]
+        return torch.cuda.mem_get_info()[0] + torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
     with open("/proc/meminfo") as f:
         for line in f:
             if line.startswith("MemAvailable:"):

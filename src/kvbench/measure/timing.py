@@ -41,10 +41,11 @@ SLEEP_CYCLES = 100_000  # ~50 us at H100 clocks: longer than a graph launch take
 TRAIL_CYCLES = 2_000_000  # ~1 ms untimed spin after each sample and after the warm-up
 # A GPU that has just been idle runs the first replays slow while NVML still reports its top clock, so graphs are
 # replayed before they are timed: the probe graph for PROBE_WARMUP_S before calibrating, the timed graph for
-# REWARM_S before its samples; an eager CUDA sampler's calls for WARMUP_S.
+# REWARM_S before its samples; an eager CUDA sampler's calls for WARMUP_S. The slow replays lasted up to ~13 ms
+# after an idle GPU (H100); 30 ms each (50 ms until 2026-11-28) is 40 % of a batched case's cost.
 WARMUP_S = 0.1
-PROBE_WARMUP_S = 0.05
-REWARM_S = 0.05
+PROBE_WARMUP_S = 0.03
+REWARM_S = 0.03
 PROBE_CALLS = 8  # calls in the probe graph that K is calibrated on (1 where one eager call already fills a sample)
 
 
