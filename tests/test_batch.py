@@ -31,7 +31,7 @@ def store(tmp_path, monkeypatch):
 
     monkeypatch.setenv("KVBENCH_BATCH", "1")
     monkeypatch.setattr(batch, "folder", lambda: str(tmp_path / "store"))
-    monkeypatch.setattr(batch, "prime_graphs", lambda: pytest.fail("graphs primed on a CPU"))
+    monkeypatch.setattr(batch.timing, "prime_graphs", lambda: pytest.fail("graphs primed on a CPU"))
     yield tmp_path / "store"
     sys.path.remove(str(HERE))
     suite._Process.key = None

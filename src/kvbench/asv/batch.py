@@ -11,9 +11,9 @@ later process of the run whose case is in the store hands those samples to asv a
 another benchmark class describes identically (KVCacheWriteBF16's x ideal, Shapes' and Patterns' default cases)
 is measured once. KVBENCH_BATCH=0 measures one case per process (each still leaves its samples in the store).
 
-Before its first case a batch captures and drops PRIME_GRAPHS small CUDA graphs: replays of a tiny kernel's graph
-run ~0.18 us slower per call once a process has captured a third graph (notes/measurement.md), so without them a
-batch's first case would be measured in a different state from the rest.
+Before its first case a batch captures and drops three small CUDA graphs (kvbench.measure.timing.prime_graphs):
+replays of a tiny kernel's graph run ~0.1-0.2 us slower per call once a process has captured a third graph
+(notes/measurement.md), so without them a batch's first case would be measured in a different state from the rest.
 """
 
 from __future__ import annotations
@@ -27,10 +27,7 @@ import tempfile
 import time
 
 from kvbench import config, files, runner
-from kvbench.measure import bandwidth, machine
-
-PRIME_GRAPHS = 3
-
+from kvbench.measure import bandwidth, machine, timing
 
 def enabled(device: str) -> bool:
     """By default batches run on CUDA (a CPU process has no context to share); KVBENCH_BATCH=0 or 1 decides."""
@@ -86,21 +83,6 @@ def record_of(result: runner.Result, ideal_s: float | None) -> dict:
             "ideal_s": ideal_s, "warnings": result.warnings, "log": log, "batch_pid": os.getpid()}
 
 
-def prime_graphs(count: int = PRIME_GRAPHS) -> None:
-    """Capture and drop `count` one-kernel CUDA graphs, so every case of the batch is measured with a third graph
-    already captured in the process (the state each case after the first would otherwise be in)."""
-    import torch
-
-    scratch = torch.zeros(1, device="cuda")
-    for _ in range(count):
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            scratch.add_(1)
-        graph.replay()
-        del graph
-    torch.cuda.synchronize()
-
-
 def _healthy() -> bool:
     """Whether the CUDA context still works after a case that crashed (an illegal address poisons it)."""
     import torch
@@ -121,7 +103,7 @@ def lead(cases, mode: str, samples: int, device: str, max_tokens: int) -> int:
 
     bw = bandwidth.copy_bandwidth(device, machine.device_key(machine.info(device)))
     if device == "cuda":
-        prime_graphs()
+        timing.prime_graphs()
     gc.collect()
     gc.freeze()  # what is loaded by now stays: the collection after each case looks at that case's objects only
     done = 0

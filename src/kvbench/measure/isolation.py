@@ -1,8 +1,7 @@
 """One case per fresh process, as asv runs them, for the CLI's sweeps and fidelity checks on CUDA.
 
-Why: in one process, replays of a tiny kernel's CUDA graph ran 11 % slower once a third graph had been captured
-(notes/measurement.md), so a sweep that measures case after case in one process would read its later cases high
-and disagree with asv.
+Why: each case gets its own CUDA context and memory, and a crash or a poisoned context costs one row, not the sweep.
+(Graph state is the same either way: each child primes it as asv's batches do, kvbench.measure.timing.prime_graphs.)
 `run` forks a child from this process, which must not have touched CUDA yet (CUDA does not survive a fork), calls
 the function there and returns its result. A child that dies is reported as an error naming how it ended.
 """
