@@ -6,7 +6,7 @@ The timed bodies are empty but for `self.sample()` because the clock is kvbench'
 it around each body, and the body takes one sample (a CUDA graph of K calls between CUDA events, divided by K), so
 each asv sample is one call's device time rather than the host time of launching a graph.
 
-Times are per call: `time_cudagraph` on CUDA, `time_no_graph` (wall clock) on a CPU-only machine. Unless a class
+Times are per call: `time_cudagraph` on CUDA, `time_no_graph` (CPU time) on a CPU-only machine. Unless a class
 says otherwise the L2 is warm and slots random (vLLM's method). KVBENCH_NUM_TOKENS / KVBENCH_IMPLEMENTATIONS /
 KVBENCH_DTYPES (comma lists) narrow the grids; KVBENCH_EAGER=1 adds the host-bound eager times on CUDA.
 """
@@ -17,7 +17,7 @@ from kvbench.ops import indexer, kv, mla, token_head_quant
 
 
 class _PrimaryTime(suite.Benchmark):
-    """This machine's primary time: `time_cudagraph` on CUDA, `time_no_graph` (wall clock) on CPU."""
+    """This machine's primary time: `time_cudagraph` on CUDA, `time_no_graph` (CPU time) on CPU."""
 
     if DEVICE == "cuda":
 

@@ -7,6 +7,7 @@ import pathlib
 import pytest
 
 from kvbench.asv import batch, suite
+from kvbench.measure import timing
 from kvbench.ops import kv
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -31,7 +32,7 @@ def store(tmp_path, monkeypatch):
 
     monkeypatch.setenv("KVBENCH_BATCH", "1")
     monkeypatch.setattr(batch, "folder", lambda: str(tmp_path / "store"))
-    monkeypatch.setattr(batch.timing, "prime_graphs", lambda: pytest.fail("graphs primed on a CPU"))
+    monkeypatch.setattr(timing, "prime_graphs", lambda: pytest.fail("graphs primed on a CPU"))
     yield tmp_path / "store"
     sys.path.remove(str(HERE))
     suite._Process.key = None
@@ -77,6 +78,52 @@ def test_a_batch_files_failures_and_their_processes_raise_them(store):
     with pytest.raises(RuntimeError, match="nothing written at the mapped slots"):
         Small().setup(8, "first-call-only")  # filed by the first process's batch
     assert batch.read(Small().case(8, "x"), "first-call-only", "no_graph")["status"] == "failed"
+
+
+class WithGpuOnly(Small):
+    params = [[4, 8, 16], ["torch", "vllm-flash"]]
+
+
+def test_a_batch_files_skips_and_their_processes_skip(store):
+    _new_process()
+    WithGpuOnly().setup(4, "torch")
+    _new_process()
+    with pytest.raises(NotImplementedError, match=r"^vllm-flash: "):
+        WithGpuOnly().setup(8, "vllm-flash")
+    assert suite._Process.stored["status"] == "skipped"
+
+
+def test_a_process_that_dies_mid_batch_costs_only_the_case_it_died_on(store, monkeypatch):
+    real, calls = batch.runner.run_case, []
+
+    def dies_on_8_torch_once(case, implementation, *args):
+        calls.append((case.num_tokens, implementation))
+        if calls.count((8, "torch")) == 1 and calls[-1] == (8, "torch"):
+            raise SystemExit("killed")  # not an Exception: as if the process had died here
+        return real(case, implementation, *args)
+
+    monkeypatch.setattr(batch.runner, "run_case", dies_on_8_torch_once)
+    _new_process()
+    with pytest.raises(SystemExit):
+        WithGpuOnly().setup(4, "torch")
+    assert calls == [(4, "torch"), (4, "vllm-flash"), (8, "torch")]
+    _new_process()
+    with pytest.raises(RuntimeError, match=r"the batch process \d+ ended while measuring this case"):
+        WithGpuOnly().setup(8, "torch")  # the case it died on: failed, with why, and not measured again
+    _new_process()
+    WithGpuOnly().setup(16, "torch")  # the next process leads a batch of the rest
+    assert calls[3:] == [(16, "torch"), (8, "vllm-flash"), (16, "vllm-flash")]
+    assert suite._Process.stored["status"] == "ok"
+
+
+def test_a_batch_past_its_time_budget_leaves_the_rest_to_later_processes(store, monkeypatch):
+    monkeypatch.setattr(suite, "BATCH_BUDGET_S", 0.0)
+    _new_process()
+    Small().setup(4, "torch")  # its own case is measured whatever the budget
+    assert len(list(store.glob("*.json"))) == 1
+    _new_process()
+    Small().setup(8, "torch")
+    assert len(list(store.glob("*.json"))) == 2
 
 
 def test_cases_past_the_grid_are_skipped_by_their_own_process_without_a_batch(store, monkeypatch):

@@ -91,7 +91,7 @@ def test_cold_l2_rotates_disjoint_input_sets_into_the_same_caches():
     sampler = p.sampler("no_graph")
     assert sampler.calls_per_sample >= p.rotation
     # after the timed sample: 64 sets compared with the reference, every set's rows written, no stray writes
-    assert p.check_timed("no_graph").tokens_checked == 64 * verify.FULL_CHECKS
+    assert p.check_timed("no_graph").tokens_checked == 64 * verify.FULL_CHECKS  # 64 tokens in each compared set
     writers = [impls.get("torch", "kv").bind(w) for w in p.workloads]
     skip_one = lambda: [write() for i, write in enumerate(writers) if i != 5]  # noqa: E731 (set 5: not compared)
     assert 5 not in verify.spread(len(writers), verify.FULL_CHECKS)

@@ -11,9 +11,10 @@ later process of the run whose case is in the store hands those samples to asv a
 another benchmark class describes identically (KVCacheWriteBF16's x ideal, Shapes' and Patterns' default cases)
 is measured once. KVBENCH_BATCH=0 measures one case per process (each still leaves its samples in the store).
 
-Before its first case a batch captures and drops three small CUDA graphs (kvbench.measure.timing.prime_graphs):
-replays of a tiny kernel's graph run ~0.1-0.2 us slower per call once a process has captured a third graph
-(notes/measurement.md), so without them a batch's first case would be measured in a different state from the rest.
+Graph state: every graph sampler first captures and drops three small CUDA graphs once per process
+(kvbench.measure.timing.prime_graphs), so a batch's first case is timed in the same state as its hundredth.
+Selecting single parameter combinations with `asv run -b` still measures their whole class here: use
+KVBENCH_BATCH=0 for that.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import tempfile
 import time
 
 from kvbench import config, files, runner
-from kvbench.measure import bandwidth, machine, timing
+from kvbench.measure import bandwidth, machine
 
 def enabled(device: str) -> bool:
     """By default batches run on CUDA (a CPU process has no context to share); KVBENCH_BATCH=0 or 1 decides."""
@@ -95,32 +96,40 @@ def _healthy() -> bool:
         return False
 
 
-def lead(cases, mode: str, samples: int, device: str, max_tokens: int) -> int:
+def lead(cases, mode: str, samples: int, device: str, max_tokens: int, budget_s: float) -> int:
     """Measure `cases` ((case, implementation) pairs, the leading process's own first) that are not in the store
-    yet, and file each; stop early if one leaves the GPU unusable (the cases after it are then measured by
-    processes of their own). Returns how many were measured."""
+    yet, and file each. Before a case is measured it is filed as failed with "the batch ended here", so that if
+    the process dies on it (a crash, a kill, asv's timeout) that case alone is reported and the next process of the
+    class leads a batch of the cases after it. Stops when the GPU is unusable after a failure, or after budget_s
+    (under asv's timeout for this process): the rest are led again by a later process. Returns how many were
+    measured."""
     import torch
 
     bw = bandwidth.copy_bandwidth(device, machine.device_key(machine.info(device)))
-    if device == "cuda":
-        timing.prime_graphs()
+    start = time.perf_counter()
     gc.collect()
     gc.freeze()  # what is loaded by now stays: the collection after each case looks at that case's objects only
     done = 0
-    for case, implementation in cases:
-        if case.num_tokens > max_tokens or read(case, implementation, mode) is not None:
-            continue  # past the grid: each such process skips on its own, without the GPU
-        start = time.perf_counter()
-        result = runner.run_case(case, implementation, mode, samples, bw)
-        record = record_of(result, bw.ideal_s(case) if result.status == "ok" else None)
-        record["log"]["case_s"] = round(time.perf_counter() - start, 4)
-        write(case, implementation, mode, record)
-        done += 1
-        gc.collect()  # the case's tensors and graphs go back to torch's allocator for the next case (not to the
-        # driver: emptying torch's cache after each case cost ~0.1 s a case, a third of a batch, on an H200)
-        if device == "cuda" and result.status == "failed" and not _healthy():
-            break
-    gc.unfreeze()
+    try:
+        for case, implementation in cases:
+            if done and time.perf_counter() - start > budget_s:
+                break  # (the leading process's own case is always measured)
+            if case.num_tokens > max_tokens or read(case, implementation, mode) is not None:
+                continue  # past the grid: each such process skips on its own, without the GPU
+            write(case, implementation, mode, {"status": "failed", "reason": f"the batch process {os.getpid()} "
+                                               "ended while measuring this case (a crash, a kill or a timeout)"})
+            begun = time.perf_counter()
+            result = runner.run_case(case, implementation, mode, samples, bw)
+            record = record_of(result, bw.ideal_s(case) if result.status == "ok" else None)
+            record["log"]["case_s"] = round(time.perf_counter() - begun, 4)
+            write(case, implementation, mode, record)
+            done += 1
+            gc.collect()  # the case's tensors and graphs go back to torch's allocator for the next case (not to the
+            # driver: emptying torch's cache after each case cost ~0.1 s a case, a third of a batch, on an H200)
+            if device == "cuda" and result.status == "failed" and not _healthy():
+                break
+    finally:
+        gc.unfreeze()
     return done
 
 

@@ -4,12 +4,13 @@ the first sample.
 
 asv runs every (benchmark, parameters) in a fresh process forked from one that imported the suite (forkserver;
 nothing here touches CUDA at import time) and calls `setup` before every sample. On a GPU the first process of a
-class measures the class's cases in a batch and files them in the run's store, and each process
-hands asv its case's stored samples; otherwise (CPU, KVBENCH_BATCH=0) a process prepares its case (checked,
-allocated, verified) on the first call, reuses it after, and files its samples for other benchmarks of the case. asv's timer is `PerCallTimer`: asv reads it before and
-after each timed body, and the body takes one sample of kvbench's sampler, so each asv sample is one per-call time
-(kvbench.measure.timing). After the first sample the timed path itself is verified (kvbench.runner) and the GPU
-state read: a wrong write fails the benchmark, an untrustworthy GPU state prints a WARNING.
+class measures the class's cases in a batch and files them in the run's store, and each process hands asv its case's
+stored samples; otherwise (CPU, KVBENCH_BATCH=0) a process prepares its case (checked, allocated, verified) on the
+first call, reuses it after, and files its samples for other benchmarks of the case. asv's timer is `PerCallTimer`:
+asv reads it before and after each timed body, and the body takes one sample of kvbench's sampler, so each asv
+sample is one per-call time (kvbench.measure.timing). After the first sample the timed path itself is verified
+(kvbench.runner) and the GPU state read: a wrong write fails the benchmark, an untrustworthy GPU state prints a
+WARNING.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ EAGER = config.flag("KVBENCH_EAGER")  # add the host-bound eager benchmarks on C
 # so that `kvbench asv-report --state-log` can set asv's figure against it (~0.3 s more per process; checks only).
 FIDELITY = config.flag("KVBENCH_FIDELITY")  # (one case per process then: no batches)
 SAMPLES = 20  # asv's samples per benchmark (Benchmark.repeat's most), and what a batch takes of each case
+TIMEOUT_S = 600  # asv's limit for one benchmark process (Benchmark.timeout)
+BATCH_BUDGET_S = TIMEOUT_S / 2  # a batch starts no case after this: the rest is led by a later process
 
 
 def _installed_here(op: str) -> list[str]:
@@ -159,7 +162,7 @@ class Benchmark:
     repeat = (10, SAMPLES, 10.0)
     rounds = 1
     warmup_time = 0.0
-    timeout = 600
+    timeout = TIMEOUT_S
     timer = PerCallTimer()
     mode = PRIMARY_MODE  # the sampler's mode (kvbench.measure.timing.MODES)
 
@@ -173,6 +176,7 @@ class Benchmark:
         if _Process.key != key:
             _Process.key, _Process.prepared, _Process.checked = key, None, False  # never two sets of caches
             _Process.mode, _Process.stored, _Process.replay, _Process.ideal_s = self.mode, None, None, None
+            _Process.steps = {}
             _Process.stored = self._stored(named["implementation"], params)
             if _Process.stored is not None:
                 self._use_stored(named)
@@ -195,7 +199,12 @@ class Benchmark:
         if found is None and batch.enabled(DEVICE) and not FIDELITY and case.num_tokens <= MAX_TOKENS:
             _Process.steps = {"setup_start_s": round(_process_age(), 3), "setup_at": round(time.time(), 3)}
             start = time.perf_counter()
-            measured = batch.lead(batch.group(self, params), self.mode, SAMPLES, DEVICE, MAX_TOKENS)
+            try:
+                measured = batch.lead(batch.group(self, params), self.mode, SAMPLES, DEVICE, MAX_TOKENS,
+                                      BATCH_BUDGET_S)
+            except Exception as exc:  # the batch's own set-up: this process measures its case alone instead
+                print(f"WARNING: {type(self).__name__}: batch stopped: {exc}", file=sys.stderr, flush=True)
+                measured = 0
             _Process.steps.update(batch_cases=measured, batch_s=round(time.perf_counter() - start, 3))
             found = batch.read(case, implementation, self.mode)
         return found

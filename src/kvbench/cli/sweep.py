@@ -8,7 +8,7 @@ from kvbench import config, files, impls, ops
 from kvbench.cli import report
 from kvbench.cli.flags import bounded, device, flag, positive, same_process
 from kvbench.errors import EXIT_CASE_FAILED, EXIT_NOTHING_MEASURED, CaseError, KvbenchError
-from kvbench.measure import bandwidth, isolation, machine, timing
+from kvbench.measure import bandwidth, isolation, machine
 from kvbench.measure.device import resolve
 from kvbench.measure.timing import MODES
 from kvbench.ops import layouts
@@ -172,20 +172,13 @@ def run(args) -> int:
     return exit_code(results)
 
 
-def _run_primed(case, implementation: str, mode: str, iters: int, bw) -> Result:
-    """run_case, graphs timed in the state the asv suite's batches time them in (timing.prime_graphs)."""
-    if case.device == "cuda" and mode == "cudagraph":
-        timing.prime_graphs()
-    return run_case(case, implementation, mode, iters, bw)
-
-
 def _row(call, name: str, tokens: int, args, common: dict, bw) -> Result:
     try:
         case = make_case(name, args.layout, args.op, num_tokens=tokens, **common)
     except CaseError as exc:  # e.g. more tokens than slots: this row only
         return Result(name, args.mode, tokens, "skipped", dict(common, num_tokens=tokens), message=str(exc))
     try:
-        return call(_run_primed, case, name, args.mode, args.iters, bw)
+        return call(run_case, case, name, args.mode, args.iters, bw)
     except KvbenchError as exc:  # the case's process died
         return Result(name, args.mode, tokens, "failed", dict(common, num_tokens=tokens), message=str(exc))
 

@@ -1,6 +1,6 @@
 """Per-call time on a CPU (the `no_graph` mode of a CPU-only machine), set up so that it can be tracked on a small
-shared host: n calls per sample, divided by n, timed with the timing thread's own CPU clock (time.thread_time)
-when the write runs on that one thread, with the wall clock (perf_counter) when KVBENCH_CPU_THREADS asks for more."""
+shared host: n calls per sample, divided by n, timed with the process's CPU clock (time.process_time) when the
+write runs on one thread, with the wall clock (perf_counter) when KVBENCH_CPU_THREADS asks for more."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ from kvbench.measure.timing import MAX_EAGER_CALLS, Sampler, Writer
 # - glibc's mmap and trim thresholds above the grid's per-call temporaries, below its caches: otherwise every call
 #   got its temporaries back from the kernel, page-faulted (32,772 minor faults per 1024-token torch call);
 # - samples of >= 10 ms, not 1 ms: a scheduler tick is 4 ms;
-# - the thread's CPU clock, not the wall clock: wall time also counts the slices the thread waits while another
-#   tenant of the 2 cores runs (or the hypervisor steals the vCPU); with one thread, the thread's CPU time is the
-#   whole cost of the call (page faults included) and nothing else.
+# - the process's CPU clock, not the wall clock: wall time also counts the slices the thread waits while another
+#   tenant of the 2 cores runs (or the hypervisor steals the vCPU); with one working thread, the process's CPU time
+#   is the whole cost of the call (page faults included) and nothing else (and a library that ran threads of its
+#   own despite the setting would be counted, not missed, as the calling thread's clock alone would miss it).
 CPU_THREADS = 1
 MMAP_THRESHOLD = 256 << 20
 TRIM_THRESHOLD = 1 << 30
@@ -36,7 +37,7 @@ def configure_cpu() -> dict:
         threads = config.positive_int("KVBENCH_CPU_THREADS", CPU_THREADS)
         torch.set_num_threads(threads)
         _cpu_configured["threads"] = torch.get_num_threads()
-        _cpu_configured["clock"] = "thread_time" if _cpu_configured["threads"] == 1 else "perf_counter"
+        _cpu_configured["clock"] = "process_time" if _cpu_configured["threads"] == 1 else "perf_counter"
         try:
             libc = ctypes.CDLL("libc.so.6")
             _cpu_configured["mallopt"] = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
@@ -53,7 +54,7 @@ class CpuSampler(Sampler):
                  min_calls: int = 1):
         super().__init__()
         self.config = configure_cpu()
-        self.clock = time.thread_time if self.config["clock"] == "thread_time" else time.perf_counter
+        self.clock = time.process_time if self.config["clock"] == "process_time" else time.perf_counter
         self.write = write
         write()
         self._calibrate(1, target_s, max_calls, min_calls)

@@ -1,7 +1,7 @@
 """One case per fresh process, as asv runs them, for the CLI's sweeps and fidelity checks on CUDA.
 
 Why: each case gets its own CUDA context and memory, and a crash or a poisoned context costs one row, not the sweep.
-(Graph state is the same either way: each child primes it as asv's batches do, kvbench.measure.timing.prime_graphs.)
+(Graph state is the same either way: every graph sampler primes it first, kvbench.measure.timing.prime_graphs.)
 `run` forks a child from this process, which must not have touched CUDA yet (CUDA does not survive a fork), calls
 the function there and returns its result. A child that dies is reported as an error naming how it ended.
 """

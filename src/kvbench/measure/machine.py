@@ -72,7 +72,7 @@ def info(device: str) -> dict:
 
         threads = config.positive_int("KVBENCH_CPU_THREADS", CPU_THREADS)
         facts.update(device_name=facts["host_cpu"], timing_threads=threads,
-                     timing_clock="thread_time" if threads == 1 else "perf_counter")
+                     timing_clock="process_time" if threads == 1 else "perf_counter")
     return facts
 
 

@@ -8,9 +8,9 @@ A Sampler makes timed samples of one writer (a zero-argument call that performs 
   spin keeps the GPU busy through the host's gap before the next one.
 - `no_graph` on CUDA (EagerCudaSampler): n eager calls between two CUDA events, divided by n: per-call time *with*
   launch overhead.
-- `no_graph` on CPU (CpuSampler): n calls timed with the timing thread's CPU clock, divided by n (CPU time per
-  call; wall clock if KVBENCH_CPU_THREADS > 1), samples of ~10 ms, one intra-op thread, and glibc's allocator kept from handing temporaries back to the kernel each call
-  (kvbench.measure.cpu_sampler).
+- `no_graph` on CPU (CpuSampler): n calls timed with the process's CPU clock, divided by n (CPU time per call;
+  wall clock if KVBENCH_CPU_THREADS > 1), samples of ~10 ms, one intra-op thread, and glibc's allocator kept from
+  handing temporaries back to the kernel each call (kvbench.measure.cpu_sampler).
 `sample()` queues a sample, `elapsed()` synchronises and returns the running total of per-call seconds (so it
 serves as asv's timer), `measure(n)` returns n per-call times, and `run_once()` runs exactly the work of a sample
 without timing it (for verifying the timed path). Inputs and slots are whatever the writer uses: the same every
@@ -42,7 +42,7 @@ TRAIL_CYCLES = 2_000_000  # ~1 ms untimed spin after each sample and after the w
 # A GPU that has just been idle runs the first replays slow while NVML still reports its top clock, so graphs are
 # replayed before they are timed: the probe graph for PROBE_WARMUP_S before calibrating, the timed graph for
 # REWARM_S before its samples; an eager CUDA sampler's calls for WARMUP_S. The slow replays lasted up to ~13 ms
-# after an idle GPU (H100); 30 ms each (50 ms until 2026-11-28) is 40 % of a batched case's cost.
+# after an idle GPU (H100); 30 ms each (50 ms until 2026-11-28): they were 40 % of a batched case's cost.
 WARMUP_S = 0.1
 PROBE_WARMUP_S = 0.03
 REWARM_S = 0.03
@@ -184,11 +184,16 @@ def _capture(write: Writer, calls: int) -> torch.cuda.CUDAGraph:
     return graph
 
 
+_primed: list[bool] = []  # this process has primed its graph state (a forked child starts unprimed: CUDA is new)
+
+
 def prime_graphs(count: int = 3) -> None:
-    """Capture and drop `count` one-kernel CUDA graphs. Once a process has captured a third graph, replays of a
-    tiny kernel's graph run ~0.1-0.2 us slower per call, older graphs too, and nothing undoes it (notes/measurement.md);
-    a served model captures dozens. Priming first puts every case in that state, whether it is a batch's first or
-    its hundredth (kvbench.asv.batch) or alone in a fresh process (the CLI)."""
+    """Once per process, capture and drop `count` one-kernel CUDA graphs. Once a process has captured a third graph,
+    replays of a tiny kernel's graph run ~0.1-0.2 us slower per call, older graphs too, and nothing undoes it
+    (notes/measurement.md); a served model captures dozens. Every GraphSampler primes first, so each case is timed
+    in that state whether it is a batch's first or its hundredth (kvbench.asv.batch) or alone in a fresh process."""
+    if _primed:
+        return
     scratch = torch.zeros(1, device="cuda")
     for _ in range(count):
         graph = torch.cuda.CUDAGraph()
@@ -197,6 +202,7 @@ def prime_graphs(count: int = 3) -> None:
         graph.replay()
         del graph
     torch.cuda.synchronize()
+    _primed.append(True)
 
 
 class GraphSampler(_CudaEventSampler):
@@ -206,6 +212,8 @@ class GraphSampler(_CudaEventSampler):
                  min_calls: int = 1):
         super().__init__()
         self._sleep = getattr(torch.cuda, "_sleep", None)
+        with self.phases.step("prime"):
+            prime_graphs()
         with self.phases.step("warm_up"):
             _warm_up(write)
         with self.phases.step("calibrate"):  # only sizes the probe: eager timing includes launch gaps and stalls

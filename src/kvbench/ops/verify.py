@@ -2,13 +2,13 @@
 
 The outputs are filled with 0xFF bytes (NaN in every float format, never produced from finite inputs). After the
 call, every valid token's row must hold exactly what the reference stores (for fp8 outputs, as the implementation
-declares: bit-exact, at most one fp8 step away, or within vLLM's own test tolerance after dequantizing), every
-other element must still be poison (padding skipped, nothing written elsewhere), and the inputs must be unchanged.
-The same check runs before timing (one call) and after it (the very graph replay or eager sample that was timed,
+declares: bit-exact, at most one fp8 step away, or within vLLM's own test tolerance after dequantizing), every other
+element must still be poison (padding skipped, nothing written elsewhere), and the inputs must be unchanged. The
+same check runs before timing (one call) and after it (the very graph replay or eager sample that was timed,
 kvbench.runner). After a cold-L2 rotation (up to 2048 input sets written to disjoint slots of shared outputs),
 FULL_CHECKS sets, evenly spread, are compared with the reference; every set's rows must be written, the inputs of
-every set unchanged, and nothing written elsewhere (comparing all 2048 took ~1 s per case on a GPU, kernel by kernel). Wrong output raises VerificationError, with the pattern of the damage where one is recognisable
-(kvbench.ops.explain).
+every set unchanged, and nothing written elsewhere (comparing all 2048 cost ~1 s per case, kernel by kernel). Wrong
+output raises VerificationError, with the pattern of the damage where one is recognisable (kvbench.ops.explain).
 """
 
 from __future__ import annotations
@@ -121,9 +121,11 @@ def _check_inputs(name: str, workloads: list[Workload], before: list[torch.Tenso
 
 
 def spread(n: int, k: int) -> list[int]:
-    """At most k indices of range(n), evenly spread, the first and the last included."""
+    """At most k (>= 1) indices of range(n), evenly spread, the first and the last included when k >= 2."""
     if n <= k:
         return list(range(n))
+    if k == 1:
+        return [0]
     return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
 
 
@@ -164,7 +166,8 @@ def verify(name: str, workloads: list[Workload], run, check: str = "exact",
         checked += expected
         tokens += int(valid_slots.numel())
     shared = checked[: len(workloads[0].outputs())]  # the first workload's: the outputs all sets share
-    rest = [w for i, w in enumerate(workloads) if i not in set(full)]
+    compared = set(full)
+    rest = [w for i, w in enumerate(workloads) if i not in compared]
     if rest:
         _check_written(name, shared, rest)
     for o in shared:
