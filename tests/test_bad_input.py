@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
 import time
 
 import pytest
@@ -101,11 +102,15 @@ def test_bad_environment_values(bad, monkeypatch, variable, value, words):
     assert code == 2 and all(w in err for w in words), err
 
 
-def test_bad_grid_variables_stop_the_suite_with_one_line():
-    env = {**os.environ, "KVBENCH_NUM_TOKENS": "16,lots"}
-    run = subprocess.run(["python", "-c", "import benchmarks.benchmarks"], cwd=pathlib.Path(__file__).parents[1],
+@pytest.mark.parametrize("variable, value, message", [
+    ("KVBENCH_NUM_TOKENS", "16,lots", "KVBENCH_NUM_TOKENS: 'lots' is not a valid int"),
+    ("KVBENCH_BATCH", "yes", "KVBENCH_BATCH='yes' is not supported; use 1 (on) or 0 (off)"),
+])
+def test_bad_grid_variables_stop_the_suite_with_one_line(variable, value, message):
+    env = {**os.environ, variable: value}
+    run = subprocess.run([sys.executable, "-c", "import benchmarks.benchmarks"], cwd=pathlib.Path(__file__).parents[1],
                          env=env, capture_output=True, text=True)
-    assert run.returncode != 0 and "KVBENCH_NUM_TOKENS: 'lots' is not a valid int" in run.stderr
+    assert run.returncode != 0 and run.stderr.strip().splitlines()[-1].endswith(message), run.stderr[-500:]
 
 
 @pytest.mark.parametrize("content", ["[]", '"fast"', '{"cpu:X": {"bytes_per_s": 0}}', "{not json"])

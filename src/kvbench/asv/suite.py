@@ -39,6 +39,7 @@ EAGER = config.flag("KVBENCH_EAGER")  # add the host-bound eager benchmarks on C
 # so that `kvbench asv-report --state-log` can set asv's figure against it (~0.3 s more per process; checks only).
 FIDELITY = config.flag("KVBENCH_FIDELITY")  # (one case per process then: no batches)
 SAMPLES = 20  # asv's samples per benchmark (Benchmark.repeat's most), and what a batch takes of each case
+batch.enabled(DEVICE)  # read again in each process; checked here so that a bad KVBENCH_BATCH fails at import
 TIMEOUT_S = 600  # asv's limit for one benchmark process (Benchmark.timeout)
 BATCH_BUDGET_S = TIMEOUT_S / 2  # a batch starts no case after this: the rest is led by a later process
 
