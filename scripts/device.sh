@@ -68,10 +68,9 @@ aa() {  # A/A: KVCacheWrite (bfloat16 at 16, 256, 4096, 65536 tokens; every impl
   ( cd /tmp/aa; export KVBENCH_DEVICE=cuda KVBENCH_DTYPES=bfloat16 KVBENCH_NUM_TOKENS=16,256,4096,65536
     . .vllm/activate.sh; mkdir -p log; python3 -m kvbench.cli asv-machine --machine h200-device > /dev/null
     A=$(git rev-parse HEAD); bash scripts/asv-run.sh "$A" --machine h200-device -b 'KVCacheWrite\.time' > log/a.txt 2>&1
-    git -c user.name=d -c user.email=d@d commit -q --allow-empty -m "A/A: same code"; B=$(git rev-parse HEAD)
+    B=$(new_commit "A/A: same code")
     bash scripts/asv-run.sh "$B" --machine h200-device -b 'KVCacheWrite\.time' > log/b.txt 2>&1
-    python3 -m asv compare --machine h200-device --factor 1.05 --split "$A" "$B" > log/compare.txt 2>&1
-    echo "A/A flagged: $(grep -cE '^\| *[-+x!] *\|' log/compare.txt) of $(grep -c 'KVCacheWrite' log/compare.txt)"
+    compare "$A" "$B" log/compare.txt
     for c in "$A" "$B"; do python3 -m kvbench.cli asv-report .asv/results/h200-device/${c:0:8}*.json | head -n 1; done
     tar -czf "$OUT/aa.tgz" log .asv/results )
 }

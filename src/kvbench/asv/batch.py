@@ -30,6 +30,7 @@ import time
 from kvbench import config, files, runner
 from kvbench.measure import bandwidth, machine
 
+
 def enabled(device: str) -> bool:
     """By default batches run on CUDA (a CPU process has no context to share); KVBENCH_BATCH=0 or 1 decides."""
     if config.text("KVBENCH_BATCH") is None:
@@ -98,7 +99,8 @@ def _healthy() -> bool:
 
 def lead(cases, mode: str, samples: int, device: str, max_tokens: int, budget_s: float) -> int:
     """Measure `cases` ((case, implementation) pairs, the leading process's own first) that are not in the store
-    yet, and file each. Before a case is measured it is filed as failed with "the batch ended here", so that if
+    yet, and file each. Before a case is measured it is filed as failed ("the batch process ended while measuring
+    this case"), so that if
     the process dies on it (a crash, a kill, asv's timeout) that case alone is reported and the next process of the
     class leads a batch of the cases after it. Stops when the GPU is unusable after a failure, or after budget_s
     (under asv's timeout for this process): the rest are led again by a later process. Returns how many were

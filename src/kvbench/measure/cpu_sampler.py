@@ -30,6 +30,11 @@ _cpu_configured: dict = {}
 CPU_TARGET_SAMPLE_S = 10e-3
 
 
+def clock_name(threads: int) -> str:
+    """The clock CPU samples are timed with: the process's CPU time when one thread writes, else wall time."""
+    return "process_time" if threads == 1 else "perf_counter"
+
+
 def configure_cpu() -> dict:
     """Once per process: torch's intra-op threads (CPU_THREADS, or KVBENCH_CPU_THREADS) and glibc's mmap/trim
     thresholds (a no-op elsewhere). Returns what was set."""
@@ -37,7 +42,7 @@ def configure_cpu() -> dict:
         threads = config.positive_int("KVBENCH_CPU_THREADS", CPU_THREADS)
         torch.set_num_threads(threads)
         _cpu_configured["threads"] = torch.get_num_threads()
-        _cpu_configured["clock"] = "process_time" if _cpu_configured["threads"] == 1 else "perf_counter"
+        _cpu_configured["clock"] = clock_name(_cpu_configured["threads"])
         try:
             libc = ctypes.CDLL("libc.so.6")
             _cpu_configured["mallopt"] = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)

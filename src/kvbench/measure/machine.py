@@ -68,11 +68,10 @@ def info(device: str) -> dict:
         )
     else:
         from kvbench import config
-        from kvbench.measure.cpu_sampler import CPU_THREADS
+        from kvbench.measure.cpu_sampler import CPU_THREADS, clock_name
 
         threads = config.positive_int("KVBENCH_CPU_THREADS", CPU_THREADS)
-        facts.update(device_name=facts["host_cpu"], timing_threads=threads,
-                     timing_clock="process_time" if threads == 1 else "perf_counter")
+        facts.update(device_name=facts["host_cpu"], timing_threads=threads, timing_clock=clock_name(threads))
     return facts
 
 
