@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# The main job: set up, run the asv suite for the current commit on this machine, and publish the site, always:
-# failed benchmarks are recorded (shown failed on the site) and summarised, and only then does the script exit
-# non-zero. Extra arguments go to `asv run` (e.g. -b KVCacheWriteShapes). Then: `.venv/bin/asv preview` to browse.
+# The main job: set up, check every KVBENCH_* variable, run the asv suite for the current commit on this machine,
+# and publish the site. A bad KVBENCH_* value stops it before anything runs (one line on stderr, exit 2; nothing
+# published). Once asv has run, the site is always published: failed benchmarks are recorded (shown failed on the
+# site) and summarised, and only then does the script exit non-zero. If asv stops before measuring anything (its
+# discovery failed), the site is still published from the results there are, and the summary says that this run
+# measured nothing (it counts only benchmarks started by this run: an earlier run of the same commit leaves its
+# results in the same file, and they are kept). Extra arguments go to `asv run` (e.g. -b KVCacheWriteShapes).
+# Then: `.venv/bin/asv preview` to browse.
 set -euo pipefail
+started=$(date +%s)  # the summary counts the benchmarks asv started from now on
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/setup.sh
+kvbench check-env  # every KVBENCH_* variable, before anything is run or written (exit 2 on a bad one)
 commit=$(git rev-parse HEAD)
 # The machine file, rewritten each run: its name carries the GPU model, its fields the driver, CUDA and versions.
 machine=$(kvbench asv-machine ${KVBENCH_MACHINE:+--machine "$KVBENCH_MACHINE"} | awk '$1 == "machine:" {print $2}')
@@ -12,9 +19,14 @@ export KVBENCH_STATE_LOG=$PWD/.asv/run-log.jsonl  # one line per benchmark proce
 mkdir -p .asv && rm -f "$KVBENCH_STATE_LOG"
 status=0
 bash scripts/asv-run.sh "$commit" --machine "$machine" "$@" || status=$?
-asv publish || status=$((status ? status : 1))
-# asv's page loads its JavaScript libraries from CDNs; local copies make the site work without internet too.
-kvbench site-vendor .asv/html || echo "note: the site needs internet access to load its libraries (no npm here)"
-echo "Site written to .asv/html (serve it with: .venv/bin/asv preview)"
-kvbench asv-summary .asv/results/"$machine"/"${commit:0:8}"-*.json --state-log "$KVBENCH_STATE_LOG" || true
+if asv publish; then
+  # asv's page loads its JavaScript libraries from CDNs; local copies make the site work without internet too.
+  kvbench site-vendor .asv/html || echo "note: the site needs internet access to load its libraries (no npm here)"
+  echo "Site written to .asv/html (serve it with: .venv/bin/asv preview)"
+else
+  status=$((status ? status : 1))
+fi
+shopt -s nullglob
+results=(.asv/results/"$machine"/"${commit:0:8}"-*.json)
+kvbench asv-summary "${results[@]}" --since "$started" --state-log "$KVBENCH_STATE_LOG" || status=$((status ? status : $?))
 exit "$status"

@@ -79,9 +79,11 @@ def read(case, implementation: str, mode: str) -> dict | None:
 
 
 def record_of(result: runner.Result, ideal_s: float | None) -> dict:
-    """A sweep row as the store keeps it (what asv and the state log need)."""
+    """A sweep row as the store keeps it (what asv and the state log need; a reason in asv's words: the
+    KVBENCH_* variable where the command line's message names a flag, config.for_asv)."""
     log = {"steps_s": result.steps or {}, "calls_per_sample": result.calls_per_sample, **(result.gpu_state or {})}
-    return {"status": result.status, "reason": result.message, "samples": [s / 1e6 for s in result.samples_us],
+    reason = config.for_asv(result.message) if result.message else result.message
+    return {"status": result.status, "reason": reason, "samples": [s / 1e6 for s in result.samples_us],
             "ideal_s": ideal_s, "warnings": result.warnings, "log": log, "batch_pid": os.getpid()}
 
 

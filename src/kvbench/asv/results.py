@@ -29,20 +29,38 @@ def read(path: str | pathlib.Path) -> dict:
     return data
 
 
-def rows(data: dict):
-    """(benchmark name, parameter values, {column: value}) for every parameter combination in a result file."""
+def started_at(data: dict) -> dict[str, float | None]:
+    """When asv started each benchmark of a result file (ms since the epoch; None where it has no time).
+
+    asv keeps a benchmark's result from an earlier run of the same commit and machine until it runs the benchmark
+    again, so this time tells the benchmarks of one run from those an earlier run left in the file."""
     columns = data["result_columns"]
+    out = {}
     for name, values in data["results"].items():
+        value = dict(zip(columns, values)).get("started_at")
+        out[name] = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return out
+
+
+def rows(data: dict, since: float | None = None):
+    """(benchmark name, parameter values, {column: value}) for every parameter combination in a result file;
+    with `since` (seconds since the epoch), only those of benchmarks asv started at or after it."""
+    columns = data["result_columns"]
+    started = started_at(data)
+    for name, values in data["results"].items():
+        if since is not None and (started[name] is None or started[name] < since * 1000):
+            continue
         row = dict(zip(columns, values))
         combos = itertools.product(*row["params"]) if row.get("params") else [()]
         for i, params in enumerate(combos):
             yield name, [str(p).strip("'") for p in params], {c: _at(row, c, i) for c in columns if c != "params"}
 
 
-def status_counts(data: dict) -> dict[str, int]:
-    """How many combinations ran (a number), were skipped (NaN) or failed (null), as asv records them."""
+def status_counts(data: dict, since: float | None = None) -> dict[str, int]:
+    """How many combinations ran (a number), were skipped (NaN) or failed (null), as asv records them; with
+    `since`, only those of benchmarks started at or after it (seconds since the epoch)."""
     counts = {"ran": 0, "skipped": 0, "failed": 0}
-    for _, _, row in rows(data):
+    for _, _, row in rows(data, since):
         value = row.get("result")
         counts["failed" if value is None else "skipped" if isinstance(value, float) and math.isnan(value)
                else "ran"] += 1

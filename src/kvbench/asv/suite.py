@@ -26,13 +26,12 @@ from kvbench.asv import batch
 from kvbench.errors import CaseError, Unavailable
 from kvbench.measure import bandwidth, fidelity, gpu_state, isolation, machine
 from kvbench.measure.device import default_device
-from kvbench.ops.base import DTYPES as INPUT_DTYPES
 
 DEVICE = default_device()
 NUM_BLOCKS = config.positive_int("KVBENCH_NUM_BLOCKS", config.NUM_BLOCKS[DEVICE])
 MAX_TOKENS = config.positive_int("KVBENCH_MAX_TOKENS", config.MAX_TOKENS[DEVICE])
-NUM_TOKENS = config.items("KVBENCH_NUM_TOKENS", list(config.DEFAULT_TOKENS), int)
-DTYPES = config.items("KVBENCH_DTYPES", list(INPUT_DTYPES), allowed=tuple(INPUT_DTYPES))
+NUM_TOKENS = config.num_tokens()
+DTYPES = config.input_dtypes()
 PRIMARY_MODE = "cudagraph" if DEVICE == "cuda" else "no_graph"
 EAGER = config.flag("KVBENCH_EAGER")  # add the host-bound eager benchmarks on CUDA machines
 # With a state log: also time each process's graph independently (kvbench.measure.fidelity) after its first sample,
@@ -50,7 +49,7 @@ def _installed_here(op: str) -> list[str]:
     return [name for name, impl in impls.of(op).items() if DEVICE in impl.devices and impl.installed()]
 
 
-_ASKED = config.items("KVBENCH_IMPLEMENTATIONS", [], allowed=impls.all_names())
+_ASKED = config.implementations()
 
 
 NONE_SELECTED = "none-selected"  # asv needs a parameter value: its combinations are skipped with the reason
@@ -231,8 +230,8 @@ class Benchmark:
             if case.num_tokens > MAX_TOKENS:
                 raise Unavailable(f"the {DEVICE} grid stops at {MAX_TOKENS} tokens (KVBENCH_MAX_TOKENS)")
             return runner.prepare(case, implementation)
-        except (Unavailable, CaseError) as exc:  # asv: skipped, with the reason
-            return NotImplementedError(str(exc))
+        except (Unavailable, CaseError) as exc:  # asv: skipped, with the reason in asv's words
+            return NotImplementedError(config.for_asv(str(exc)))
         except Exception as exc:  # wrong output and crashes: asv records a failure
             return exc
         finally:

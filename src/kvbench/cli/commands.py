@@ -51,9 +51,14 @@ def add(sub) -> None:
     flag(rep, "max-spread", type=float, default=0.01, help="list cases whose IQR / median exceeds this")
     rep.set_defaults(run=cmd_asv_report)
     summ = sub.add_parser("asv-summary", help="what an asv run measured, skipped and failed, with the reasons")
-    summ.add_argument("results", nargs="+", help="asv result files of the run")
+    summ.add_argument("results", nargs="*", help="asv result files of the run")
     flag(summ, "state-log", metavar="FILE", help="KVBENCH_STATE_LOG of the run (the reasons)")
+    flag(summ, "since", type=float, default=None, metavar="EPOCH_SECONDS",
+         help="count only benchmarks asv started at or after this time (the run's start): an earlier run's "
+              "results of the same commit stay in its files")
     summ.set_defaults(run=cmd_asv_summary)
+    env = sub.add_parser("check-env", help="check every KVBENCH_* variable (scripts/bench.sh runs it before asv)")
+    env.set_defaults(run=cmd_check_env)
 
 
 def cmd_info(args) -> int:
@@ -156,13 +161,21 @@ def print_ratios(title: str, ratios: list[dict], tolerance: float = 0.03) -> boo
 
 
 def cmd_asv_summary(args) -> int:
-    """Counts from asv's own result files; reasons from the state log (one line per benchmark process)."""
+    """Counts from asv's own result files (with --since, only the benchmarks of this run); reasons from the state
+    log (one line per benchmark process). Nothing of this run in the files: one line, EXIT_NOTHING_MEASURED."""
     from kvbench.asv import results
+    from kvbench.errors import EXIT_NOTHING_MEASURED
 
     counts = {"ran": 0, "skipped": 0, "failed": 0}
     for path in args.results:
-        for key, n in results.status_counts(results.read(path)).items():
+        for key, n in results.status_counts(results.read(path), args.since).items():
             counts[key] += n
+    if not any(counts.values()):
+        where = ", ".join(args.results) or "no result file"
+        what = "this run measured nothing (no benchmark of this run" if args.since is not None else \
+            "nothing measured (no benchmark"
+        print(f"asv run: {what} in {where}); see asv's output above")
+        return EXIT_NOTHING_MEASURED
     print(f"asv run: {counts['ran']} ran, {counts['skipped']} skipped, {counts['failed']} failed")
     log = files.read_json_lines(args.state_log, "--state-log") if args.state_log else []
     for status in ("failed", "skipped"):
@@ -174,6 +187,15 @@ def cmd_asv_summary(args) -> int:
         for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
             print(f"  {status} x{n}: {reason}")
     return 1 if counts["failed"] else 0
+
+
+def cmd_check_env(args) -> int:
+    """Every KVBENCH_* variable checked (a bad one is a one-line error, exit 2); unknown ones warned about."""
+    for warning in config.check_all():
+        print(f"kvbench: warning: {warning}", file=sys.stderr)
+    chosen = [f"{name}={config.text(name)}" for name in config.VARIABLES if config.text(name) is not None]
+    print(f"KVBENCH_* settings ok: {', '.join(chosen) or 'all defaults'}")
+    return 0
 
 
 def cmd_asv_machine(args) -> int:
