@@ -23,8 +23,15 @@ def test_sweep_prints_vllms_table_and_writes_json_csv_plot(tmp_path, capsys):
     data = json.loads(out.read_text())
     assert data["machine"]["device"] == "cpu" and data["machine"]["copy_bandwidth_gbps"] > 0
     rows = data["results"]
+    from kvbench.impls import vllm_cpu
+
+    refused = vllm_cpu._trial("bfloat16", "fp8", 128, 16)  # an AVX2 host's library refuses fp8: a skip, with why
+    cpu_status = "skipped" if refused else "ok"
     assert [(r["implementation"], r["num_tokens"], r["status"]) for r in rows] == [
-        ("torch", 2, "ok"), ("torch", 16, "ok"), ("vllm-cpu", 2, "ok"), ("vllm-cpu", 16, "ok")]
+        ("torch", 2, "ok"), ("torch", 16, "ok"), ("vllm-cpu", 2, cpu_status), ("vllm-cpu", 16, cpu_status)]
+    if refused:
+        assert rows[2]["message"] == f"vllm-cpu: {refused}"
+    rows = [r for r in rows if r["status"] == "ok"]
     for r in rows:
         assert r["latency_us"] > 0 and len(r["samples_us"]) == 3 and r["x_ideal"] > 0
         assert r["bytes_moved"] == r["num_tokens"] * 4 * 128 * (2 * 2 + 2 * 1)
@@ -37,16 +44,91 @@ def test_sweep_prints_vllms_table_and_writes_json_csv_plot(tmp_path, capsys):
 def test_cudagraph_on_cpu_is_skipped_with_reason_and_nothing_measured_exits_5(capsys):
     assert cli.main(["sweep", *SMALL, "--num-tokens", "2", "--implementation", "torch", "--mode", "cudagraph"]) == 5
     out, err = capsys.readouterr()
-    assert "SKIPPED" in out and "mode 'cudagraph' needs a CUDA device" in out
+    assert "every case skipped: mode 'cudagraph' needs a CUDA device" in out
     assert "nothing was measured" in err
 
 
 def test_cpu_defaults_fit_the_machine_and_say_so(capsys):
     assert cli.main(["sweep", "--device", "cpu", "--num-heads", "4", "--iters", "3", "--num-tokens", "2",
                      "--implementation", "torch"]) == 0
-    out = capsys.readouterr().out
-    assert "defaults on cpu: num_blocks 1024, mode no_graph" in out
+    out, err = capsys.readouterr()
+    assert "chosen for cpu: num_blocks 1024 (--num-blocks), mode no_graph (--mode)" in out
+    assert "given: iters 3, implementation torch, num_tokens 2, num_heads 4, device cpu" in out
     assert "(op kv, measuring with no_graph)" in out and "| 2            |" in out
+    assert err.startswith("estimate: 1 cases, about ")
+
+
+def test_what_the_user_gave_is_never_called_a_default(capsys):
+    assert cli.main(["sweep", "--device", "cpu", "--num-heads", "4", "--iters", "3", "--num-tokens", "2",
+                     "--num-blocks", "64", "--mode", "no_graph", "--implementation", "torch"]) == 0
+    out = capsys.readouterr().out
+    assert "chosen for" not in out and "num_blocks 64" in out.split("given:")[1].splitlines()[0]
+
+
+def test_the_default_cpu_grid_stops_at_the_cpu_maximum(monkeypatch, capsys):
+    from kvbench.cli import sweep
+
+    seen = []
+    monkeypatch.setattr(sweep, "_implementation_rows", lambda call, name, args, *rest: seen.append(args.num_tokens)
+                        or [])
+    cli.main(["sweep", "--device", "cpu", "--implementation", "torch"])
+    out, err = capsys.readouterr()
+    assert seen == [[2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]]
+    assert "num_tokens 2..1024 (--num-tokens)" in out
+    assert err.startswith("estimate: 10 cases, about ")
+
+
+def test_a_long_estimate_says_how_to_narrow_it():
+    from kvbench.cli import progress
+    from kvbench.ops.kv import Case
+
+    cases = [Case(num_tokens=t, num_blocks=4096, device="cpu") for t in (16384, 32768, 65536)]
+    line = progress.estimate_line(cases, 200, 20e9, 2**33)
+    assert "narrow it with --num-tokens, --implementation or --iters" in line and "8.0 GiB" in line
+    assert "narrow" not in progress.estimate_line(cases[:1], 3, 20e9, 2**20)
+
+
+def test_a_long_case_shows_progress():
+    import io
+    import time
+
+    from kvbench.cli import progress
+
+    out = io.StringIO()
+    with progress.heartbeat("[3/9] torch 16384 tokens", every_s=0.05, out=out):
+        time.sleep(0.18)
+    lines = out.getvalue().splitlines()
+    assert 2 <= len(lines) <= 4 and lines[0] == "[3/9] torch 16384 tokens: still running after 0 s"
+
+
+def test_an_implementation_that_cannot_run_here_is_said_once(capsys):
+    rc = cli.main(["sweep", *SMALL, "--num-tokens", "2", "4", "8", "16", "--implementation", "vllm", "torch"])
+    assert rc == 0
+    out, err = capsys.readouterr()
+    text = out + err
+    assert text.count("runs on cuda only, not cpu") == 3, text  # progress, table, the closing count
+    assert "[1-4/8] vllm: every case skipped: runs on cuda only, not cpu" in err
+    assert "skipped x4: vllm: runs on cuda only, not cpu" in err
+
+
+def test_a_reason_that_repeats_is_not_repeated(capsys):
+    rc = cli.main(["sweep", *SMALL, "--num-tokens", "2", "8", "16", "--implementation", "torch", "--mode",
+                   "cudagraph"])
+    assert rc == 5
+    out, err = capsys.readouterr()
+    assert out.count("mode 'cudagraph' needs a CUDA device") == 1
+    assert err.count("mode 'cudagraph' needs a CUDA device") == 2  # the first progress line and the closing count
+    assert err.count("skipped (as above)") == 2 and "skipped x3: " in err
+
+
+def test_the_table_does_not_repeat_a_reason():
+    from kvbench.cli import report
+    from kvbench.runner import Result
+
+    rows = [Result("t", "m", n, "skipped", {}, message="why") for n in (2, 4)] + [Result("t", "m", 8, "failed", {},
+                                                                                          message="why")]
+    text = report.table(rows)
+    assert text.count("why") == 2 and text.count("(as above)") == 1
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -19,8 +19,9 @@ class ConfigError(KvbenchError, ValueError):
     """A KVBENCH_* environment variable holds a value kvbench cannot use."""
 
 
-class FileProblem(KvbenchError):
-    """A file named on the command line cannot be read (missing, a directory, corrupt) or written."""
+class FileProblem(KvbenchError, OSError):
+    """A file named on the command line cannot be read (missing, a directory, corrupt) or written (an OSError too,
+    so callers for whom a file is optional, such as a cache, can ignore it as any other OSError)."""
 
     exit_code = 3
 
@@ -40,6 +41,19 @@ class VerificationError(KvbenchError):
     """The implementation ran but wrote the wrong thing (or changed its inputs); such a case is never timed."""
 
     exit_code = 1
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived (kvbench.cli.interrupts turns both into this): the command stops, keeps what it
+    finished, and exits 128 + the signal's number. `detail` says what was kept ("after 3 of 32 cases; ...")."""
+
+    def __init__(self, signum: int, detail: str = ""):
+        super().__init__(signum, detail)
+        self.signum, self.detail = signum, detail
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
 
 EXIT_CASE_FAILED = 1  # a case wrote the wrong thing or crashed; the others were still measured

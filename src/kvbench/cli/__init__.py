@@ -1,12 +1,14 @@
 """The `kvbench` command: `sweep` (vLLM's benchmark script's flags and more), `info`, `fidelity` and the asv
-helpers. Bad input ends in one line on stderr and its own exit code (kvbench.errors; README "Exit codes")."""
+helpers. Bad input ends in one line on stderr and its own exit code (kvbench.errors; README "Exit codes"); Ctrl-C
+or SIGTERM in one line too (exit 130 / 143), after the command kept what it finished."""
 
 from __future__ import annotations
 
 import sys
 
+from kvbench.cli import interrupts
 from kvbench.cli.flags import Parser
-from kvbench.errors import KvbenchError
+from kvbench.errors import Interrupted, KvbenchError
 
 
 def parser() -> Parser:
@@ -21,10 +23,14 @@ def parser() -> Parser:
 
 def main(argv=None) -> int:
     try:
-        args = parser().parse_args(argv)
-        return args.run(args)
+        with interrupts.handled():
+            args = parser().parse_args(argv)
+            return args.run(args)
     except KvbenchError as exc:  # bad input or configuration, an unusable device, an unreadable file
         print(f"kvbench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Interrupted as exc:  # Ctrl-C or SIGTERM: what was finished is kept (the command says where)
+        print(f"kvbench: {interrupts.message(exc)}", file=sys.stderr)
         return exc.exit_code
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import tempfile
 
 from tabulate import tabulate
 
@@ -12,7 +14,7 @@ from kvbench.runner import Result
 
 COLUMNS = ("num_tokens", "latency (µs)", "GB/s", "× ideal", "verified")
 CSV_FIELDS = ("implementation", "mode", "num_tokens", "status", "latency_us", "gbps", "x_ideal", "bytes_moved",
-              "calls_per_sample", "verified", "message")
+              "calls_per_sample", "verified", "message", "partial")
 
 
 def _fmt(value, spec: str) -> str:
@@ -20,27 +22,44 @@ def _fmt(value, spec: str) -> str:
 
 
 def table(results: list[Result]) -> str:
-    """`num_tokens | latency (µs)` (vLLM's script's table) plus GB/s, × ideal and verification."""
+    """`num_tokens | latency (µs)` (vLLM's script's table) plus GB/s, × ideal and verification; a reason that
+    repeats the row above's is not printed again."""
     rows = []
-    for r in results:
+    for i, r in enumerate(results):
         if r.status == "ok":
             rows.append((r.num_tokens, _fmt(r.latency_us, ".3f"), _fmt(r.gbps, ".1f"), _fmt(r.x_ideal, ".2f"), r.verified))
         else:
-            rows.append((r.num_tokens, r.status.upper(), "", "", r.message))
+            same = i and results[i - 1].status == r.status and results[i - 1].message == r.message
+            rows.append((r.num_tokens, r.status.upper(), "", "", "(as above)" if same else r.message))
     return tabulate(rows, headers=COLUMNS, tablefmt="github", disable_numparse=True)
 
 
-def write_json(path, header: dict, results: list[Result]) -> None:
+def write_json(path, header: dict, results: list[Result], partial: dict | None = None) -> None:
+    """{"machine": header, "partial": false or {finished, planned, signal}, "results": [...]}."""
     with files.atomic(path) as f:
-        json.dump({"machine": header, "results": [r.as_dict() for r in results]}, f, indent=1)
+        _dump(f, header, results, partial)
 
 
-def write_csv(path, results: list[Result]) -> None:
+def _dump(f, header: dict, results: list[Result], partial: dict | None) -> None:
+    json.dump({"machine": header, "partial": partial or False, "results": [r.as_dict() for r in results]}, f,
+              indent=1)
+
+
+def write_rescue(header: dict, results: list[Result], partial: dict | None) -> str:
+    """The results in a new file of the temporary directory (when the file asked for could not be written)."""
+    fd, path = tempfile.mkstemp(prefix="kvbench-sweep-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        _dump(f, header, results, partial)
+    return path
+
+
+def write_csv(path, results: list[Result], partial: dict | None = None) -> None:
+    """One row per case; the column `partial` says "yes" when the sweep was interrupted before its end."""
     with files.atomic(path, newline="") as f:
         out = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         out.writeheader()
         for r in results:
-            out.writerow(r.as_dict())
+            out.writerow({**r.as_dict(), "partial": "yes" if partial else ""})
 
 
 def plot(path: str, results: list[Result], copy_gbps: float | None, title: str) -> None:

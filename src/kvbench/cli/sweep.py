@@ -5,16 +5,16 @@ from __future__ import annotations
 import sys
 
 from kvbench import config, files, impls, ops
-from kvbench.cli import report
+from kvbench.cli import interrupts, progress, report
 from kvbench.cli.flags import bounded, device, flag, positive, same_process
-from kvbench.errors import EXIT_CASE_FAILED, EXIT_NOTHING_MEASURED, CaseError, KvbenchError
+from kvbench.errors import EXIT_CASE_FAILED, EXIT_NOTHING_MEASURED, CaseError, FileProblem, Interrupted, KvbenchError
 from kvbench.measure import bandwidth, isolation, machine
 from kvbench.measure.device import resolve
 from kvbench.measure.timing import MODES
 from kvbench.ops import layouts
 from kvbench.ops.base import DTYPES, L2_STATES
 from kvbench.ops.kv import FP8_SCALES, HEAD_SIZES, Case
-from kvbench.runner import Result, make_case, run_case
+from kvbench.runner import Result, bytes_needed, make_case, run_case
 
 DEFAULT_MODE = {"cuda": "cudagraph", "cpu": "no_graph"}
 
@@ -55,7 +55,9 @@ def add(sub) -> None:
               "padding)")
     flag(p, "l2", default="warm", choices=L2_STATES,
          help="warm: same inputs every call (vLLM's method); cold: rotate inputs/slots past 4x the L2")
-    flag(p, "num-tokens", type=positive, nargs="+", default=list(config.DEFAULT_TOKENS))
+    flag(p, "num-tokens", type=positive, nargs="+", default=None,
+         help=f"default: 2..{config.MAX_TOKENS['cuda']} (powers of two) on a GPU, 2..{config.MAX_TOKENS['cpu']} on a "
+              f"CPU")
     added = set()
     for op_flags in OP_FLAGS.values():
         for name, kw in op_flags.items():
@@ -67,7 +69,7 @@ def add(sub) -> None:
     flag(p, "json", metavar="FILE")
     flag(p, "csv", metavar="FILE")
     flag(p, "plot", metavar="FILE.png")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, flag_defaults={a.dest: a.default for a in p._actions})
 
 
 def op_fields(args, device: str) -> dict:
@@ -105,6 +107,14 @@ def header(device: str) -> tuple[dict, bandwidth.CopyBandwidth]:
     return facts, bw
 
 
+def survey(device: str, op: str, names: list[str]) -> tuple[dict, bandwidth.CopyBandwidth, dict[str, str]]:
+    """The header's machine facts and copy bandwidth, and why each of `names` cannot run on `device` here at all
+    (found in one child process on CUDA: loading an implementation may touch CUDA)."""
+    facts, bw = header(device)
+    reasons = {name: impls.get(name, op).unavailable_reason(device) for name in names}
+    return facts, bw, {name: reason for name, reason in reasons.items() if reason}
+
+
 def print_header(facts: dict) -> None:
     for key, value in facts.items():
         if value is not None:
@@ -128,48 +138,147 @@ def _check_some_case_is_valid(names, args, common) -> None:
     raise first
 
 
+def device_defaults(args, device: str, common: dict) -> dict[str, str]:
+    """Fill in what the user left to the device (num_blocks, mode, num_tokens); what was chosen, for the header."""
+    chosen = {}
+    if args.op == "kv" and args.num_blocks is None:
+        common["num_blocks"] = config.NUM_BLOCKS[device]
+        chosen["num_blocks"] = f"{common['num_blocks']} (--num-blocks)"
+    if args.mode is None:
+        args.mode = DEFAULT_MODE[device]
+        chosen["mode"] = f"{args.mode} (--mode)"
+    if args.num_tokens is None:
+        args.num_tokens = [t for t in config.DEFAULT_TOKENS if t <= config.MAX_TOKENS[device]]
+        chosen["num_tokens"] = f"{args.num_tokens[0]}..{args.num_tokens[-1]} (--num-tokens)"
+    return chosen
+
+
+def given_settings(args) -> str:
+    """The flags the user gave (those that differ from their defaults), as `name value` pairs for the header."""
+    skip = {"run", "flag_defaults", "json", "csv", "plot", "same_process", "help"}
+    defaults = args.flag_defaults
+    return ", ".join(f"{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                     for k, v in vars(args).items() if k in defaults and k not in skip and v != defaults[k])
+
+
 def run(args) -> int:
     device = resolve(args.device)
     outputs = {what: files.check_writable(path, f"--{what}") for what in ("json", "csv", "plot")
                if (path := getattr(args, what))}
     common = op_fields(args, device)
-    if args.op == "kv" and args.num_blocks is None:
-        common["num_blocks"] = config.NUM_BLOCKS[device]
-    chosen = device == "cpu" and (args.mode is None or (args.op == "kv" and args.num_blocks is None))
-    args.mode = args.mode or DEFAULT_MODE[device]
+    given = given_settings(args)
+    chosen = device_defaults(args, device, common)
     names = args.implementation or [n for n, r in available(device, args.op).items() if r is None]
     for name in names:
         impls.get(name, args.op)  # one line naming the op's implementations
     _check_some_case_is_valid(names, args, common)
     call = caller(device, args.same_process)
-    facts, bw = call(header, device)
+    facts, bw, unavailable = call(survey, device, args.op, names)
     print_header(facts)
+    print(f"{'given':>22}: {given or 'nothing (all defaults)'}")
     if chosen:
-        print(f"{'defaults on cpu':>22}: num_blocks {common.get('num_blocks', 'the op default')}, mode {args.mode} "
-              f"(sized for this CPU; --num-blocks and --mode to change)")
-    results = []
-    total, done = len(names) * len(args.num_tokens), 0
-    for name in names:
-        rows = []
+        print(f"{'chosen for ' + device:>22}: {', '.join(f'{k} {v}' for k, v in chosen.items())}")
+    plan = [(name, tokens) for name in names for tokens in args.num_tokens]
+    print(progress.estimate_line(*_plan_cost(plan, unavailable, args, common, bw)), file=sys.stderr, flush=True)
+    results: list[Result] = []
+    try:
+        for name in names:
+            rows = _implementation_rows(call, name, args, common, bw, unavailable.get(name), len(results), len(plan))
+            results += rows
+            _print_table(name, args, rows)
+    except Interrupted as exc:  # keep what was finished: its table, its files (marked partial)
+        rows = getattr(exc, "rows", [])
+        _print_table(name, args, rows)
+        results += rows
+        exc.detail = f"after {len(results)} of {len(plan)} cases; " + _save(
+            outputs, facts, results, args, bw, partial=(len(results), len(plan), exc.signum))
+        raise
+    if outputs:
+        _save(outputs, facts, results, args, bw)
+    for line in progress.reason_counts(results):
+        print(line, file=sys.stderr)
+    return exit_code(results)
+
+
+def _plan_cost(plan, unavailable, args, common, bw):
+    """The cases the estimate counts (valid, on an available implementation), the iterations, the copy rate, and
+    the largest memory one case needs."""
+    cases = []
+    for name, tokens in plan:
+        if name in unavailable:
+            continue
+        try:
+            cases.append(make_case(name, args.layout, args.op, num_tokens=tokens, **common))
+        except CaseError:
+            continue
+    memory = max((bytes_needed(c) for c in cases), default=0)
+    return cases, args.iters, bw.bytes_per_s, memory
+
+
+def _implementation_rows(call, name, args, common, bw, unavailable: str | None, done: int, total: int):
+    """One implementation's rows: each case measured (a line of progress each), or, when the implementation cannot
+    run here at all, every case skipped with that reason said once."""
+    rows: list[Result] = []
+    if unavailable:
+        message = f"{name}: {unavailable}"
+        print(f"[{done + 1}-{done + len(args.num_tokens)}/{total}] {name}: every case skipped: {unavailable}",
+              file=sys.stderr, flush=True)
+        return [Result(name, args.mode, t, "skipped", dict(common, num_tokens=t), message=message)
+                for t in args.num_tokens]
+    try:
         for tokens in args.num_tokens:
-            done += 1
-            r = _row(call, name, tokens, args, common, bw)
-            shown = f"{r.latency_us:.3f} µs" if r.status == "ok" else f"{r.status}: {r.message}"
-            print(f"[{done}/{total}] {name} {tokens} tokens: {shown}", file=sys.stderr, flush=True)
+            label = f"[{done + len(rows) + 1}/{total}] {name} {tokens} tokens"
+            with progress.heartbeat(label):
+                r = _row(call, name, tokens, args, common, bw)
+            rows.append(r)  # kept before anything else can be interrupted
+            repeated = len(rows) > 1 and rows[-2].status == r.status and rows[-2].message == r.message
+            shown = (f"{r.latency_us:.3f} µs" if r.status == "ok" else
+                     f"{r.status} (as above)" if repeated else f"{r.status}: {r.message}")
+            print(f"{label}: {shown}", file=sys.stderr, flush=True)
             for warning in r.warnings:
                 print(f"WARNING: not trustworthy: {warning}", file=sys.stderr, flush=True)
-            rows.append(r)
-        print(f"\nBenchmark results for implementation {name} (op {args.op}, measuring with {args.mode}):")
+    except Interrupted as exc:  # the rows finished so far travel with it
+        exc.rows = rows
+        raise
+    return rows
+
+
+def _print_table(name: str, args, rows: list[Result]) -> None:
+    if not rows:
+        return
+    print(f"\nBenchmark results for implementation {name} (op {args.op}, measuring with {args.mode}):")
+    if all(r.status == "skipped" for r in rows) and len({r.message for r in rows}) == 1:
+        print(f"every case skipped: {rows[0].message}")
+    else:
         print(report.table(rows))
-        results += rows
-    if "json" in outputs:
-        report.write_json(outputs["json"], facts, results)
-    if "csv" in outputs:
-        report.write_csv(outputs["csv"], results)
-    if "plot" in outputs:
-        title = f"op {args.op}, {args.dtype}, kv {args.kv_cache_dtype or 'default'} ({facts['device_name']})"
-        report.plot(outputs["plot"], results, bw.bytes_per_s / 1e9, title)
-    return exit_code(results)
+
+
+def _save(outputs: dict, facts: dict, results: list[Result], args, bw, partial: tuple | None = None) -> str:
+    """Write the outputs asked for (signals held until done); returns where the results are, for the closing line.
+    An output that cannot be written after all costs nothing measured: the results go to a new file in the
+    temporary directory, named in the error."""
+    marker = None if partial is None else {"finished": partial[0], "planned": partial[1],
+                                           "signal": interrupts.NAMES.get(partial[2], partial[2])}
+    problems = []
+    with interrupts.held():
+        for what, path in outputs.items():
+            try:
+                if what == "json":
+                    report.write_json(path, facts, results, marker)
+                elif what == "csv":
+                    report.write_csv(path, results, marker)
+                else:
+                    title = f"op {args.op}, {args.dtype}, kv {args.kv_cache_dtype or 'default'} ({facts['device_name']})"
+                    report.plot(path, results, bw.bytes_per_s / 1e9,
+                                title + (f" - partial: {partial[0]} of {partial[1]} cases" if partial else ""))
+            except FileProblem as exc:
+                problems.append(str(exc))
+        if problems:
+            rescue = report.write_rescue(facts, results, marker)
+            raise FileProblem(f"{problems[0]}; the {len(results)} cases are in {rescue}")
+    if not outputs:
+        return f"the {len(results)} are in the tables above (no --json, --csv or --plot was given)"
+    return f"the {len(results)} are in {', '.join(str(p) for p in outputs.values())} (marked partial)"
 
 
 def _row(call, name: str, tokens: int, args, common: dict, bw) -> Result:

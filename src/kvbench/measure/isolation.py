@@ -3,7 +3,8 @@
 Why: each case gets its own CUDA context and memory, and a crash or a poisoned context costs one row, not the sweep.
 (Graph state is the same either way: every graph sampler primes it first, kvbench.measure.timing.prime_graphs.)
 `run` forks a child from this process, which must not have touched CUDA yet (CUDA does not survive a fork), calls
-the function there and returns its result. A child that dies is reported as an error naming how it ended.
+the function there and returns its result. A child that dies is reported as an error naming how it ended; a
+parent interrupted while it waits kills the child before it stops.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
+import signal
 import sys
 
 from kvbench.errors import KvbenchError
@@ -73,8 +75,12 @@ def run(function, *args, **kwargs):
         finally:
             os._exit(0)
     os.close(write)
-    with os.fdopen(read, "rb") as pipe:
-        data = pipe.read()
+    try:
+        with os.fdopen(read, "rb") as pipe:
+            data = pipe.read()
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM): the child must not outlive its case
+        _end(pid)
+        raise
     _, status = os.waitpid(pid, 0)
     if not data:
         how = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit status {os.WEXITSTATUS(status)}")
@@ -83,6 +89,15 @@ def run(function, *args, **kwargs):
     if ok:
         return value
     raise value
+
+
+def _end(pid: int) -> None:
+    """Kill the child and reap it."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except OSError:  # already gone
+        pass
 
 
 def _picklable(exc: BaseException) -> bool:
