@@ -156,3 +156,19 @@ def test_an_unwritable_output_file(bad, tmp_path):
     locked.chmod(0o444)
     code, err = bad(["sweep", *SMALL, "--csv", str(locked)])
     assert code == 3 and "is not writable" in err
+
+
+@pytest.mark.parametrize("variable, value", [("KVBENCH_NUM_TOKENS", "16,0"), ("KVBENCH_IMPLEMENTATIONS", "nope")])
+def test_check_env_rejects_a_grid_the_suite_rejects_with_the_same_line(variable, value):
+    """`kvbench check-env` (bench.sh runs it before asv) applies the suite's own rules: the suite's import fails
+    on the value with the very line check-env prints."""
+    env = {**os.environ, variable: value}
+    root = pathlib.Path(__file__).parents[1]
+    suite = subprocess.run([sys.executable, "-c", "import benchmarks.benchmarks"], cwd=root, env=env,
+                           capture_output=True, text=True)
+    check = subprocess.run([sys.executable, "-m", "kvbench.cli", "check-env"], cwd=root, env=env,
+                           capture_output=True, text=True)
+    assert suite.returncode != 0 and check.returncode == 2, check.stderr
+    suite_line = suite.stderr.strip().splitlines()[-1]
+    assert suite_line.startswith("kvbench.errors.ConfigError: "), suite_line
+    assert check.stderr == f"kvbench: error: {suite_line.split(': ', 1)[1]}\n"

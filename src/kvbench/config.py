@@ -9,6 +9,7 @@ where the setting is a KVBENCH_* variable.
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 import pathlib
 import re
@@ -144,6 +145,17 @@ def plugins() -> list[str]:
     return items("KVBENCH_PLUGINS", [])
 
 
+def import_plugins() -> list[str]:
+    """Import the KVBENCH_PLUGINS modules (kvbench.impls does so when it is imported); a module that cannot be
+    imported is a ConfigError."""
+    for module in plugins():
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"KVBENCH_PLUGINS: module {module!r} cannot be imported ({exc})") from None
+    return plugins()
+
+
 def num_tokens() -> list[int]:
     """The asv grid's token counts (a count past KVBENCH_MAX_TOKENS is a skip, not an error)."""
     return items("KVBENCH_NUM_TOKENS", list(DEFAULT_TOKENS), int)
@@ -211,6 +223,7 @@ def _checks() -> dict:
     return {
         "KVBENCH_DEVICE": usable_device,
         "KVBENCH_NUM_TOKENS": num_tokens,
+        "KVBENCH_PLUGINS": import_plugins,  # before KVBENCH_IMPLEMENTATIONS: they may register more
         "KVBENCH_IMPLEMENTATIONS": implementations,
         "KVBENCH_DTYPES": input_dtypes,
         "KVBENCH_NUM_BLOCKS": lambda: positive_int("KVBENCH_NUM_BLOCKS", 1),
@@ -224,7 +237,6 @@ def _checks() -> dict:
         "KVBENCH_MACHINE": machine_name,
         "KVBENCH_SKIP_SETUP": lambda: flag("KVBENCH_SKIP_SETUP"),
         "KVBENCH_TORCH_SPEC": lambda: None,  # used by setup.sh before kvbench exists: pip reports a bad one
-        "KVBENCH_PLUGINS": plugins,  # (imported with kvbench.impls: a module that is not there is an error)
         "KVBENCH_CPU_THREADS": lambda: positive_int("KVBENCH_CPU_THREADS", 1),
         "KVBENCH_VLLM_WHEELS": lambda: url("KVBENCH_VLLM_WHEELS"),
         "KVBENCH_VLLM_CPU_ISA": lambda: choice("KVBENCH_VLLM_CPU_ISA", ("avx2",)),
