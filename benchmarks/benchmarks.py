@@ -12,6 +12,7 @@ KVBENCH_DTYPES (comma lists) narrow the grids; KVBENCH_EAGER=1 adds the host-bou
 """
 
 from kvbench.asv import suite
+from kvbench.errors import Unavailable
 from kvbench.asv.suite import DEVICE, DTYPES, IMPLEMENTATIONS, NUM_BLOCKS, NUM_TOKENS
 from kvbench.ops import indexer, kv, mla, token_head_quant
 
@@ -117,15 +118,23 @@ class KVCacheWriteInterleavedV(_PrimaryTime):
                        layout="paged-iv", device=DEVICE)
 
 
+TORCH_COLD_MLA_FROM = 1024  # the torch reference's cold MLA cases start here (MLAWrite)
+
+
 class MLAWrite(_PrimaryTime):
     """concat_and_cache_mla, DeepSeek's 512 + 64, block 64, bf16 input: auto, fp8 and fp8_ds_mla rows; warm L2
-    (vLLM's method) and cold (inputs rotated past 4x the L2)."""
+    (vLLM's method) and cold (inputs rotated past 4x the L2). The torch reference is timed cold from 1024 tokens:
+    below, a sample replays a rotation of 2048 input sets of its ~20 kernels a call, 4-6 s a case (a fifth of the
+    suite's time on an H200), for a baseline nobody reads at that size (its warm figures stand)."""
 
     params = [FAMILY_TOKENS, ["auto", "fp8", "fp8_ds_mla"], ["warm", "cold"], suite.implementations("mla")]
     param_names = ["num_tokens", "kv_cache_dtype", "l2", "implementation"]
     version = "mlawrite-1"
 
     def case(self, num_tokens, kv_cache_dtype, l2, implementation):
+        if implementation == "torch" and l2 == "cold" and num_tokens < TORCH_COLD_MLA_FROM:
+            raise Unavailable(f"torch: the reference is timed cold from {TORCH_COLD_MLA_FROM} tokens (below, its "
+                              f"rotation of 2048 input sets costs seconds a case; its warm figures stand)")
         return mla.Case(num_tokens=num_tokens, kv_cache_dtype=kv_cache_dtype, l2=l2, device=DEVICE)
 
 
@@ -149,3 +158,41 @@ class TokenHeadQuantWrite(_PrimaryTime):
 
     def case(self, num_tokens, kv_cache_dtype, implementation):
         return token_head_quant.Case(num_tokens=num_tokens, kv_cache_dtype=kv_cache_dtype, device=DEVICE)
+
+
+SERVED_TOKENS = [16, 512, 8192]
+SERVED_BATCHES = ["decode-padded", "mixed", "prefill"]
+
+
+class Served(_PrimaryTime):
+    """vLLM's KV-cache writes as vLLM serves them: real models' KV heads on one GPU (Llama-3.1-8B: 8 x 128;
+    Llama-3.1-70B on 8 GPUs: 1 x 128; GPT-OSS-120B: 8 x 64; and vLLM's benchmark's 128 x 128), serving batches from
+    a block table (a decode batch padded to its CUDA graph, chunked prefill with decodes, prefill chunks), in the
+    layout and block size the installed vLLM's attention backend passes (flash-attn; vllm-triton: triton-attn;
+    kvbench.ops.served), bf16 input, auto and fp8 caches."""
+
+    params = [SERVED_TOKENS, ["llama-3.1-8b", "llama-3.1-70b:tp8", "gpt-oss-120b", "vllm-benchmark"], SERVED_BATCHES,
+              ["auto", "fp8"], suite.served_implementations()]
+    param_names = ["num_tokens", "model", "batch", "kv_cache_dtype", "implementation"]
+    version = "served-1"
+
+    def case(self, num_tokens, model, batch, kv_cache_dtype, implementation):
+        return suite.served_case(model, implementation, num_tokens=num_tokens, slots=batch,
+                                 kv_cache_dtype=kv_cache_dtype)
+
+
+class ServedMLA(_PrimaryTime):
+    """DeepSeek's cache writes as vLLM serves them: V3's MLA latent rows (512 + 64) with a bf16 and an fp8 cache,
+    V3.2's sparse-FlashMLA rows (fp8_ds_mla, block 64) and its indexer keys; the serving batches of Served."""
+
+    WRITES = {"v3-mla-auto": ("deepseek-v3", "mla", "auto"), "v3-mla-fp8": ("deepseek-v3", "mla", "fp8"),
+              "v3.2-mla-fp8_ds_mla": ("deepseek-v3.2", "mla", "fp8_ds_mla"),
+              "v3.2-indexer": ("deepseek-v3.2", "indexer", "fp8")}
+    params = [SERVED_TOKENS, list(WRITES), SERVED_BATCHES, suite.implementations("mla")]
+    param_names = ["num_tokens", "write", "batch", "implementation"]
+    version = "servedmla-1"
+
+    def case(self, num_tokens, write, batch, implementation):
+        model, op, kv_cache_dtype = self.WRITES[write]
+        return suite.served_case(model, implementation, op=op, num_tokens=num_tokens, slots=batch,
+                                 kv_cache_dtype=kv_cache_dtype)

@@ -55,7 +55,7 @@ def test_cpu_defaults_fit_the_machine_and_say_so(capsys):
     assert "chosen for cpu: num_blocks 1024 (--num-blocks), mode no_graph (--mode)" in out
     assert "given: iters 3, implementation torch, num_tokens 2, num_heads 4, device cpu" in out
     assert "(op kv, measuring with no_graph)" in out and "| 2            |" in out
-    assert err.startswith("estimate: 1 cases, about ")
+    assert err.startswith("estimate: 1 cases, ")
 
 
 def test_what_the_user_gave_is_never_called_a_default(capsys):
@@ -75,7 +75,7 @@ def test_the_default_cpu_grid_stops_at_the_cpu_maximum(monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert seen == [[2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]]
     assert "num_tokens 2..1024 (--num-tokens)" in out
-    assert err.startswith("estimate: 10 cases, about ")
+    assert err.startswith("estimate: 10 cases, ")
 
 
 def test_a_long_estimate_says_how_to_narrow_it():

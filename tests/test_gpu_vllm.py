@@ -11,6 +11,7 @@ import pytest
 from kvbench import impls
 from kvbench.errors import VerificationError
 from kvbench.measure.machine import package_version
+from kvbench.ops.layouts import FLASH_LAYOUTS
 from kvbench.runner import make_case, prepare
 
 pytestmark = pytest.mark.gpu
@@ -44,7 +45,7 @@ KV = ["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]
 
 
 @pytest.mark.parametrize("heads, head_size", HEADS)
-@pytest.mark.parametrize("layout", ["nhd", "hnd"])
+@pytest.mark.parametrize("layout", FLASH_LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kv", KV)
 def test_vllm_flash_is_bit_exact(heads, head_size, layout, dtype, kv):
@@ -53,7 +54,7 @@ def test_vllm_flash_is_bit_exact(heads, head_size, layout, dtype, kv):
     assert passes_or_defect(case, "vllm-flash", None) == "bit-exact"
 
 
-@pytest.mark.parametrize("layout", ["nhd", "hnd"])
+@pytest.mark.parametrize("layout", FLASH_LAYOUTS)
 @pytest.mark.parametrize("kv", ["fp8", "fp8_e5m2"])
 def test_vllm_flash_per_head_scales(layout, kv):
     case = make_case("vllm-flash", layout, num_tokens=512, num_blocks=1024, kv_cache_dtype=kv, fp8_scales="head")
@@ -81,7 +82,7 @@ def test_vllm_paged_writes_all_heads_or_shows_its_known_defect(heads, head_size,
     passes_or_defect(case, "vllm", paged_defect(heads, head_size, kv, dtype))
 
 
-@pytest.mark.parametrize("layout", ["nhd", "hnd"])
+@pytest.mark.parametrize("layout", FLASH_LAYOUTS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kv", KV)
 def test_vllm_triton_op(layout, dtype, kv):

@@ -57,10 +57,10 @@ def test_prefill_slots_fill_consecutive_slots_of_own_blocks():
     case = Case(num_tokens=PREFILL_SEQ_LEN + 40, num_blocks=100, device="cpu", slots="prefill")
     slots = slot_mapping(case).tolist()
     assert len(set(slots)) == len(slots)
-    for start in (0, PREFILL_SEQ_LEN):  # each sequence starts a block and runs through consecutive offsets
+    for start in (0, PREFILL_SEQ_LEN):  # each chunk runs through consecutive offsets of its own blocks
         seq = slots[start : start + PREFILL_SEQ_LEN]
-        assert seq[0] % 16 == 0
         assert all(b - a == 1 for a, b in zip(seq, seq[1:]) if b % 16)
+    assert len(set(s // 16 for s in slots)) <= -(-len(slots) // 16) + 2  # one extra block per chunk at most
     assert slot_mapping(case).tolist() == slots  # fixed seed
 
 
@@ -68,3 +68,21 @@ def test_decode_slots_use_distinct_blocks():
     case = Case(num_tokens=300, num_blocks=400, device="cpu", slots="decode")
     slots = slot_mapping(case)
     assert len(set((slots // 16).tolist())) == 300 and slots.max() < case.num_slots
+
+
+@pytest.mark.parametrize("layout, key_strides, value_offset", [
+    # vLLM's views as its backends pass them (B blocks, N slots, H heads, D head_size; strides in elements)
+    ("nhd-split", lambda B, N, H, D: (N * H * D, H * D, D, 1), lambda B, N, H, D: B * N * H * D),
+    ("nhd-packed", lambda B, N, H, D: (N * H * 2 * D, H * 2 * D, 2 * D, 1), lambda B, N, H, D: D),
+    ("hnd-packed", lambda B, N, H, D: (H * N * 2 * D, 2 * D, N * 2 * D, 1), lambda B, N, H, D: D),
+    ("nhd", lambda B, N, H, D: (2 * N * H * D, H * D, D, 1), lambda B, N, H, D: N * H * D),
+])
+def test_served_layouts_are_the_views_vllm_passes(layout, key_strides, value_offset):
+    dims = (5, 16, 3, 64)
+    case = Case(num_tokens=1, num_blocks=dims[0], num_heads=dims[2], head_size=dims[3], layout=layout, device="cpu")
+    key, value = layouts.allocate(case)
+    assert key.shape == value.shape == (5, 16, 3, 64)
+    assert key.stride() == value.stride() == key_strides(*dims)
+    assert key.untyped_storage().data_ptr() == value.untyped_storage().data_ptr()  # one allocation
+    assert value.storage_offset() - key.storage_offset() == value_offset(*dims)
+    assert key.untyped_storage().nbytes() == 2 * 5 * 16 * 3 * 64 * key.element_size()  # nothing else in it

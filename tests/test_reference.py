@@ -28,7 +28,7 @@ def naive_write(case, key, value, key_cache, value_cache, slot_mapping, k_scale,
             else:
                 row = x[i]
             for h in range(case.num_heads):
-                if case.layout == "nhd":
+                if case.layout in ("nhd", "nhd-split", "nhd-packed", "hnd-packed"):  # NHD-shaped views
                     cache[b, o, h] = row[h]
                 elif case.layout == "hnd":
                     cache[b, h, o] = row[h]

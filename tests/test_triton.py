@@ -47,7 +47,7 @@ def interpreter_workload(case, noncontiguous: bool, padding: bool):
 
 MATRIX = [
     (layout, dtype, kv, scales)
-    for layout, dtype, kv in itertools.product(["nhd", "hnd", "paged"], ["half", "bfloat16", "float"],
+    for layout, dtype, kv in itertools.product(TRITON.layouts, ["half", "bfloat16", "float"],
                                                ["auto", "fp8", "fp8_e5m2"])
     for scales in (["tensor", "head"] if kv != "auto" and layout != "paged" else ["tensor"])
 ]
@@ -84,7 +84,7 @@ def test_launch_heuristic():
     assert launch_config(16, 32, 80, 132)["BLOCK_D"] == 128
 
 
-GPU_MATRIX = list(itertools.product(["nhd", "hnd", "paged"], ["half", "bfloat16", "float"],
+GPU_MATRIX = list(itertools.product(TRITON.layouts, ["half", "bfloat16", "float"],
                                     ["auto", "fp8", "fp8_e5m2"]))
 
 

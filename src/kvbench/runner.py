@@ -19,7 +19,7 @@ from kvbench.errors import CaseError, Unavailable, VerificationError
 from kvbench.impls.base import Implementation, Writer
 from kvbench.measure import bandwidth, gpu_state, timing
 from kvbench.measure.device import check_fits, ensure_context
-from kvbench.ops import slots
+from kvbench.ops import served, slots
 from kvbench.ops.base import WriteCase, Workload
 from kvbench.ops.verify import Verified, fingerprints, verify
 
@@ -27,10 +27,18 @@ COLD_L2_FACTOR = 4  # cold: the input sets of one rotation touch at least 4x the
 MAX_ROTATION = 2048
 
 
-def make_case(implementation: str, layout: str | None = None, op: str = "kv", **fields) -> WriteCase:
-    """A case of `op` for `implementation`, in its default layout unless `layout` is given."""
+def make_case(implementation: str, layout: str | None = None, op: str = "kv", backend: str | None = None,
+              **fields) -> WriteCase:
+    """A case of `op` for `implementation`, in its default layout unless `layout` is given. Layout "served" is what
+    the installed vLLM's attention `backend` passes (kvbench.ops.served): its layout and block size (a block size
+    given in `fields` wins)."""
     impl = impls.get(implementation, op)
     case_type = ops.get(op).Case
+    if layout == "served":
+        resolved, _ = served.resolve(op, implementation, fields.get("device", "cuda"), backend,
+                                     kv_cache_dtype=fields.get("kv_cache_dtype"))
+        layout = resolved.pop("layout", None)
+        fields = {**resolved, **fields}
     if "layout" in {f.name for f in dataclasses.fields(case_type)}:
         fields["layout"] = layout or impl.default_layout
     return case_type(**fields)

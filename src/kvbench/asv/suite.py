@@ -26,6 +26,7 @@ from kvbench.asv import batch
 from kvbench.errors import CaseError, Unavailable
 from kvbench.measure import bandwidth, fidelity, gpu_state, isolation, machine
 from kvbench.measure.device import default_device
+from kvbench.ops import models, served, slots
 
 DEVICE = default_device()
 NUM_BLOCKS = config.positive_int("KVBENCH_NUM_BLOCKS", config.NUM_BLOCKS[DEVICE])
@@ -71,6 +72,29 @@ if DEVICE == "cuda":
 def layout_of(implementation: str) -> str:
     """The layout a kv implementation writes by default."""
     return impls.get(implementation, "kv").default_layout
+
+
+SERVED_SLOTS = NUM_BLOCKS * 16  # the served caches hold as many slots as KVCacheWrite's, whatever the block size
+
+
+def served_implementations() -> list[str]:
+    """The kv implementations of the served classes: on CUDA those that write vLLM's served layouts (kvbench's
+    Triton kernel and vLLM's two flash writers; the torch reference, already timed in every layout elsewhere, is
+    left out to keep the suite's time); on a CPU the reference and vLLM's CPU op (its CPU backend's layout)."""
+    wanted = ("triton", "vllm-flash", "vllm-triton") if DEVICE == "cuda" else ("torch", "vllm-cpu")
+    return [name for name in implementations("kv") if name in wanted] or [NONE_SELECTED]
+
+
+def served_case(model: str, implementation: str, op: str | None = None, **fields):
+    """A model preset's cache write on one GPU (`model` is a preset name, with `:tpN` for tensor parallelism) as
+    the installed vLLM serves it (kvbench.ops.served: its backend's layout and block size)."""
+    name, _, tp = model.partition(":tp")
+    op, shapes = models.get(name).fields(int(tp or 1), op)
+    resolved, _ = served.resolve(op, implementation, DEVICE, kv_cache_dtype=fields.get("kv_cache_dtype"))
+    block = resolved.get("block_size", 16)
+    need = slots.blocks_needed(fields.get("slots", "random"), fields["num_tokens"], block)
+    num_blocks = max(SERVED_SLOTS // block, need)
+    return runner.make_case(implementation, "served", op, num_blocks=num_blocks, device=DEVICE, **shapes, **fields)
 
 
 def _process_age() -> float:

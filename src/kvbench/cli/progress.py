@@ -37,7 +37,7 @@ def estimate_line(cases: list, iters: int, copy_bytes_per_s: float, memory_bytes
         return "estimate: nothing to measure"
     each = [case_seconds(c, iters, copy_bytes_per_s) for c in cases]
     total = sum(each)
-    line = (f"estimate: {len(cases)} cases, about {_duration(total)} (the longest ~{_duration(max(each))}), "
+    line = (f"estimate: {len(cases)} cases, {_duration(total)} (the longest {_duration(max(each))}), "
             f"at most {_size(memory_bytes)} of memory for one case")
     if total > WITHIN_S:
         line += "; narrow it with --num-tokens, --implementation or --iters"
@@ -52,7 +52,7 @@ def _duration(seconds: float) -> str:
     if seconds < 1:
         return "under 1 s"
     seconds = round(seconds)
-    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+    return f"about {seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"about {seconds} s"
 
 
 @contextlib.contextmanager

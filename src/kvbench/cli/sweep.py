@@ -11,7 +11,7 @@ from kvbench.errors import EXIT_CASE_FAILED, EXIT_NOTHING_MEASURED, CaseError, F
 from kvbench.measure import bandwidth, isolation, machine
 from kvbench.measure.device import resolve
 from kvbench.measure.timing import MODES
-from kvbench.ops import layouts
+from kvbench.ops import layouts, models, served
 from kvbench.ops.base import DTYPES, L2_STATES
 from kvbench.ops.kv import FP8_SCALES, HEAD_SIZES, Case
 from kvbench.runner import Result, bytes_needed, make_case, run_case
@@ -24,7 +24,6 @@ DEFAULT_MODE = {"cuda": "cudagraph", "cpu": "no_graph"}
 OP_FLAGS = {
     "kv": {"num-heads": dict(type=positive, help="kv: 128; token-head-quant: 8"),
            "head-size": dict(type=int, choices=HEAD_SIZES, help="kv: 128 (vLLM's choices)"),
-           "layout": dict(choices=layouts.LAYOUTS, help="kv: each implementation's own"),
            "fp8-scales": dict(choices=FP8_SCALES, help="kv: tensor")},
     "mla": {"kv-lora-rank": dict(type=positive, help="mla: 512"), "pe-dim": dict(type=positive, help="mla: 64"),
             "skip-scale": dict(action="store_true", default=None, help="mla: vLLM's skip_scale (fp8 at scale 1)")},
@@ -36,9 +35,17 @@ OP_FLAGS = {
 
 def add(sub) -> None:
     p = sub.add_parser("sweep", help="time implementations over num_tokens 2..65536 (vLLM's script's flags)")
-    flag(p, "op", default="kv", choices=tuple(ops.OPS),
+    flag(p, "op", default=None, choices=tuple(ops.OPS),
          help="kv: reshape_and_cache(_flash) (default); mla: concat_and_cache_mla; indexer: "
               "indexer_k_quant_and_cache; token-head-quant: vLLM's per-token-head quantizing Triton write")
+    flag(p, "model", default=None, choices=tuple(models.MODELS),
+         help="a model's cache write on one GPU: its KV heads per GPU and head size (or MLA row), and its op")
+    flag(p, "tp", type=positive, default=None, help="with --model: tensor-parallel GPUs (default 1)")
+    flag(p, "layout", default=None, choices=layouts.LAYOUTS + ("served",),
+         help="kv: each implementation's own (vLLM's benchmark: nhd); served: what the installed vLLM's attention "
+              "backend passes (its layout and block size; other ops: its block size)")
+    flag(p, "backend", default=None, choices=served.BACKENDS,
+         help="with --layout served: whose layout (default flash-attn; vllm-triton: triton-attn)")
     flag(p, "block-size", type=int, default=None, help="default: the op's (kv 16, mla and indexer 64)")
     flag(p, "num-blocks", type=positive, default=None,
          help=f"default: kv {config.NUM_BLOCKS['cuda']} on a GPU (vLLM's), {config.NUM_BLOCKS['cpu']} on a CPU; "
@@ -51,8 +58,9 @@ def add(sub) -> None:
     flag(p, "implementation", nargs="+", default=None, choices=impls.all_names(),
          help="default: every implementation of the op available on the device")
     flag(p, "slots", default="random", choices=Case.SLOT_PATTERNS,
-         help="random (vLLM's benchmark), prefill (consecutive slots), decode (one per block), padded (a quarter "
-              "padding)")
+         help="random (vLLM's benchmark), padded (a quarter padding); serving batches from a block table: decode "
+              "(one token per sequence), prefill (chunks), mixed (decodes and chunks), decode-padded (a decode batch "
+              "padded to vLLM's CUDA-graph size)")
     flag(p, "l2", default="warm", choices=L2_STATES,
          help="warm: same inputs every call (vLLM's method); cold: rotate inputs/slots past 4x the L2")
     flag(p, "num-tokens", type=positive, nargs="+", default=None,
@@ -73,8 +81,23 @@ def add(sub) -> None:
 
 
 def op_fields(args, device: str) -> dict:
-    """The case fields the flags give for args.op; a one-line error for a flag of another op."""
+    """The case fields the flags give (a --model's shapes included) and args.op set; a one-line error for a flag
+    of another op or one the model sets."""
     fields = {"dtype": args.dtype, "device": device, "slots": args.slots, "l2": args.l2}
+    if args.model is None and args.tp is not None:
+        raise CaseError("--tp needs --model (it splits a model's KV heads over GPUs)")
+    if args.model is not None:
+        args.op, shapes = models.get(args.model).fields(args.tp or 1, args.op)
+        for name in shapes:
+            if getattr(args, name) is not None:
+                raise CaseError(f"--{name.replace('_', '-')} conflicts with --model {args.model} (which sets it)")
+        fields.update(shapes)
+    args.op = args.op or "kv"
+    if args.op != "kv" and args.layout not in (None, "served"):
+        raise CaseError(f"--layout {args.layout} applies to op kv only; op {args.op!r} takes --layout served "
+                        f"(vLLM's block size for it) or none")
+    if args.backend is not None and args.layout != "served":
+        raise CaseError("--backend needs --layout served (it says whose served layout)")
     for name in ("block_size", "num_blocks", "kv_cache_dtype"):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
@@ -86,7 +109,7 @@ def op_fields(args, device: str) -> dict:
             raise CaseError(f"--{name} does not apply to op {args.op!r}; it is a flag of op {op!r}")
     for name in OP_FLAGS[args.op]:
         value = getattr(args, name.replace("-", "_"))
-        if value is not None and name != "layout":
+        if value is not None:
             fields[name.replace("-", "_")] = value
     return fields
 
@@ -131,7 +154,7 @@ def _check_some_case_is_valid(names, args, common) -> None:
     for name in names:
         for tokens in args.num_tokens:
             try:
-                make_case(name, args.layout, args.op, num_tokens=tokens, **common)
+                make_case(name, args.layout, args.op, backend=args.backend, num_tokens=tokens, **common)
                 return
             except CaseError as exc:
                 first = first or exc
@@ -165,8 +188,8 @@ def run(args) -> int:
     device = resolve(args.device)
     outputs = {what: files.check_writable(path, f"--{what}") for what in ("json", "csv", "plot")
                if (path := getattr(args, what))}
-    common = op_fields(args, device)
     given = given_settings(args)
+    common = op_fields(args, device)
     chosen = device_defaults(args, device, common)
     names = args.implementation or [n for n, r in available(device, args.op).items() if r is None]
     for name in names:
@@ -208,7 +231,7 @@ def _plan_cost(plan, unavailable, args, common, bw):
         if name in unavailable:
             continue
         try:
-            cases.append(make_case(name, args.layout, args.op, num_tokens=tokens, **common))
+            cases.append(make_case(name, args.layout, args.op, backend=args.backend, num_tokens=tokens, **common))
         except CaseError:
             continue
     memory = max((bytes_needed(c) for c in cases), default=0)
@@ -246,7 +269,11 @@ def _implementation_rows(call, name, args, common, bw, unavailable: str | None, 
 def _print_table(name: str, args, rows: list[Result]) -> None:
     if not rows:
         return
-    print(f"\nBenchmark results for implementation {name} (op {args.op}, measuring with {args.mode}):")
+    how = f"op {args.op}, measuring with {args.mode}"
+    if args.layout == "served":
+        how += "; served: " + served.resolve(args.op, name, rows[0].case["device"], args.backend,
+                                             kv_cache_dtype=rows[0].case.get("kv_cache_dtype"))[1]
+    print(f"\nBenchmark results for implementation {name} ({how}):")
     if all(r.status == "skipped" for r in rows) and len({r.message for r in rows}) == 1:
         print(f"every case skipped: {rows[0].message}")
     else:
@@ -283,7 +310,7 @@ def _save(outputs: dict, facts: dict, results: list[Result], args, bw, partial: 
 
 def _row(call, name: str, tokens: int, args, common: dict, bw) -> Result:
     try:
-        case = make_case(name, args.layout, args.op, num_tokens=tokens, **common)
+        case = make_case(name, args.layout, args.op, backend=args.backend, num_tokens=tokens, **common)
     except CaseError as exc:  # e.g. more tokens than slots: this row only
         return Result(name, args.mode, tokens, "skipped", dict(common, num_tokens=tokens), message=str(exc))
     try:

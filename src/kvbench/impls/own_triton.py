@@ -1,4 +1,4 @@
-"""`triton`: kvbench's own Triton kernels (kvbench.impls.kernels), flash NHD/HND and paged layouts.
+"""`triton`: kvbench's own Triton kernels (kvbench.impls.kernels), flash NHD/HND, the served and paged layouts.
 
 They run on CUDA devices, and on CPU tensors only under Triton's interpreter (TRITON_INTERPRET=1, for tests).
 """
@@ -9,12 +9,13 @@ import os
 
 from kvbench.impls.base import Implementation, Writer
 from kvbench.ops.kv import KVWorkload
+from kvbench.ops.layouts import SERVED_LAYOUTS
 
 
 class TritonWrite(Implementation):
     name = "triton"
-    description = "kvbench's own Triton kernel (one program per token and group of heads)"
-    layouts = ("nhd", "hnd", "paged")
+    description = "kvbench's own Triton kernel (one program per token and group of heads; any strides)"
+    layouts = ("nhd", "hnd", "paged") + SERVED_LAYOUTS
     per_head_scales = True
     packages = ("triton",)
 

@@ -14,6 +14,7 @@ import importlib
 
 from kvbench.impls.base import Implementation, Writer
 from kvbench.ops.kv import KVWorkload
+from kvbench.ops.layouts import FLASH_LAYOUTS
 
 TRITON_MODULES = (
     "vllm.v1.attention.ops.triton_reshape_and_cache_flash",  # since Jan 2026
@@ -106,14 +107,16 @@ class VllmPaged(_VllmCudaOp):
 
 class VllmFlash(_VllmCudaOp):
     name = "vllm-flash"
-    description = "vLLM's CUDA reshape_and_cache_flash (NHD/HND)"
+    description = "vLLM's CUDA reshape_and_cache_flash (NHD/HND and the layouts vLLM's backends serve)"
+    layouts = FLASH_LAYOUTS
     per_head_scales = True
     op_name = "reshape_and_cache_flash"
 
 
 class VllmTriton(Implementation):
     name = "vllm-triton"
-    description = "vLLM's Triton triton_reshape_and_cache_flash (NHD/HND)"
+    description = "vLLM's Triton triton_reshape_and_cache_flash (NHD/HND and the layouts vLLM's backends serve)"
+    layouts = FLASH_LAYOUTS
     packages = ("vllm",)
     # It divides approximately on NVIDIA GPUs (Triton's `/`): with float32 input, 2 of 12.6 M fp8 values were one
     # step from round-to-nearest (vLLM 0.33, H200); its e5m2 bytes are e4m3 (a defect, reported as such).

@@ -45,7 +45,7 @@ class WriteCase:
     OP: ClassVar[str] = ""
     BLOCK_SIZES: ClassVar[tuple[int, ...]] = (16, 32)
     KV_CACHE_DTYPES: ClassVar[tuple[str, ...]] = ("auto",)
-    SLOT_PATTERNS: ClassVar[tuple[str, ...]] = ("random", "prefill", "decode", "padded")
+    SLOT_PATTERNS: ClassVar[tuple[str, ...]] = ("random", "prefill", "decode", "padded", "mixed", "decode-padded")
     FP8_FORMATS: ClassVar[dict[str, str | None]] = {}  # kv_cache_dtype -> the fp8 format stored (e4m3, e5m2)
 
     num_tokens: int
@@ -72,10 +72,16 @@ class WriteCase:
                 f"num_tokens {self.num_tokens} exceeds the cache's {self.num_slots} slots "
                 f"(num_blocks {self.num_blocks} x block_size {self.block_size}); use --num-blocks {need} or more"
             )
-        if self.slots == "decode" and self.num_tokens > self.num_blocks:
+        from kvbench.ops import slots
+
+        slots.check(self.slots, self.num_tokens)
+        need = slots.blocks_needed(self.slots, self.num_tokens, self.block_size)
+        if self.slots not in ("random", "padded") and need > self.num_blocks:
+            why = ("puts each token in its own block" if self.slots.startswith("decode") else
+                   "gives each sequence blocks of its own")
             raise CaseError(
-                f"num_tokens {self.num_tokens} exceeds num_blocks {self.num_blocks}: slots 'decode' puts each token "
-                f"in its own block; use --num-blocks {self.num_tokens} or more"
+                f"num_tokens {self.num_tokens} exceeds num_blocks {self.num_blocks}: slots {self.slots!r} {why}; "
+                f"use --num-blocks {need} or more"
             )
 
     @property

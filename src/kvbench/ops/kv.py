@@ -28,6 +28,7 @@ class Case(WriteCase):
     """A KV-cache write of `num_tokens` tokens of num_heads x head_size into a cache of `num_blocks` blocks."""
 
     OP: ClassVar[str] = "kv"
+    BLOCK_SIZES: ClassVar[tuple[int, ...]] = (16, 32, 64)  # vLLM's script: 16, 32; vLLM >= 0.34 serves 64
     FP8_FORMATS: ClassVar[dict[str, str | None]] = KV_CACHE_DTYPES  # the module's mapping (before the next line)
     KV_CACHE_DTYPES: ClassVar[tuple[str, ...]] = tuple(KV_CACHE_DTYPES)
 

@@ -1,6 +1,7 @@
-"""kvbench's own Triton KV-cache write kernel, for the flash (NHD, HND) and paged layouts.
+"""kvbench's own Triton KV-cache write kernel, for the flash (NHD, HND), served and paged layouts.
 
 Same contract as vLLM's ops: inputs [tokens, heads, head_size] (any token and head stride, head_size contiguous),
+caches of any block, slot and head strides (head_size contiguous; the served layouts' views),
 int64 slot mapping whose length is the number of tokens, negative slots skipped; caches of the input dtype, or
 uint8 holding fp8 e4m3/e5m2 codes of saturate(x / scale) rounded to nearest (per-tensor scale, or per-head on the
 flash layouts).
@@ -22,6 +23,8 @@ import functools
 import torch
 import triton
 import triton.language as tl
+
+from kvbench.ops.layouts import NHD_SHAPED
 
 FP8_CODES = {None: 0, "e4m3": 1, "e5m2": 2}
 MAX_ELEMENTS_PER_PROGRAM = {False: 2048, True: 4096}  # by "is the cache fp8"
@@ -108,11 +111,12 @@ def _cache_strides(layout: str, key_cache: torch.Tensor, value_cache: torch.Tens
     k, v = key_cache.stride(), value_cache.stride()
     if layout == "paged":
         return (k[0], k[3], k[1], k[2], v[0], v[3], v[1], v[2])
-    if layout == "nhd":
+    if layout in NHD_SHAPED:  # [blocks, block_size, heads, head_size] views, any strides
         return (k[0], k[1], k[2], 0, v[0], v[1], v[2], 1)
     if layout == "hnd":
         return (k[0], k[2], k[1], 0, v[0], v[2], v[1], 1)
-    raise ValueError(f"layout {layout!r} is not supported by the Triton kernel; choose one of: paged, nhd, hnd")
+    raise ValueError(f"layout {layout!r} is not supported by the Triton kernel; choose one of: paged, hnd, "
+                     f"{', '.join(NHD_SHAPED)}")
 
 
 def reshape_and_cache(
@@ -137,7 +141,7 @@ def reshape_and_cache(
         raise ValueError("key and value must be contiguous along head_size (stride(2) == 1)")
     if num_tokens == 0:
         return
-    block_size = key_cache.shape[3] if layout == "paged" else value_cache.shape[1 if layout == "nhd" else 2]
+    block_size = key_cache.shape[3] if layout == "paged" else value_cache.shape[2 if layout == "hnd" else 1]
     device_index = key.device.index if key.is_cuda else None
     base = launch_config(num_tokens, num_heads, head_size, _sm_count(device_index), fp8=fp8_format is not None)
     config = {**base, **(config or {})}
