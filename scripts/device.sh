@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # kvbench on a GPU machine without network (the device tool): carry .whl (asv's wheels) and the vLLM kernel packs
-# (.vllm = 0.33.0, .vllm-0.31.0, .vllm-0.32.0), then `bash scripts/device.sh PHASE...`. Outputs go to $OUT.
+# (.vllm = 0.33.0, .vllm-0.34.0, ...), then `bash scripts/device.sh PHASE...`. Outputs go to $OUT.
 #   tests    every GPU test (vLLM 0.33's real kernels loaded)            -> gpu-tests.txt
+#   tests33 / tests34  the same with vLLM 0.33.0 (.vllm) / 0.34.0 (.vllm-0.34.0) -> gpu-tests-0.3X.0.txt
+#   served   scripts/served_table.py with vLLM 0.34.0: as served vs as benchmarked -> served-table.md/.json
 #   tables   each op's sweep: vLLM's kernels, kvbench's, torch; 8 sizes   -> tables.tgz (JSON + text)
 #   tune     launch-parameter variants of kvbench's Triton kernels         -> tune.txt
 #   history  vLLM 0.31.0, 0.32.0 and 0.33.0 through `kvbench vllm-history` (git tags stand in for vLLM's repository)
@@ -39,10 +41,16 @@ tables() {  # each op's sweep: vLLM's kernels, kvbench's, torch; 8 sizes -> tabl
       --kv-cache-dtype $kv; done ) > "$OUT/tables/tables.txt" 2>&1
   tar -czf "$OUT/tables.tgz" -C "$OUT" tables && rm -rf "$OUT/tables"; echo "tables done"
 }
-gpu_tests() {
-  step GPU tests
-  ( . .vllm/activate.sh; timeout "${GPU_TESTS_S:-290}" python3 -m pytest -m gpu tests -q -p no:cacheprovider -rf 2>&1 ) \
-    | tee "$OUT/gpu-tests.txt" | tail -n 40
+gpu_tests() {  # [PACK [NAME]]: the GPU tests with that vLLM pack (default .vllm) -> NAME.txt (gpu-tests)
+  local pack=${1:-.vllm} name=${2:-gpu-tests}
+  step "GPU tests with $pack"
+  ( . "$pack"/activate.sh; timeout "${GPU_TESTS_S:-290}" python3 -m pytest -m gpu tests -q -p no:cacheprovider -rf \
+    2>&1 ) | tee "$OUT/$name.txt" | tail -n 25
+}
+served_table() {  # PACK: scripts/served_table.py with that vLLM pack -> served-table.md / .json
+  step "served table with $1"
+  ( . "$1"/activate.sh; timeout "${SERVED_S:-240}" python3 scripts/served_table.py "$OUT" 2> "$OUT/served-table.log" \
+    | tail -n 60 )
 }
 tune() { step tune; timeout 200 python3 scripts/tune_triton.py --quick > "$OUT/tune.txt" 2>&1; echo "tune done"; }
 copy_tree() {  # DIR: this tree's code in DIR, a git repository of its own (asv files results under its commit)
@@ -133,6 +141,9 @@ beforeafter() {
 }
 root=$PWD
 for phase in "$@"; do case $phase in
+tests34) GPU_TESTS_S=${GPU_TESTS_S:-200} gpu_tests .vllm-0.34.0 gpu-tests-0.34.0 ;;
+tests33) GPU_TESTS_S=${GPU_TESTS_S:-200} gpu_tests .vllm gpu-tests-0.33.0 ;;
+served) served_table .vllm-0.34.0 ;;
 fullaa) fullaa ;;
 final) final ;;
 beforeafter) beforeafter ;;

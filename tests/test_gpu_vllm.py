@@ -134,3 +134,27 @@ def test_vllm_paged_defect_message_names_the_heads():
     with pytest.raises(VerificationError) as exc:
         prepare(case, "vllm")
     assert "key cache 25.0% written (expected 100%): heads 32\u2013127 of 128 never written" in str(exc.value)
+
+
+@pytest.mark.parametrize("model", ["llama-3.1-8b", "llama-3.1-70b:tp8", "gpt-oss-120b", "gemma-2-9b",
+                                   "vllm-benchmark"])
+@pytest.mark.parametrize("batch, tokens", [("decode-padded", 64), ("mixed", 2048), ("prefill", 8192)])
+@pytest.mark.parametrize("kv", ["auto", "fp8"])
+@pytest.mark.parametrize("implementation", ["vllm-flash", "vllm-triton", "triton"])
+def test_models_as_served(model, batch, tokens, kv, implementation):
+    """Every writer in the layout and block size the installed vLLM serves with, real models' shapes, serving
+    batches (decode padded to its graph, mixed, prefill chunks)."""
+    from kvbench.asv.suite import served_case
+
+    case = served_case(model, implementation, num_tokens=tokens, slots=batch, kv_cache_dtype=kv)
+    assert case.layout in ("nhd-split", "nhd", "nhd-packed")
+    assert passes_or_defect(case, implementation, None) in ("bit-exact", "fp8 within 1 step of round-to-nearest")
+
+
+@pytest.mark.parametrize("write", ["v3-mla-auto", "v3-mla-fp8", "v3.2-mla-fp8_ds_mla", "v3.2-indexer"])
+@pytest.mark.parametrize("batch", ["decode-padded", "mixed", "prefill"])
+def test_deepseek_as_served(write, batch):
+    from benchmarks.benchmarks import ServedMLA
+
+    case = ServedMLA().case(512, write, batch, "vllm")
+    assert passes_or_defect(case, "vllm", None) == "bit-exact"

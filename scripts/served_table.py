@@ -1,0 +1,117 @@
+"""The README's "as served vs as benchmarked" table, measured in one process on a GPU with the installed vLLM.
+
+For each model preset and serving batch: vLLM's CUDA flash op, vLLM's Triton op and kvbench's Triton kernel in the
+layout, block size and slots vLLM serves with (kvbench.ops.served; the batch from a block table), and the same
+shape as vLLM's benchmark script measures it (layout nhd, block 16, random slots); each case verified first, then
+timed in cudagraph mode (warm L2). Ideal = bytes moved / the copy bandwidth measured here. Also DeepSeek's MLA and
+indexer writes as served. Writes JSON (every row) and a markdown table.
+
+Usage (GPU machine, vLLM's kernels installed): PYTHONPATH=src python3 scripts/served_table.py OUT_DIR [--iters N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+from tabulate import tabulate
+
+from kvbench.measure import bandwidth, machine
+from kvbench.ops import models, served, slots
+from kvbench.runner import make_case, run_case
+
+PRESETS = [("llama-3.1-8b", 1), ("llama-3.1-70b", 8), ("qwen3-30b-a3b", 1), ("gpt-oss-120b", 1),
+           ("vllm-benchmark", 1)]
+BATCHES = [("decode-padded", 64), ("decode-padded", 512), ("mixed", 2048), ("prefill", 8192), ("prefill", 65536)]
+KV_IMPLEMENTATIONS = ["vllm-flash", "vllm-triton", "triton"]
+MLA_WRITES = [("deepseek-v3", "mla", "auto"), ("deepseek-v3", "mla", "fp8"), ("deepseek-v3.2", "mla", "fp8_ds_mla"),
+              ("deepseek-v3.2", "indexer", "fp8")]
+SLOTS_PER_CACHE = 16384 * 16  # as many slots as vLLM's benchmark's cache
+
+
+def case_for(implementation, op, shapes, tokens, batch, kv, served_layout: bool):
+    """The served case (layout "served", the batch's slots) or the benchmarked one (nhd, block 16, random)."""
+    if served_layout:
+        block = served.resolve(op, implementation, "cuda", kv_cache_dtype=kv)[0].get("block_size", 16)
+        fields = dict(slots=batch, layout="served")
+    else:
+        block, fields = 16, dict(slots="random", layout="nhd" if op == "kv" else None)
+    need = slots.blocks_needed(fields["slots"], tokens, block)
+    layout = fields.pop("layout")
+    return make_case(implementation, layout, op, num_tokens=tokens, num_blocks=max(SLOTS_PER_CACHE // block, need),
+                     block_size=block, kv_cache_dtype=kv, device="cuda", **fields, **shapes)
+
+
+def measure(case, implementation, iters, bw) -> dict:
+    r = run_case(case, implementation, "cudagraph", iters, bw)
+    row = {"implementation": implementation, "case": case.label(), "status": r.status, "message": r.message,
+           "latency_us": r.latency_us, "ideal_us": bw.ideal_s(case) * 1e6, "bytes": case.bytes_moved}
+    print(f"{implementation:12} {case.label()}: {r.status} {r.latency_us or r.message}", file=sys.stderr, flush=True)
+    return row
+
+
+def fmt(row) -> str:
+    return f"{row['latency_us']:.1f}" if row["status"] == "ok" else row["status"]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("out")
+    p.add_argument("--iters", type=int, default=30)
+    args = p.parse_args()
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    facts = machine.info("cuda")
+    bw = bandwidth.copy_bandwidth("cuda", machine.device_key(facts))
+    rows, table = [], []
+    for name, tp in PRESETS:
+        op, shapes = models.get(name).fields(tp)
+        for batch, tokens in BATCHES:
+            for kv in ("auto", "fp8"):
+                got = {}
+                for impl in KV_IMPLEMENTATIONS:
+                    for is_served in (True, False):
+                        row = measure(case_for(impl, op, shapes, tokens, batch, kv, is_served), impl, args.iters, bw)
+                        row.update(model=name, tp=tp, batch=batch, tokens=tokens, kv=kv, served=is_served)
+                        rows.append(row)
+                        got[impl, is_served] = row
+                ideal = got["triton", True]["ideal_us"]
+                ok = [got[i, True]["latency_us"] for i in KV_IMPLEMENTATIONS[:2] if got[i, True]["status"] == "ok"]
+                own = got["triton", True]
+                table.append([f"{name}" + (f" tp{tp}" if tp > 1 else ""), f"{batch} {tokens}", kv,
+                              *(f"{fmt(got[i, True])} ({fmt(got[i, False])})" for i in KV_IMPLEMENTATIONS),
+                              f"{ideal:.1f}",
+                              *(f"{got[i, True]['latency_us'] / got[i, False]['latency_us']:.2f}"
+                                if got[i, True]["status"] == got[i, False]["status"] == "ok" else "-"
+                                for i in KV_IMPLEMENTATIONS[:2]),
+                              f"{100 * ideal / own['latency_us']:.0f} %" if own["status"] == "ok" else "-",
+                              f"{own['latency_us'] / min(ok):.2f}" if ok and own["status"] == "ok" else "-"])
+    headers = ["model (per GPU)", "batch, tokens", "kv", "vllm-flash served (bench)", "vllm-triton served (bench)",
+               "triton served (bench)", "ideal", "flash served/bench", "vllm-triton served/bench",
+               "triton % of copy", "triton / best vLLM"]
+    text = f"{facts.get('device_name')}, copy {bw.bytes_per_s / 1e9:.0f} GB/s, {facts.get('vllm')}\n\n"
+    text += tabulate(table, headers, tablefmt="github") + "\n"
+    mla_table = []
+    for name, op, kv in MLA_WRITES:
+        shapes = models.get(name).fields(1, op)[1]
+        for batch, tokens in BATCHES:
+            got = {impl: measure(case_for(impl, op, shapes, tokens, batch, kv, True), impl, args.iters, bw)
+                   for impl in ("vllm", "triton")}
+            for impl, row in got.items():
+                row.update(model=name, op=op, batch=batch, tokens=tokens, kv=kv, served=True)
+                rows.append(row)
+            mla_table.append([f"{name} {op}", f"{batch} {tokens}", kv, fmt(got["vllm"]), fmt(got["triton"]),
+                              f"{got['vllm']['ideal_us']:.2f}"])
+    text += "\n" + tabulate(mla_table, ["write", "batch, tokens", "kv", "vllm", "triton", "ideal"],
+                            tablefmt="github") + "\n"
+    (out / "served-table.md").write_text(text)
+    (out / "served-table.json").write_text(json.dumps({"machine": facts, "copy_bytes_per_s": bw.bytes_per_s,
+                                                       "rows": rows}, indent=1))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
