@@ -27,7 +27,7 @@ import os
 import tempfile
 import time
 
-from kvbench import config, files, runner
+from kvbench import config, defects, files, runner
 from kvbench.measure import bandwidth, machine
 
 
@@ -125,6 +125,7 @@ def lead(cases, mode: str, samples: int, device: str, max_tokens: int, budget_s:
             begun = time.perf_counter()
             result = runner.run_case(case, implementation, mode, samples, bw)
             record = record_of(result, bw.ideal_s(case) if result.status == "ok" else None)
+            record["log"].update(defects.annotate_case(case, implementation, result.status, record["reason"]))
             record["log"]["case_s"] = round(time.perf_counter() - begun, 4)
             write(case, implementation, mode, record)
             done += 1

@@ -21,7 +21,7 @@ import statistics
 import sys
 import time
 
-from kvbench import config, impls, runner
+from kvbench import config, defects, impls, runner
 from kvbench.asv import batch
 from kvbench.errors import CaseError, Unavailable
 from kvbench.measure import bandwidth, fidelity, gpu_state, isolation, machine
@@ -301,11 +301,17 @@ class Benchmark:
         the store: what the process that measured it recorded, and its pid)."""
         entry = {"benchmark": type(self).__name__, "params": {k: str(v) for k, v in named.items()},
                  "status": status, "reason": reason}
+        p = _Process.prepared
+        if status != "skipped":  # a known vLLM defect's failure, or a case of one that passes now (kvbench.defects)
+            try:
+                case = p.case if isinstance(p, runner.Prepared) else self.case(*named.values())
+                entry.update(defects.annotate_case(case, named["implementation"], status, reason))
+            except Exception:  # an invalid case is no defect's; the log line is written all the same
+                pass
         if _Process.stored is not None:
             entry.update(**(state or {}), **_Process.steps)
             _log(entry)
             return
-        p = _Process.prepared
         if isinstance(p, runner.Prepared):
             c = p.case
             entry.update(implementation=p.impl.name, case=c.label(), num_tokens=c.num_tokens, dtype=c.dtype,

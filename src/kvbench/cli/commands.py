@@ -10,7 +10,7 @@ import sys
 
 from tabulate import tabulate
 
-from kvbench import config, files, impls
+from kvbench import config, defects, files, impls
 from kvbench.cli.flags import device, flag, positive, same_process
 from kvbench.cli.sweep import available, caller, header, print_header
 from kvbench.measure.device import resolve
@@ -52,7 +52,8 @@ def add(sub) -> None:
     rep.set_defaults(run=cmd_asv_report)
     summ = sub.add_parser("asv-summary", help="what an asv run measured, skipped and failed, with the reasons")
     summ.add_argument("results", nargs="*", help="asv result files of the run")
-    flag(summ, "state-log", metavar="FILE", help="KVBENCH_STATE_LOG of the run (the reasons)")
+    flag(summ, "state-log", metavar="FILE",
+         help="KVBENCH_STATE_LOG of the run (the reasons, and which failures are known vLLM defects)")
     flag(summ, "since", type=float, default=None, metavar="EPOCH_SECONDS",
          help="count only benchmarks asv started at or after this time (the run's start): an earlier run's "
               "results of the same commit stay in its files")
@@ -162,9 +163,12 @@ def print_ratios(title: str, ratios: list[dict], tolerance: float = 0.03) -> boo
 
 def cmd_asv_summary(args) -> int:
     """Counts from asv's own result files (with --since, only the benchmarks of this run); reasons from the state
-    log (one line per benchmark process). Nothing of this run in the files: one line, EXIT_NOTHING_MEASURED."""
+    log (one line per benchmark process), known vLLM defects (kvbench.defects: the log's `known_defect`) counted
+    apart from new failures, and known defects whose cases pass now (`fixed_defect`). Exit 1 only for new
+    failures: failures asv counted that the log does not explain as known defects. Nothing of this run in the
+    files: one line, EXIT_NOTHING_MEASURED."""
     from kvbench.asv import results
-    from kvbench.errors import EXIT_NOTHING_MEASURED
+    from kvbench.errors import EXIT_CASE_FAILED, EXIT_NOTHING_MEASURED
 
     counts = {"ran": 0, "skipped": 0, "failed": 0}
     for path in args.results:
@@ -176,17 +180,50 @@ def cmd_asv_summary(args) -> int:
             "nothing measured (no benchmark"
         print(f"asv run: {what} in {where}); see asv's output above")
         return EXIT_NOTHING_MEASURED
-    print(f"asv run: {counts['ran']} ran, {counts['skipped']} skipped, {counts['failed']} failed")
     log = files.read_json_lines(args.state_log, "--state-log") if args.state_log else []
-    for status in ("failed", "skipped"):
-        reasons: dict[str, int] = {}
-        for entry in log:
-            if entry.get("status") == status:
-                reason = (entry.get("reason") or "?").split(" [")[0]
-                reasons[reason] = reasons.get(reason, 0) + 1
-        for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1]):
-            print(f"  {status} x{n}: {reason}")
-    return 1 if counts["failed"] else 0
+    failures = [e for e in log if e.get("status") == "failed"]
+    known = [e for e in failures if e.get("known_defect") in defects.BY_ID]
+    logged_new = len(failures) - len(known)
+    # asv's count decides how many failed; the log says which of them are known defects (a process that died
+    # before writing its line, a crash or asv's timeout, is a new failure)
+    new = max(counts["failed"] - len(known), min(logged_new, counts["failed"]))
+    headline = f"asv run: {counts['ran']} ran, {counts['skipped']} skipped, {counts['failed']} failed"
+    known_n = counts["failed"] - new
+    if known_n:
+        headline += f" ({known_n} known vLLM defect{'s' if known_n != 1 else ''}, {new} new)"
+    print(headline)
+    for (defect, reason, version), n in _grouped(known, lambda e: (e["known_defect"], _reason(e),
+                                                                   e.get("vllm_version"))):
+        d = defects.BY_ID[defect]
+        print(f"  known x{n}: {defect}: {reason} ({'; '.join(filter(None, (d.reference, d.note(version))))})")
+    failed_label = "NEW failed" if known_n else "failed"  # (without known defects, as before: "failed")
+    unknown = [e for e in failures if e.get("known_defect") not in defects.BY_ID]
+    for (reason,), n in _grouped(unknown, lambda e: (_reason(e),)):
+        print(f"  {failed_label} x{n}: {reason}")
+    if args.state_log and new > logged_new:
+        print(f"  {failed_label} x{new - logged_new}: no line in the state log (the benchmark process ended "
+              f"without writing one: a crash, a kill or asv's timeout); see asv's output above")
+    for (reason,), n in _grouped([e for e in log if e.get("status") == "skipped"], lambda e: (_reason(e),)):
+        print(f"  skipped x{n}: {reason}")
+    passing = [e for e in log if e.get("status") == "ok" and e.get("fixed_defect") in defects.BY_ID]
+    for (defect, version), n in _grouped(passing, lambda e: (e["fixed_defect"], e.get("vllm_version"))):
+        note = defects.BY_ID[defect].fixed_note(version)
+        print(f"  fixed in {version or 'an unknown vLLM version'}: {defect} ({n} case{'s' if n != 1 else ''} now pass"
+              f"{'es' if n == 1 else ''}{'; ' + note if note else ''})")
+    return EXIT_CASE_FAILED if new else 0
+
+
+def _reason(entry: dict) -> str:
+    """A state-log entry's reason without its case and seed (`[...]`), so that repeated reasons group."""
+    return (entry.get("reason") or "?").split(" [")[0]
+
+
+def _grouped(entries: list[dict], key) -> list[tuple[tuple, int]]:
+    """(key, count) for each distinct key of `entries`, the most frequent first (ties in order of appearance)."""
+    counted: dict[tuple, int] = {}
+    for entry in entries:
+        counted[key(entry)] = counted.get(key(entry), 0) + 1
+    return sorted(counted.items(), key=lambda kv: -kv[1])
 
 
 def cmd_check_env(args) -> int:

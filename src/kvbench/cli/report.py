@@ -9,7 +9,7 @@ import tempfile
 
 from tabulate import tabulate
 
-from kvbench import files
+from kvbench import defects, files
 from kvbench.runner import Result
 
 COLUMNS = ("num_tokens", "latency (µs)", "GB/s", "× ideal", "verified")
@@ -21,16 +21,19 @@ def _fmt(value, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
-def table(results: list[Result]) -> str:
+def table(results: list[Result], op: str | None = None) -> str:
     """`num_tokens | latency (µs)` (vLLM's script's table) plus GB/s, × ideal and verification; a reason that
-    repeats the row above's is not printed again."""
+    repeats the row above's is not printed again. With `op`, a failure that is a known vLLM defect
+    (kvbench.defects) says so: `FAILED (known vLLM defect ID, vLLM issue N)`."""
     rows = []
     for i, r in enumerate(results):
         if r.status == "ok":
             rows.append((r.num_tokens, _fmt(r.latency_us, ".3f"), _fmt(r.gbps, ".1f"), _fmt(r.x_ideal, ".2f"), r.verified))
         else:
             same = i and results[i - 1].status == r.status and results[i - 1].message == r.message
-            rows.append((r.num_tokens, r.status.upper(), "", "", "(as above)" if same else r.message))
+            known = defects.of_result(op, r) if op else None
+            status = f"FAILED (known vLLM defect {known.id}, {known.reference})" if known else r.status.upper()
+            rows.append((r.num_tokens, status, "", "", "(as above)" if same else r.message))
     return tabulate(rows, headers=COLUMNS, tablefmt="github", disable_numparse=True)
 
 
