@@ -24,6 +24,8 @@ asv_status=0
 bash scripts/asv-run.sh "$commit" --machine "$machine" "$@" || asv_status=$?
 published=1
 if asv publish; then
+  # kvbench's page (latency against tokens, x ideal, failures with reasons), linked from asv's; a failure is one line
+  kvbench site-landing .asv/html --state-log "$KVBENCH_STATE_LOG" --machine "$machine" || true
   # asv's page loads its JavaScript libraries from CDNs; local copies make the site work without internet too.
   kvbench site-vendor .asv/html || echo "note: the site needs internet access to load its libraries (no npm here)"
   echo "Site written to .asv/html (serve it with: .venv/bin/asv preview)"

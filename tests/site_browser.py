@@ -53,3 +53,89 @@ def graph_points(site: pathlib.Path, benchmark: str, screenshot: pathlib.Path) -
     finally:
         server.shutdown()
     return points, errors
+
+
+def _serve(site: pathlib.Path):
+    """A local HTTP server of `site` in a thread; returns it (shut it down after)."""
+    handler = functools.partial(QuietHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+# Every chart <img> of the page, loaded: its size and the pixels of it that are not white (drawn on a canvas).
+DRAWN = """() => Array.from(document.images).map(img => {
+    const c = document.createElement('canvas');
+    c.width = img.naturalWidth; c.height = img.naturalHeight;
+    let inked = 0, colored = 0;
+    if (img.naturalWidth > 0) {
+        const ctx = c.getContext('2d');
+        ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, c.width, c.height);
+        ctx.drawImage(img, 0, 0);
+        const d = ctx.getImageData(0, 0, c.width, c.height).data;
+        for (let i = 0; i < d.length; i += 4) {
+            if (d[i] < 250 || d[i + 1] < 250 || d[i + 2] < 250) inked++;
+            if (Math.max(d[i], d[i + 1], d[i + 2]) - Math.min(d[i], d[i + 1], d[i + 2]) > 60) colored++;
+        }
+    }
+    return {src: img.getAttribute('src'), width: img.naturalWidth, complete: img.complete, inked, colored};
+})"""
+
+# asv's graph page: the buttons chosen in each parameter panel, and the points of each plotted series.
+ASV_STATE = """() => {
+    const chosen = {};
+    $('#graphdisplay-navigation-params .panel').each(function () {
+        const name = $(this).find('.panel-heading').first().text().trim();
+        chosen[name] = $(this).find('a.btn.active').map(function () { return $(this).text().trim(); }).get();
+    });
+    const plot = $('#main-graph').data('plot');
+    const series = plot.getData().map(s => ({label: s.label || '',
+                                             points: s.data.filter(d => d && d[1] !== null).length}));
+    return {chosen, series, hash: decodeURIComponent(window.location.hash)};
+}"""
+
+
+def landing_page(site: pathlib.Path, screenshot: pathlib.Path, follow: int = 0) -> dict:
+    """Open kvbench.html of a published site in headless Chromium with every <details> open: JavaScript errors
+    (console and page), each chart image's load and drawn pixels, a full-page screenshot; then follow the page's
+    `follow`-th link into asv's graph and read what asv selected and plotted."""
+    require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    server = _serve(site)
+    errors, failed = [], []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("requestfailed", lambda r: failed.append(r.url))
+            page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+            base = f"http://127.0.0.1:{server.server_address[1]}/"
+            page.goto(base + "kvbench.html")
+            page.evaluate("() => { document.querySelectorAll('details').forEach(d => d.open = true);"
+                          " document.querySelectorAll('img').forEach(i => i.loading = 'eager'); }")
+            page.wait_for_function("() => Array.from(document.images).every(i => i.complete)", timeout=30000)
+            images = page.evaluate(DRAWN)
+            links = page.eval_on_selector_all("a.asv-link", "els => els.map(e => e.getAttribute('href'))")
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            page.evaluate("() => document.querySelectorAll('details.numbers').forEach(d => d.open = false)")
+            page.screenshot(path=str(screenshot), full_page=True)
+            landing_errors, landing_failed = list(errors), list(failed)
+            asv = None
+            if links:
+                page.locator("a.asv-link").nth(follow).click()
+                page.wait_for_url("**/index.html#*", timeout=30000)
+                page.wait_for_selector("#main-graph canvas.flot-base", timeout=30000)
+                page.wait_for_function("() => $('#main-graph').data('plot') !== undefined"
+                                       " && $('#main-graph').data('plot').getData().length > 0", timeout=30000)
+                asv = page.evaluate(ASV_STATE)
+                asv["url"] = page.url
+                page.screenshot(path=str(screenshot.with_name(screenshot.stem + "-asv.png")))
+            back = page.eval_on_selector_all("#nav a[href='kvbench.html']", "els => els.length") if asv else 0
+            browser.close()
+    finally:
+        server.shutdown()
+    return {"errors": landing_errors, "failed_requests": landing_failed, "images": images, "links": links,
+            "asv": asv, "asv_errors": errors[len(landing_errors):], "nav_links": back}
