@@ -1,15 +1,18 @@
 """vLLM's history from per-commit wheels (asv.vllm-commits.conf.json + src/kvbench/asv/vllm_wheels.py), offline.
 
 A throwaway git repository stands in for vLLM and a local HTTP server for wheels.vllm.ai, with its layout
-(<commit>/index.html, <commit>/vllm/index.html linking ../<wheel>, variant subdirectories). Its wheels are tiny
-pure-Python `vllm`s whose `_custom_ops.reshape_and_cache_flash` writes correctly, vectorised before SLOW_FROM and in
-a per-token Python loop from it on. `asv run` and `asv find` run with the configuration vllm_wheels.py writes (the
-real download/install commands) and a one-benchmark suite timing that op on CPU tensors; `asv find` must name
-the first slow commit.
+(<commit>/index.html, <commit>/vllm/index.html linking ../<wheel>, variant subdirectories). Its wheels have the
+layout of vLLM's kernels: a library registering torch.ops._C_cache_ops (a CPU one compiled by test_vllm_kernels)
+and a Triton write op module importing what vLLM's imports, whose writer is vectorised before SLOW_FROM and a
+per-token Python loop from it on; their METADATA requires a package that exists nowhere (vLLM's stack, which must
+not be installed). `asv run` and `asv find` run with the configuration vllm_wheels.py writes (the real
+download/install commands: the kernels are extracted, not installed) and a one-benchmark suite timing that op on
+CPU tensors; `asv find` must name the first slow commit.
 
-The asv environment finds torch (and asv's own requirements) in this interpreter's site-packages through a
-sitecustomize on PYTHONPATH that *appends* them (site.addsitedir), so what pip installs into the environment comes
-first and nothing is downloaded; pip's configuration is replaced by an index that does not answer.
+asv's own requirements (wheel, build, asv_runner) come from this interpreter's site-packages through a
+sitecustomize on PYTHONPATH that *appends* them (site.addsitedir); pip's configuration is replaced by an index that
+does not answer, so nothing is downloaded. The install step on its own (test_install_takes_only_the_kernels) runs
+in a bare virtualenv without that hook: torch comes from the host's site-packages the configuration names.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import urllib.parse
 import zipfile
 
 import pytest
+from test_vllm_kernels import FAKE_LIBRARY, OTHER_TORCH, cpu_library  # noqa: F401,F811 - cpu_library: a fixture
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 HELPER = ROOT / "src" / "kvbench" / "asv" / "vllm_wheels.py"
@@ -54,8 +58,17 @@ def git(repo, *args):
                           env=env).stdout.strip()
 
 
-OPS_FAST = '''
-def reshape_and_cache_flash(key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype, k_scale, v_scale):
+TRITON_IMPORTS = '''
+from vllm.model_executor.layers.quantization.utils.quant_utils import FP8_DTYPE, get_fp8_min_max
+from vllm.platforms import current_platform
+from vllm.triton_utils import tl, triton
+from vllm.v1.kv_cache_interface import KVQuantMode, is_quantized_kv_cache
+'''
+
+OPS_FAST = TRITON_IMPORTS + '''
+
+def triton_reshape_and_cache_flash(key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype, k_scale,
+                                   v_scale):
     """Write key/value rows to their slots of [num_blocks, block_size, heads, head_size] caches."""
     keep = slot_mapping >= 0
     slots = slot_mapping[keep]
@@ -63,8 +76,10 @@ def reshape_and_cache_flash(key, value, key_cache, value_cache, slot_mapping, kv
     value_cache.view(-1, *value_cache.shape[2:])[slots] = value[keep].to(value_cache.dtype)
 '''
 
-OPS_SLOW = '''
-def reshape_and_cache_flash(key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype, k_scale, v_scale):
+OPS_SLOW = TRITON_IMPORTS + '''
+
+def triton_reshape_and_cache_flash(key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype, k_scale,
+                                   v_scale):
     """Write key/value rows to their slots of [num_blocks, block_size, heads, head_size] caches, token by token."""
     block_size = key_cache.shape[1]
     for i, slot in enumerate(slot_mapping.tolist()):
@@ -76,20 +91,25 @@ def reshape_and_cache_flash(key, value, key_cache, value_cache, slot_mapping, kv
 '''
 
 
-def build_wheel(out_dir: pathlib.Path, version: str, commit: str, slow: bool, filename: str | None = None):
-    """A pure-Python wheel of a `vllm` whose version names `commit` (like vLLM's nightlies)."""
+def build_wheel(out_dir: pathlib.Path, version: str, commit: str, slow: bool, filename: str | None = None,
+                library: bytes = FAKE_LIBRARY, requires: str = "torch",
+                library_name: str = "_C_stable_libtorch.abi3.so"):
+    """A wheel of a `vllm` whose version names `commit` (like vLLM's nightlies), with vLLM's kernel files."""
     files = {
-        "vllm/__init__.py": f'__version__ = "{version}"\n__commit__ = "{commit}"\n',
-        "vllm/_custom_ops.py": OPS_SLOW if slow else OPS_FAST,
+        "vllm/__init__.py": f'__version__ = "{version}"\n__commit__ = "{commit}"\n',  # vLLM's own: not taken
+        f"vllm/{library_name}": library,
+        "vllm/v1/attention/ops/triton_reshape_and_cache_flash.py": OPS_SLOW if slow else OPS_FAST,
     }
     info = f"vllm-{version}.dist-info"
-    files[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\nRequires-Dist: torch\n"
+    files[f"{info}/METADATA"] = (f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\nRequires-Dist: torch\n"
+                                 f"Requires-Dist: {requires}\n")
     files[f"{info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: kvbench-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    files = {name: data if isinstance(data, bytes) else data.encode() for name, data in files.items()}
     record = []
-    for name, text in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
-        record.append(f"{name},sha256={digest},{len(text.encode())}")
-    files[f"{info}/RECORD"] = "\n".join(record + [f"{info}/RECORD,,"]) + "\n"
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    files[f"{info}/RECORD"] = ("\n".join(record + [f"{info}/RECORD,,"]) + "\n").encode()
     path = out_dir / (filename or f"vllm-{version}-py3-none-any.whl")
     with zipfile.ZipFile(path, "w") as whl:
         for name, text in files.items():
@@ -101,15 +121,16 @@ INDEX_HTML = ('<!DOCTYPE html>\n<html>\n  <meta name="pypi:repository-version" c
               '  </body>\n</html>\n')
 
 
-def publish(site: pathlib.Path, commit: str, slow: bool, number: int, variants=("cpu",)):
+def publish(site: pathlib.Path, commit: str, slow: bool, number: int, variants=("cpu",), library=FAKE_LIBRARY):
     """<site>/<commit>/ as wheels.vllm.ai lays it out: the wheels, a project list, a package page per variant."""
     base = site / commit
     base.mkdir(parents=True)
     short = commit[:9]
-    default = build_wheel(base, f"0.1.0.dev{number}+g{short}", commit, slow)
+    default = build_wheel(base, f"0.1.0.dev{number}+g{short}", commit, slow, library=library)
     pages = {base: [default]}
     for variant in variants:
-        pages[base / variant] = [build_wheel(base, f"0.1.0.dev{number}+g{short}.{variant}", commit, slow)]
+        pages[base / variant] = [build_wheel(base, f"0.1.0.dev{number}+g{short}.{variant}", commit, slow,
+                                             library=library)]
     for index_dir, wheels in pages.items():
         (index_dir / "vllm").mkdir(parents=True)
         up = os.path.relpath(base, index_dir / "vllm")
@@ -196,7 +217,8 @@ def test_config_from_the_template(tmp_path, monkeypatch):
     assert conf.build_command == [f"in-dir={{env_dir}} {helper} download --commit {{commit}} "
                                   "--dest {build_cache_dir} --index=https://wheels.vllm.ai --variant="]
     assert conf.install_command == [f"in-dir={{env_dir}} {helper} install --wheel {{wheel_file}} --kvbench {root} "
-                                    "--extras=gpu"]
+                                    f"--extras=gpu --host-site={os.pathsep.join(_site_dirs())}"]
+    assert _site_dirs() and any((pathlib.Path(d) / "torch").is_dir() for d in _site_dirs())
     with pytest.raises(vw.WheelError, match="not found"):
         vw.write_config(tmp_path / "vllm", root=tmp_path)
 
@@ -241,12 +263,13 @@ def test_download_falls_back_to_the_pre_index_name(tmp_path, wheel_server, monke
 # --- asv run / asv find against the stand-ins -----------------------------------------------------------------------
 
 BENCHMARK = '''
+import importlib.metadata
 import os
 
 import torch
 
-import vllm
 from vllm import _custom_ops as ops
+from vllm.v1.attention.ops.triton_reshape_and_cache_flash import triton_reshape_and_cache_flash as write
 
 torch.set_num_threads(1)
 TOKENS, BLOCKS, BLOCK_SIZE, HEADS, HEAD_SIZE = 64, 16, 16, 2, 8
@@ -259,22 +282,23 @@ class Write:
     warmup_time = 0.0
 
     def setup(self):
-        # the vllm imported is the wheel asv installed for the commit it is at
-        assert vllm.__commit__ == os.environ.get("ASV_COMMIT"), (vllm.__file__, os.environ.get("ASV_COMMIT"))
+        # the kernels imported are those of the wheel of the commit asv is at (its version names the commit)
+        version = importlib.metadata.version("vllm")
+        assert version.split("+g")[1][:9] == os.environ["ASV_COMMIT"][:9], (version, os.environ.get("ASV_COMMIT"))
         g = torch.Generator().manual_seed(0)
         self.key = torch.randn(TOKENS, HEADS, HEAD_SIZE, generator=g)
         self.value = torch.randn(TOKENS, HEADS, HEAD_SIZE, generator=g)
-        self.key_cache = torch.zeros(BLOCKS, BLOCK_SIZE, HEADS, HEAD_SIZE)
-        self.value_cache = torch.zeros(BLOCKS, BLOCK_SIZE, HEADS, HEAD_SIZE)
         self.slots = torch.randperm(BLOCKS * BLOCK_SIZE, generator=g)[:TOKENS]
         self.scale = torch.ones(1)
-        self.time_write()
-        assert torch.equal(self.key_cache.view(-1, HEADS, HEAD_SIZE)[self.slots], self.key)
-        assert torch.equal(self.value_cache.view(-1, HEADS, HEAD_SIZE)[self.slots], self.value)
+        for op in (ops.reshape_and_cache_flash, write):  # the wheel's compiled library, then its Triton op
+            self.key_cache = torch.zeros(BLOCKS, BLOCK_SIZE, HEADS, HEAD_SIZE)
+            self.value_cache = torch.zeros(BLOCKS, BLOCK_SIZE, HEADS, HEAD_SIZE)
+            op(self.key, self.value, self.key_cache, self.value_cache, self.slots, "auto", self.scale, self.scale)
+            assert torch.equal(self.key_cache.view(-1, HEADS, HEAD_SIZE)[self.slots], self.key)
+            assert torch.equal(self.value_cache.view(-1, HEADS, HEAD_SIZE)[self.slots], self.value)
 
     def time_write(self):
-        ops.reshape_and_cache_flash(self.key, self.value, self.key_cache, self.value_cache, self.slots, "auto",
-                                    self.scale, self.scale)
+        write(self.key, self.value, self.key_cache, self.value_cache, self.slots, "auto", self.scale, self.scale)
 '''
 
 
@@ -296,7 +320,7 @@ def _wheel_stub(out: pathlib.Path) -> pathlib.Path:
 
 
 @pytest.fixture
-def fake_vllm(tmp_path, wheel_server):
+def fake_vllm(tmp_path, wheel_server, cpu_library):
     """A git repository of five commits and, on the wheel server, each commit's wheel: (repo, commits)."""
     site, _, _ = wheel_server
     repo = tmp_path / "vllm"
@@ -308,7 +332,7 @@ def fake_vllm(tmp_path, wheel_server):
         git(repo, "add", "-A")
         git(repo, "commit", "-q", "-m", f"commit {i}" + (" (slow write)" if i == SLOW_FROM else ""))
         commits.append(git(repo, "rev-parse", "HEAD"))
-        publish(site, commits[-1], slow=i >= SLOW_FROM, number=i)
+        publish(site, commits[-1], slow=i >= SLOW_FROM, number=i, library=cpu_library)
     return repo, commits
 
 
@@ -359,7 +383,55 @@ def test_asv_run_and_find_install_each_commits_wheel(tmp_path, wheel_server, fak
     # each commit's wheel was downloaded once: asv find installed the cached ones (build_cache_size 4)
     fetched = [p for p in requests if p.endswith(".whl")]
     assert sorted(fetched) == sorted(set(fetched)) and len(fetched) == 4, fetched
-    # the environment holds the wheel's vllm and kvbench's .pth, and took torch from outside (nothing downloaded)
+    # the environment holds the last commit's kernels with kvbench's stand-ins (not the wheel's vllm package),
+    # kvbench's .pth and the host's site-packages, and took torch from outside (nothing downloaded)
     (site_packages,) = (tmp_path / "asv" / "env").glob("*/lib/python*/site-packages")
-    assert (site_packages / "vllm" / "_custom_ops.py").exists() and not (site_packages / "torch").exists()
+    manifest = json.loads((site_packages / "vllm" / "_kvbench_kernels.json").read_text())
+    assert manifest["library"] == "_C_stable_libtorch.abi3.so" and "+g" in manifest["version"]
+    assert "__commit__" not in (site_packages / "vllm" / "__init__.py").read_text()
+    assert not (site_packages / "torch").exists() and not (site_packages / "vllm-only-dependency").exists()
     assert (site_packages / vw.PTH).read_text().strip() == str(ROOT / "src")
+    assert all(repr(d) in (site_packages / vw.HOST_PTH).read_text() for d in _site_dirs())
+
+
+@pytest.mark.slow
+def test_install_takes_only_the_kernels(tmp_path, cpu_library):
+    """The install step in a bare virtualenv (no hook): the kernels are extracted, vLLM's requirements (here one
+    that exists nowhere) are never asked for, torch is the host's, the kernels load; pip removes them; kernels
+    that cannot load here fail the install with the check's one line."""
+    env_dir = tmp_path / "env"
+    pip_env = _pip_env(tmp_path)
+    subprocess.run([sys.executable, "-m", "virtualenv", "-q", "--no-periodic-update", str(env_dir)], check=True,
+                   env=pip_env, timeout=300)
+    python = str(env_dir / "bin" / "python")
+    commit = hashlib.sha1(b"install").hexdigest()
+    good = build_wheel(tmp_path, f"0.1.0.dev1+g{commit[:9]}", commit, slow=False, library=cpu_library,
+                       requires="vllm-only-dependency==1.0")
+    host = os.pathsep.join(_site_dirs())
+
+    def install(wheel):
+        return subprocess.run([python, str(HELPER), "install", "--wheel", str(wheel), "--kvbench", str(ROOT),
+                               "--extras=", f"--host-site={host}"], env=pip_env, capture_output=True, text=True,
+                              timeout=600)
+
+    got = install(good)
+    assert got.returncode == 0, got.stdout[-3000:] + got.stderr[-3000:]
+    assert got.stdout.strip().splitlines()[-1] == (f"installed vllm 0.1.0.dev1+g{commit[:9]}'s kernels "
+                                                   f"(_C_stable_libtorch.abi3.so: reshape_and_cache_flash)")
+    use = ("import importlib.metadata, torch, vllm._custom_ops as ops\n"
+           "from vllm.v1.attention.ops.triton_reshape_and_cache_flash import triton_reshape_and_cache_flash\n"
+           "print(importlib.metadata.version('vllm'), torch.__file__, ops.reshape_and_cache_flash)\n")
+    used = subprocess.run([python, "-c", use], env=pip_env, capture_output=True, text=True, timeout=300)
+    assert used.returncode == 0 and used.stdout.startswith(f"0.1.0.dev1+g{commit[:9]} "), used.stderr[-3000:]
+    assert not used.stdout.split()[1].startswith(str(env_dir))  # the host's torch
+    removed = subprocess.run([python, "-m", "pip", "uninstall", "-y", "vllm"], env=pip_env, capture_output=True,
+                             text=True, timeout=300)
+    (site_packages,) = env_dir.glob("lib/python*/site-packages")
+    assert removed.returncode == 0 and not (site_packages / "vllm").exists(), removed.stdout + removed.stderr
+    assert not list(site_packages.glob("vllm-*.dist-info"))
+    # the library as vLLM <= 0.22 shipped it, for another torch
+    other = build_wheel(tmp_path, "0.1.0.dev2", commit, slow=False, library=cpu_library,
+                        library_name="_C.abi3.so", requires=f"torch=={OTHER_TORCH}")
+    got = install(other)
+    assert got.returncode == 1 and got.stderr.strip().splitlines()[-1].startswith(
+        "vllm_wheels: vLLM 0.1.0.dev2's _C.abi3.so cannot load here: it is built for torch " + OTHER_TORCH), got.stderr

@@ -7,15 +7,24 @@ cpu, ...). vLLM's docs (docs/getting_started/installation/gpu.cuda.inc.md, "Inst
 with `uv pip install vllm --torch-backend=auto --extra-index-url https://wheels.vllm.ai/${VLLM_COMMIT}` (full hash)
 and say pip is not supported with that extra index: pip merges it with PyPI and takes the newest version. Here pip
 is given the commit's index as the *only* index and only for vllm itself (`pip download --no-deps`), so nothing
-else can win; vLLM's dependencies are resolved afterwards against the usual indexes. Commits from before the
-per-commit index (older docs: `pip install https://wheels.vllm.ai/${VLLM_COMMIT}/vllm-1.0.0.dev-cp38-abi3-
-manylinux1_x86_64.whl`, a placeholder name over the real version) are fetched by that URL and renamed after the
-version in their metadata.
+else can win. Commits from before the per-commit index (older docs: `pip install https://wheels.vllm.ai/
+${VLLM_COMMIT}/vllm-1.0.0.dev-cp38-abi3-manylinux1_x86_64.whl`, a placeholder name over the real version) are
+fetched by that URL and renamed after the version in their metadata.
 
-asv runs this file with the environment's own python (standard library only; nothing of kvbench is imported):
+Installing a commit does not install vLLM: only the wheel's KV-cache kernels are taken (kvbench.vllm_kernels:
+the library that registers torch.ops._C_cache_ops and the Triton write op, with kvbench's stand-in `vllm` package
+and a dist-info naming the wheel's version) and written into the environment's site-packages. torch, Triton and
+the rest are the machine's own: the environment sees the site-packages of the Python that wrote the configuration
+(appended after its own, through a .pth), and kvbench's requirements are installed only where missing. Each
+install ends by loading the kernels in a fresh process of the environment: kernels that cannot load here (torch,
+CUDA, GPU architecture) fail the install with that one-line reason.
+
+asv runs this file with the environment's own python (standard library only; `install` imports
+kvbench.vllm_kernels from the checkout, which is standard library only too):
 
     download --commit SHA --dest DIR   the commit's wheel into DIR (asv's build cache: {build_cache_dir})
-    install --wheel FILE --kvbench DIR the wheel, its dependencies and kvbench's, and a .pth to DIR/src
+    install --wheel FILE --kvbench DIR the wheel's kernels, the host's site-packages, kvbench's requirements, and a
+                                       .pth to DIR/src
     config --vllm-repo CHECKOUT        writes asv.vllm-commits.conf.json with absolute paths (run from anywhere)
 """
 
@@ -40,6 +49,7 @@ INDEX_ENV = "KVBENCH_VLLM_WHEELS"  # overrides DEFAULT_INDEX where --index is no
 LEGACY_WHEEL = "vllm-1.0.0.dev-cp38-abi3-manylinux1_x86_64.whl"
 TEMPLATE = "asv.vllm-commits.conf.json"
 PTH = "kvbench-checkout.pth"
+HOST_PTH = "kvbench-host-site.pth"  # the host's site-packages, after the environment's own
 KVBENCH_ROOT = pathlib.Path(__file__).resolve().parents[3]  # src/kvbench/asv/vllm_wheels.py -> the checkout
 
 
@@ -88,8 +98,8 @@ def check_version(version: str, commit: str) -> None:
 
 def _pip(*args: str, cwd: str, env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "pip", *args]
-    print("+", " ".join(cmd), flush=True)
-    return subprocess.run(cmd, cwd=cwd, env=env)
+    print("+", " ".join(cmd), file=sys.stderr, flush=True)
+    return subprocess.run(cmd, cwd=cwd, env=env, stdout=2)  # pip on stderr: stdout is a caller's report
 
 
 def index_wheels(url: str) -> set[str]:
@@ -133,7 +143,7 @@ def download(commit: str, dest: pathlib.Path, index: str | None = None, variant:
             if variant or platform.machine() != "x86_64":
                 raise WheelError(f"no vllm wheel for this platform at {url}")
             legacy = legacy_url(commit, index)
-            print(f"no wheel in {url}; trying the pre-index name {legacy}", flush=True)
+            print(f"no wheel in {url}; trying the pre-index name {legacy}", file=sys.stderr, flush=True)
             try:
                 _fetch(legacy, pathlib.Path(tmp) / LEGACY_WHEEL)
             except OSError as exc:
@@ -147,7 +157,7 @@ def download(commit: str, dest: pathlib.Path, index: str | None = None, variant:
         parts[1] = version.replace("-", "_")
         target = dest / ("-".join(parts) + ".whl")
         shutil.move(str(wheels[0]), target)
-    print(f"vllm {version} for {commit[:12]} -> {target}", flush=True)
+    print(f"vllm {version} for {commit[:12]} -> {target}", file=sys.stderr, flush=True)
     return target
 
 
@@ -162,20 +172,40 @@ def kvbench_requirements(root: pathlib.Path, extras: list[str]) -> list[str]:
     return reqs
 
 
-def install(wheel: pathlib.Path, kvbench: pathlib.Path | None = None, extras: list[str] = ()) -> str:
-    """The wheel (alone, forced), then its dependencies and kvbench's in one resolve; kvbench's src/ on the path."""
-    version = wheel_version(wheel)
+def host_site_dirs() -> list[str]:
+    """This interpreter's site-packages directories, in path order (a venv's, then its base's where it sees them):
+    where the machine's torch and Triton are."""
+    return [p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages") and os.path.isdir(p)]
+
+
+def install(wheel: pathlib.Path, kvbench: pathlib.Path | None = None, extras: list[str] = (),
+            host_site: list[str] = ()) -> str:
+    """The wheel's kernels into this environment (no vLLM dependency), the host's site-packages after its own,
+    kvbench's requirements where missing and its src/ on the path; then the kernels loaded in a fresh process."""
+    root = (kvbench or KVBENCH_ROOT).resolve()
+    sys.path.insert(0, str(root / "src"))
+    from kvbench.errors import KvbenchError
+    from kvbench.vllm_kernels import load, wheel as kernels_wheel
+
+    site = pathlib.Path(sysconfig.get_paths()["purelib"])
     cwd = tempfile.gettempdir()
-    if _pip("install", "--no-deps", "--force-reinstall", str(wheel), cwd=cwd).returncode != 0:
-        raise WheelError(f"pip could not install {wheel}")
-    reqs = [f"vllm=={version}"] + (kvbench_requirements(kvbench, list(extras)) if kvbench else [])
-    if _pip("install", *reqs, cwd=cwd).returncode != 0:
-        raise WheelError(f"pip could not install the dependencies of vllm {version}")
+    (site / HOST_PTH).write_text("".join(f"import site; site.addsitedir({d!r})\n" for d in host_site))
+    reqs = kvbench_requirements(root, list(extras)) if kvbench else []
+    if reqs and _pip("install", *reqs, cwd=cwd).returncode != 0:
+        raise WheelError(f"pip could not install kvbench's requirements {reqs}")
     if kvbench:
-        site = pathlib.Path(sysconfig.get_paths()["purelib"])
-        (site / PTH).write_text(str((kvbench / "src").resolve()) + "\n")
-    print(f"installed vllm {version}", flush=True)
-    return version
+        (site / PTH).write_text(str(root / "src") + "\n")
+    try:
+        kernels = kernels_wheel.extract(wheel, site)
+    except KvbenchError as exc:
+        raise WheelError(str(exc)) from None
+    outcome = load.probe(site)
+    if not outcome["loads"]:
+        raise WheelError(outcome["reason"])
+    triton = f"; its Triton op does not import: {outcome['triton_error']}" if outcome["triton_error"] else ""
+    print(f"installed vllm {kernels.version}'s kernels ({kernels.library}: {', '.join(outcome['ops'])}{triton})",
+          flush=True)
+    return kernels.version
 
 
 def write_config(vllm_repo: str | os.PathLike, out_dir: pathlib.Path | None = None, *, index: str | None = None,
@@ -189,7 +219,7 @@ def write_config(vllm_repo: str | os.PathLike, out_dir: pathlib.Path | None = No
         raise WheelError(f"{TEMPLATE} not found in {root}: run this from a kvbench checkout")
     out_dir = pathlib.Path(out_dir).resolve() if out_dir else root / ".asv" / "vllm-commits"
     fills = {"@KVBENCH_ROOT@": str(root.resolve()), "@INDEX@": index_base(index), "@VARIANT@": variant.strip("/"),
-             "@EXTRAS@": extras}
+             "@EXTRAS@": extras, "@HOST_SITE@": os.pathsep.join(host_site_dirs())}
     return config_file.write(out_dir / "asv.conf.json", TEMPLATE, root, out_dir, fills,
                              repo=pathlib.Path(vllm_repo).resolve(),
                              benchmark_dir=benchmark_dir and pathlib.Path(benchmark_dir).resolve())
@@ -203,10 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     dl.add_argument("--dest", required=True, type=pathlib.Path)
     dl.add_argument("--index", default="", help=f"base URL (default ${INDEX_ENV} or {DEFAULT_INDEX})")
     dl.add_argument("--variant", default="", help="variant subdirectory (cu130, cpu, ...); empty: the default")
-    ins = sub.add_parser("install", help="the wheel, its dependencies and kvbench's (asv install_command)")
+    ins = sub.add_parser("install", help="the wheel's kernels and kvbench's requirements (asv install_command)")
     ins.add_argument("--wheel", required=True, type=pathlib.Path)
     ins.add_argument("--kvbench", type=pathlib.Path, help="kvbench checkout to put on the path")
     ins.add_argument("--extras", default="", help="kvbench extras to install, comma-separated")
+    ins.add_argument("--host-site", default="", help=f"site-packages to append to the environment's path, "
+                                                     f"separated by {os.pathsep!r} (the machine's torch)")
     cfg = sub.add_parser("config", help="write the asv configuration for a vLLM checkout")
     cfg.add_argument("--vllm-repo", required=True)
     cfg.add_argument("--out-dir", type=pathlib.Path, help="default: <kvbench>/.asv/vllm-commits")
@@ -219,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "download":
             download(args.commit, args.dest, args.index or None, args.variant)
         elif args.cmd == "install":
-            install(args.wheel, args.kvbench, [e for e in args.extras.split(",") if e])
+            install(args.wheel, args.kvbench, [e for e in args.extras.split(",") if e],
+                    [d for d in args.host_site.split(os.pathsep) if d])
         else:
             print(write_config(args.vllm_repo, args.out_dir, index=args.index or None, variant=args.variant,
                                extras=args.extras, benchmark_dir=args.benchmark_dir))

@@ -18,6 +18,8 @@ def parser() -> Parser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     sweep.add(sub)
     commands.add(sub)
+    from kvbench.cli import vllm_kernels
+    vllm_kernels.add(sub)
     from kvbench.cli import site_landing
     site_landing.add(sub)
     return p
