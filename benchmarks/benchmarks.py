@@ -196,3 +196,43 @@ class ServedMLA(_PrimaryTime):
         model, op, kv_cache_dtype = self.WRITES[write]
         return suite.served_case(model, implementation, op=op, num_tokens=num_tokens, slots=batch,
                                  kv_cache_dtype=kv_cache_dtype)
+
+
+# The read side, block copies and the other cache ops (small grids: each class a few seconds of an H200's batch).
+from kvbench.ops import convert_fp8, cp_gather, gather  # noqa: E402
+
+READ_TOKENS = [256, 4096, 65536]
+
+
+class ConvertFp8(_PrimaryTime):
+    """convert_fp8: a paged cache of 8 KV heads x 128 (block 16) between fp8 e4m3 codes and bf16, both ways."""
+
+    params = [READ_TOKENS, ["dequantize", "quantize"], suite.implementations("convert-fp8")]
+    param_names = ["num_tokens", "direction", "implementation"]
+    version = "convertfp8-1"
+
+    def case(self, num_tokens, direction, implementation):
+        return convert_fp8.Case(num_tokens=num_tokens, direction=direction, device=DEVICE)
+
+
+class Gather(_PrimaryTime):
+    """gather_and_maybe_dequant_cache: DeepSeek's 576-wide latent rows of a mixed batch (shuffled blocks, block 64)
+    into bf16, from a bf16 cache (auto) and from an fp8 cache (dequantized)."""
+
+    params = [READ_TOKENS, ["auto", "fp8"], suite.implementations("gather")]
+    param_names = ["num_tokens", "kv_cache_dtype", "implementation"]
+    version = "gather-1"
+
+    def case(self, num_tokens, kv_cache_dtype, implementation):
+        return gather.Case(num_tokens=num_tokens, kv_cache_dtype=kv_cache_dtype, device=DEVICE)
+
+
+class CpGather(_PrimaryTime):
+    """cp_gather_cache: DeepSeek's 576-wide bf16 latent rows of a mixed batch (starts inside blocks) copied out."""
+
+    params = [READ_TOKENS, suite.implementations("cp-gather")]
+    param_names = ["num_tokens", "implementation"]
+    version = "cpgather-1"
+
+    def case(self, num_tokens, implementation):
+        return cp_gather.Case(num_tokens=num_tokens, device=DEVICE)

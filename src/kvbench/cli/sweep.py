@@ -30,6 +30,14 @@ OP_FLAGS = {
     "indexer": {"head-dim": dict(type=positive, help="indexer: 128"),
                 "scale-fmt": dict(choices=("ue8m0", "fp32", "mxfp8"), help="indexer: ue8m0")},
     "token-head-quant": {"num-heads": {}, "head-size": dict(type=positive)},
+    "convert-fp8": {"num-heads": {}, "head-size": {},
+                    "direction": dict(choices=("dequantize", "quantize"),
+                                      help="convert-fp8: dequantize (fp8 codes -> dtype, default) or quantize")},
+    "gather": {"kv-lora-rank": {}, "pe-dim": {},
+               "batch": dict(choices=("mixed", "uniform", "contiguous"),
+                             help="read ops: the sequences read: mixed lengths on shuffled blocks (default), "
+                                  "uniform (512 each, vLLM's tests), contiguous (one sequence, blocks in order)")},
+    "cp-gather": {"kv-lora-rank": {}, "pe-dim": {}, "batch": {}},
 }
 
 

@@ -46,7 +46,10 @@ for _impl in (torch_ref.TorchReference(), own_triton.TritonWrite(), vllm_cuda.Vl
               vllm_cuda.VllmTriton(), VllmCpu(),
               torch_ref.TorchMLA(), own_triton.TritonMLA(), vllm_cuda.VllmMLA(),
               torch_ref.TorchIndexer(), own_triton.TritonIndexer(), vllm_cuda.VllmIndexer(),
-              torch_ref.TorchTokenHeadQuant(), own_triton.TritonTokenHeadQuant(), vllm_cuda.VllmTokenHeadQuant()):
+              torch_ref.TorchTokenHeadQuant(), own_triton.TritonTokenHeadQuant(), vllm_cuda.VllmTokenHeadQuant(),
+              torch_ref.TorchConvertFp8(), own_triton.TritonConvertFp8(), vllm_cuda.VllmConvertFp8(),
+              torch_ref.TorchGather(), own_triton.TritonGather(), vllm_cuda.VllmGather(),
+              torch_ref.TorchCpGather(), own_triton.TritonCpGather(), vllm_cuda.VllmCpGather()):
     register(_impl)
 for _module in config.plugins():
     try:

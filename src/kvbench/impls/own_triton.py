@@ -81,3 +81,42 @@ class TritonTokenHeadQuant(_OwnKernel):
         args = (w.key, w.value, w.key_cache, w.value_cache, w.k_scale_cache, w.v_scale_cache, w.slot_mapping,
                 w.case.kv_cache_dtype)
         return lambda: reshape_and_cache_per_token_head(*args)
+
+
+class TritonConvertFp8(_OwnKernel):
+    name, op = "triton", "convert-fp8"
+    description = "kvbench's own Triton convert_fp8 (contiguous tiles; IEEE division, round to nearest)"
+    kv_cache_dtypes = ("fp8", "fp8_e4m3", "fp8_e5m2")
+
+    def bind(self, w) -> Writer:
+        from kvbench.impls.kernels.convert_fp8 import convert_fp8
+
+        args = (w.dst, w.src, w.scale_value, w.case.fp8_format)
+        return lambda: convert_fp8(*args)
+
+
+class TritonGather(_OwnKernel):
+    name, op = "triton", "gather"
+    description = "kvbench's own Triton gather (several rows per program; fp8 dequantized)"
+    kv_cache_dtypes = ("auto", "fp8", "fp8_e4m3")
+
+    def bind(self, w) -> Writer:
+        from kvbench.impls.kernels.gather import gather_rows
+
+        b, c = w.batch, w.case
+        kwargs = dict(seq_starts=b.seq_starts, token_to_seq=b.token_to_seq, fp8=c.fp8_format, scale=w.scale)
+        args = (w.src_cache, w.dst, b.block_table, b.cu_seq_lens, c.num_tokens)
+        return lambda: gather_rows(*args, **kwargs)
+
+
+class TritonCpGather(_OwnKernel):
+    name, op = "triton", "cp-gather"
+    description = "kvbench's own Triton cp_gather (several rows per program; sequence by binary search)"
+    kv_cache_dtypes = ("auto", "fp8")
+
+    def bind(self, w) -> Writer:
+        from kvbench.impls.kernels.gather import gather_rows
+
+        b = w.batch
+        args = (w.src_cache, w.dst, b.block_table, b.cu_seq_lens, w.case.num_tokens, b.seq_starts)
+        return lambda: gather_rows(*args)

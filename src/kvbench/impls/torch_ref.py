@@ -7,7 +7,7 @@ captured in a CUDA graph (padding is skipped without a host sync; kvbench.ops.kv
 from __future__ import annotations
 
 from kvbench.impls.base import Implementation, Writer
-from kvbench.ops import indexer, layouts, mla, token_head_quant
+from kvbench.ops import convert_fp8, cp_gather, gather, indexer, layouts, mla, token_head_quant
 from kvbench.ops.kv import KVWorkload, reference_write
 
 
@@ -51,3 +51,21 @@ class TorchTokenHeadQuant(_TorchOf):
     name, op, module = "torch", "token-head-quant", token_head_quant
     description = "reference in plain torch ops (per token-head scales, quantize, indexed copies)"
     kv_cache_dtypes = token_head_quant.Case.KV_CACHE_DTYPES
+
+
+class TorchConvertFp8(_TorchOf):
+    name, op, module = "torch", "convert-fp8", convert_fp8
+    description = "reference in plain torch ops (fp8 view, multiply or divide, cast)"
+    kv_cache_dtypes = convert_fp8.Case.KV_CACHE_DTYPES
+
+
+class TorchGather(_TorchOf):
+    name, op, module = "torch", "gather", gather
+    description = "reference in plain torch ops (source slots from the tables, index_select, dequantize)"
+    kv_cache_dtypes = gather.Case.KV_CACHE_DTYPES
+
+
+class TorchCpGather(_TorchOf):
+    name, op, module = "torch", "cp-gather", cp_gather
+    description = "reference in plain torch ops (sequence by searchsorted, source slots, index_select)"
+    kv_cache_dtypes = cp_gather.Case.KV_CACHE_DTYPES

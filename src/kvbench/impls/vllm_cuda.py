@@ -194,3 +194,114 @@ class VllmTokenHeadQuant(Implementation):
         mode = KVQuantMode.INT8_PER_TOKEN_HEAD if w.case.kv_cache_dtype == "int8" else KVQuantMode.FP8_PER_TOKEN_HEAD
         args = (w.key, w.value, w.key_cache, w.value_cache, w.k_scale_cache, w.v_scale_cache, w.slot_mapping, mode)
         return lambda: fn(*args)
+
+
+# The read side, block copies and the other cache ops: vLLM's compiled ops found at run time in whichever namespace
+# the installed vLLM registers them (torch.ops._C_cache_ops for the cache library's, torch.ops._C for model-specific
+# fused ones), their schemas checked against the arguments kvbench passes.
+CACHE_NAMESPACES = ("_C_cache_ops", "_C")
+
+
+def cache_op(name: str):
+    """vLLM's compiled op `name` (an OpOverloadPacket) from _C_cache_ops or _C, or ImportError saying it is not
+    registered by this vLLM."""
+    import torch
+
+    _vllm_ops()
+    for namespace in CACHE_NAMESPACES:
+        space = getattr(torch.ops, namespace)
+        if hasattr(space, name):
+            return getattr(space, name)
+    raise ImportError(f"this vLLM ({vllm_version()}) registers no {name} (looked in torch.ops._C_cache_ops and "
+                      f"torch.ops._C)")
+
+
+def argument_names(op) -> tuple[str, ...]:
+    """The argument names of a compiled op's schema."""
+    return tuple(a.name for a in op.default._schema.arguments)
+
+
+class _VllmCacheOp(Implementation):
+    """vLLM's compiled op `op_name`, called with the arguments `arguments` (the schema's leading argument names, in
+    order; optional trailing ones are left at their defaults unless a subclass passes them). A vLLM without the op,
+    or whose schema differs, makes the implementation unavailable, saying which and how in one line."""
+
+    op_name = ""
+    arguments: tuple[str, ...] = ()
+    layouts = ()
+    packages = ("vllm",)
+
+    def _op(self):
+        op = cache_op(self.op_name)
+        have = argument_names(op)
+        if have[: len(self.arguments)] != self.arguments:
+            raise ImportError(f"this vLLM's ({vllm_version()}) {self.op_name} takes ({', '.join(have)}); kvbench's "
+                              f"adapter passes ({', '.join(self.arguments)})")
+        return op
+
+    def load(self) -> None:
+        self._op()
+
+    def has(self, argument: str) -> bool:
+        return argument in argument_names(cache_op(self.op_name))
+
+
+class VllmConvertFp8(_VllmCacheOp):
+    name, op = "vllm", "convert-fp8"
+    description = "vLLM's CUDA convert_fp8 (a whole cache between fp8 codes and 16/32-bit values)"
+    kv_cache_dtypes = ("fp8", "fp8_e4m3", "fp8_e5m2")
+    op_name = "convert_fp8"
+    arguments = ("dst_cache", "src_cache", "scale", "kv_cache_dtype")
+
+    def capability_reason(self, case) -> str | None:
+        """Releases whose convert_fp8 does not take fp8_e5m2 say so (a one-element trial call)."""
+        if case.kv_cache_dtype != "fp8_e5m2" or case.device != "cuda":
+            return None
+        import torch
+
+        src = torch.zeros(1, 1, dtype=torch.uint8, device="cuda")
+        dst = torch.empty(1, 1, dtype=torch.bfloat16, device="cuda")
+        try:
+            self._op()(dst, src, 1.0, "fp8_e5m2")
+            torch.cuda.synchronize()
+        except RuntimeError as exc:
+            return f"this vLLM ({vllm_version()}) refuses kv_cache_dtype 'fp8_e5m2' ({str(exc).splitlines()[0]})"
+        return None
+
+    def bind(self, w) -> Writer:
+        op = self._op()
+        args = (w.dst, w.src, w.scale_value, w.case.kv_cache_dtype)
+        return lambda: op(*args)
+
+
+class VllmGather(_VllmCacheOp):
+    name, op = "vllm", "gather"
+    description = "vLLM's CUDA gather_and_maybe_dequant_cache (MLA context rows, fp8 dequantized)"
+    kv_cache_dtypes = ("auto", "fp8", "fp8_e4m3")
+    op_name = "gather_and_maybe_dequant_cache"
+    arguments = ("src_cache", "dst", "block_table", "cu_seq_lens", "token_to_seq", "num_tokens", "kv_cache_dtype",
+                 "scale", "seq_starts")
+
+    def unsupported_reason(self, case) -> str | None:
+        if case.entry != 576:
+            return f"vLLM's kernel takes 576-wide rows only (kv_lora_rank + pe_dim = {case.entry})"
+        return super().unsupported_reason(case)
+
+    def bind(self, w) -> Writer:
+        op, b = self._op(), w.batch
+        args = (w.src_cache, w.dst, b.block_table, b.cu_seq_lens, b.token_to_seq, w.case.num_tokens,
+                w.case.kv_cache_dtype, w.scale, b.seq_starts)
+        return lambda: op(*args)
+
+
+class VllmCpGather(_VllmCacheOp):
+    name, op = "vllm", "cp-gather"
+    description = "vLLM's CUDA cp_gather_cache (cache rows copied as they are; starts inside blocks)"
+    kv_cache_dtypes = ("auto", "fp8")
+    op_name = "cp_gather_cache"
+    arguments = ("src_cache", "dst", "block_table", "cu_seq_lens", "batch_size", "seq_starts")
+
+    def bind(self, w) -> Writer:
+        op, b = self._op(), w.batch
+        args = (w.src_cache, w.dst, b.block_table, b.cu_seq_lens, b.num_seqs, b.seq_starts)
+        return lambda: op(*args)

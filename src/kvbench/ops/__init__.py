@@ -11,10 +11,11 @@ from __future__ import annotations
 import types
 
 from kvbench.errors import CaseError
-from kvbench.ops import indexer, kv, mla, slots, token_head_quant
+from kvbench.ops import convert_fp8, cp_gather, gather, indexer, kv, mla, slots, token_head_quant
 from kvbench.ops.base import WriteCase, Workload
 
-OPS: dict[str, types.ModuleType] = {"kv": kv, "mla": mla, "indexer": indexer, "token-head-quant": token_head_quant}
+OPS: dict[str, types.ModuleType] = {"kv": kv, "mla": mla, "indexer": indexer, "token-head-quant": token_head_quant,
+                                    "convert-fp8": convert_fp8, "gather": gather, "cp-gather": cp_gather}
 
 
 def get(name: str) -> types.ModuleType:
@@ -32,6 +33,8 @@ def workloads(case: WriteCase, seed: int, sets: int = 1) -> list[Workload]:
     """`sets` workloads sharing one set of outputs: the first with inputs from `seed`, the others (a cold-L2
     rotation) from the case's seed + i, each with its own disjoint slots."""
     op = of(case)
+    if hasattr(op, "make_workloads"):  # ops whose work is not a slot mapping (the read side, block copies)
+        return op.make_workloads(case, seed, sets)
     maps = slots.slot_sets(case.slots, case.num_tokens, case.num_blocks, case.block_size, case.seed, sets,
                            case.device)
     first = op.make(case, seed, maps[0])

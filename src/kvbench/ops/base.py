@@ -175,6 +175,10 @@ class Output:
     source: torch.Tensor | None = None  # the input rows before quantisation, for explaining wrong fp8 bytes
     offset_dims: int = 1
     is_scale: bool = False  # float32 scales computed by the implementation (compared as its `check` says)
+    # Where the expected rows are in `rows` when not at the workload's valid slots: a dense output's row numbers
+    # (a gather's [tokens, ...] destination, `rows` = the tensor with a dim of 1 after the first), a block copy's
+    # destination blocks. None: at the slots of the workload's slot_mapping, as for every cache write.
+    slots: torch.Tensor | None = None
 
 
 @dataclasses.dataclass

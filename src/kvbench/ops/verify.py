@@ -9,6 +9,9 @@ kvbench.runner). After a cold-L2 rotation (up to 2048 input sets written to disj
 FULL_CHECKS sets, evenly spread, are compared with the reference; every set's rows must be written, the inputs of
 every set unchanged, and nothing written elsewhere (comparing all 2048 cost ~1 s per case, kernel by kernel). Wrong
 output raises VerificationError, with the pattern of the damage where one is recognisable (kvbench.ops.explain).
+Outputs that are not written at slots (a gather's dense [tokens, ...] destination, a block copy's destination
+blocks) say where their rows are (Output.slots): the same checks apply there, and the caches such ops read are
+inputs (random contents, fingerprinted, never poisoned). They are verified one workload at a time (no rotation).
 """
 
 from __future__ import annotations
@@ -162,12 +165,14 @@ def verify(name: str, workloads: list[Workload], run, check: str = "exact",
         valid_slots = w.slot_mapping[w.slot_mapping >= 0]
         expected = w.expected()
         for o in expected:
-            check_output(name, o, valid_slots, check)
+            check_output(name, o, valid_slots if o.slots is None else o.slots, check)
         checked += expected
         tokens += int(valid_slots.numel())
     shared = checked[: len(workloads[0].outputs())]  # the first workload's: the outputs all sets share
     compared = set(full)
     rest = [w for i, w in enumerate(workloads) if i not in compared]
+    if rest and any(o.slots is not None for o in shared):
+        raise ValueError(f"{name}: outputs placed by their own slots are verified one workload at a time")
     if rest:
         _check_written(name, shared, rest)
     for o in shared:

@@ -1,0 +1,327 @@
+"""The read side and the other cache ops (convert-fp8, gather, cp-gather, swap-blocks, indexer-gather,
+upconvert-gather, mla-grouped, concat-mla-q, mla-rope): each reference against a naive per-token loop written
+from vLLM's semantics (fp8 decoded and rounded bit by bit in Python), kvbench's Triton kernels through Triton's
+interpreter on CPU, the verifier's dense outputs, and on a GPU (marked `gpu`) every implementation, vLLM's
+included."""
+
+import functools
+import math
+import struct
+
+import pytest
+import torch
+
+from kvbench import impls, ops
+from kvbench.errors import CaseError, VerificationError
+from kvbench.ops import reads
+from kvbench.ops.verify import verify
+from kvbench.runner import make_case, prepare
+
+E4M3, E5M2 = torch.float8_e4m3fn, torch.float8_e5m2
+
+
+# --- naive fp8 and rounding, from the formats' definitions -------------------------------------------------------
+
+def fp8_value(code: int, fmt: str) -> float:
+    """The value of an fp8 code (e4m3fn: bias 7, no inf, 0x7f/0xff NaN; e5m2: bias 15, IEEE-like)."""
+    sign = -1.0 if code & 0x80 else 1.0
+    mant_bits, bias = (3, 7) if fmt == "e4m3" else (2, 15)
+    exponent = (code >> mant_bits) & ((1 << (7 - mant_bits)) - 1)
+    mantissa = code & ((1 << mant_bits) - 1)
+    if exponent == 0:
+        return sign * mantissa / (1 << mant_bits) * 2.0 ** (1 - bias)
+    return sign * (1 + mantissa / (1 << mant_bits)) * 2.0 ** (exponent - bias)
+
+
+@functools.lru_cache(maxsize=None)
+def finite_values(fmt: str) -> tuple[tuple[float, int], ...]:
+    """(value, code) of every finite code of the format."""
+    return tuple((fp8_value(c, fmt), c) for c in range(256) if not (fmt == "e4m3" and c & 0x7F == 0x7F)
+                 and not (fmt == "e5m2" and (c >> 2) & 0x1F == 0x1F))
+
+
+def fp8_round(x: float, fmt: str) -> int:
+    """Saturate to the largest finite value, then the nearest code (ties to the even code, zero keeps x's sign)."""
+    table = finite_values(fmt)
+    top = max(v for v, _ in table)
+    x = max(-top, min(top, x))
+    negative = math.copysign(1.0, x) < 0
+    return min(table, key=lambda vc: (abs(vc[0] - x), vc[1] & 1, (vc[1] >= 0x80) != negative))[1]
+
+
+def f32(x: float) -> float:
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
+def f32_bits(x: float) -> int:
+    return struct.unpack("I", struct.pack("f", x))[0]
+
+
+def round_to(x: float, dtype: torch.dtype) -> int:
+    """The bits of the float32 value x rounded to nearest even in `dtype` (as an integer of its width)."""
+    if dtype == torch.float32:
+        return f32_bits(x)
+    if dtype == torch.float16:
+        return struct.unpack("H", struct.pack("e", x))[0]  # struct rounds half to even
+    bits = f32_bits(x)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) & 0xFFFF
+
+
+def as_bits(t: torch.Tensor) -> list[int]:
+    width = {1: torch.uint8, 2: torch.int16, 4: torch.int32}[t.element_size()]
+    mask = (1 << (8 * t.element_size())) - 1
+    return [v & mask for v in t.contiguous().view(width).flatten().tolist()]
+
+
+# --- convert-fp8 ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("direction", ["dequantize", "quantize"])
+@pytest.mark.parametrize("kv", ["fp8", "fp8_e5m2"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "half", "float"])
+def test_convert_fp8_reference_matches_a_naive_loop(direction, kv, dtype):
+    case = ops.get("convert-fp8").Case(num_tokens=32, block_size=16, num_heads=2, head_size=16, device="cpu",
+                                       direction=direction, kv_cache_dtype=kv, dtype=dtype)
+    w = ops.workload(case, seed=11)
+    ops.of(case).reference_write(w)
+    fmt = case.fp8_format
+    scale = f32(float(w.scale))
+    got = as_bits(w.dst)
+    for i, x in enumerate(w.src.flatten().tolist()):
+        if direction == "dequantize":
+            want = round_to(f32(fp8_value(int(x), fmt) * scale), case.torch_dtype)
+        else:
+            want = fp8_round(f32(f32(x) / scale), fmt)
+        assert got[i] == want, (i, x)
+
+
+def test_convert_fp8_case_needs_whole_blocks():
+    with pytest.raises(CaseError) as exc:
+        ops.get("convert-fp8").Case(num_tokens=40, block_size=16, device="cpu")
+    assert "\n" not in str(exc.value) and "multiple of block_size 16" in str(exc.value) and "32 or 48" in \
+        str(exc.value)
+
+
+# --- gathers ----------------------------------------------------------------------------------------------------
+
+def naive_rows(case, table, cu, starts, num_tokens):
+    """[(destination row, block, offset)] walking each sequence from its start, one token at a time."""
+    out = []
+    for b in range(len(cu) - 1):
+        for i in range(cu[b + 1] - cu[b]):
+            p = i + (starts[b] if starts is not None else 0)
+            out.append((cu[b] + i, table[b][p // case.block_size], p % case.block_size))
+    assert len(out) == num_tokens
+    return out
+
+
+@pytest.mark.parametrize("op, kv, dtype", [("gather", "auto", "bfloat16"), ("gather", "fp8", "float"),
+                                           ("gather", "fp8", "bfloat16"), ("cp-gather", "auto", "half"),
+                                           ("cp-gather", "fp8", "bfloat16")])
+@pytest.mark.parametrize("batch", reads.BATCHES)
+def test_gather_references_match_a_naive_loop(op, kv, dtype, batch):
+    case = ops.get(op).Case(num_tokens=150, num_blocks=40, block_size=16, kv_lora_rank=24, pe_dim=8, device="cpu",
+                            kv_cache_dtype=kv, dtype=dtype, batch=batch)
+    w = ops.workload(case, seed=5)
+    w.dst.view(torch.uint8).fill_(0xAB)
+    ops.of(case).reference_write(w)
+    b = w.batch
+    rows = naive_rows(case, b.block_table.tolist(), b.cu_seq_lens.tolist(), b.seq_starts.tolist(),
+                      case.num_tokens)
+    dequantize = op == "gather" and kv == "fp8"
+    scale = f32(float(w.scale)) if dequantize else None
+    for row, block, offset in rows:
+        src, got = w.src_cache[block, offset], w.dst[row]
+        if dequantize:
+            want = [round_to(f32(fp8_value(c, "e4m3") * scale), case.torch_dtype) for c in src.tolist()]
+            assert as_bits(got) == want, row
+        else:
+            assert as_bits(got) == as_bits(src), row
+    assert as_bits(w.dst[case.num_tokens:]) == [0xABAB if w.dst.element_size() == 2 else
+                                               (0xAB if w.dst.element_size() == 1 else 0xABABABAB)] * \
+        (reads.DENSE_SLACK * case.entry)
+
+
+def test_batches_are_as_documented():
+    c = ops.get("gather").Case(num_tokens=3000, num_blocks=400, block_size=16, device="cpu")
+    plan = c.plan()
+    assert sum(n for _, n in plan) == 3000 and len(plan) > 4 and len({n for _, n in plan}) > 3  # mixed lengths
+    assert all(s % 16 == 0 for s, _ in plan)  # gather: starts per block
+    cp = ops.get("cp-gather").Case(num_tokens=3000, num_blocks=400, block_size=16, device="cpu")
+    assert any(s % 16 for s, _ in cp.plan())  # cp-gather: starts inside blocks
+    b = reads.make_batch(c)
+    used = torch.cat([b.block_table[i, : -(-(s + n) // 16)] for i, (s, n) in enumerate(plan)])
+    assert used.unique().numel() == used.numel()  # each sequence's blocks its own
+    assert not torch.equal(used, used.sort().values)  # shuffled
+    u = ops.get("gather").Case(num_tokens=1100, num_blocks=400, block_size=16, batch="uniform", device="cpu").plan()
+    assert [n for _, n in u] == [512, 512, 76] and all(s == 0 for s, _ in u)
+    one = reads.make_batch(ops.get("gather").Case(num_tokens=40, num_blocks=8, block_size=16, batch="contiguous",
+                                                  device="cpu"))
+    assert one.block_table.tolist() == [[0, 1, 2]] and one.source_slots.tolist() == list(range(40))
+
+
+def test_gather_needs_enough_blocks_in_one_line():
+    with pytest.raises(CaseError) as exc:
+        ops.get("gather").Case(num_tokens=1000, num_blocks=40, block_size=16, device="cpu")
+    assert "\n" not in str(exc.value) and "--num-blocks" in str(exc.value)
+    with pytest.raises(CaseError) as exc:
+        ops.get("cp-gather").Case(num_tokens=64, l2="cold", device="cpu")
+    assert "l2 'cold'" in str(exc.value)
+
+
+# --- verification of dense outputs ------------------------------------------------------------------------------
+
+def test_a_gather_that_skips_the_last_sequence_or_writes_past_the_end_fails():
+    case = ops.get("cp-gather").Case(num_tokens=100, num_blocks=40, block_size=16, device="cpu")
+    w = ops.workload(case, seed=2)
+    ref = ops.of(case).reference_write
+    last = int(w.batch.cu_seq_lens[-2])
+
+    def short():
+        ref(w)
+        w.dst[last:].view(torch.uint8).fill_(0xFF)
+
+    with pytest.raises(VerificationError, match=r"tokens .* never written"):
+        verify("short", [w], short)
+
+    def overrun():
+        ref(w)
+        w.dst[case.num_tokens] = 0
+
+    with pytest.raises(VerificationError, match="written outside"):
+        verify("overrun", [w], overrun)
+
+    def wrong_block():
+        ref(w)
+        w.dst[:10] = w.src_cache[int(w.batch.block_table[0, 0]) + 1, :10]
+
+    with pytest.raises(VerificationError, match="differ from the reference"):
+        verify("wrong block", [w], wrong_block)
+
+    def clobbers_cache():
+        ref(w)
+        w.src_cache[0, 0, 0] += 1
+
+    with pytest.raises(VerificationError, match="changed its inputs .*src_cache"):
+        verify("clobber", [w], clobbers_cache)
+
+
+# --- Triton kernels through the interpreter ---------------------------------------------------------------------
+
+def _power_of_two_scale(w):
+    """bf16 / fp16 outputs of fp8 values times a power of two are exact: the interpreter's float32 -> bf16 cast
+    truncates instead of rounding (on a GPU it rounds to nearest even)."""
+    w.scale.fill_(0.0625)
+
+
+INTERPRETED = [("convert-fp8", dict(direction="dequantize", num_heads=2, head_size=64)),
+               ("convert-fp8", dict(direction="dequantize", kv_cache_dtype="fp8_e5m2", dtype="float")),
+               ("convert-fp8", dict(direction="quantize", dtype="float")),
+               ("gather", dict(kv_cache_dtype="auto")), ("gather", dict(kv_cache_dtype="fp8")),
+               ("gather", dict(kv_cache_dtype="fp8", dtype="float", batch="uniform")),
+               ("cp-gather", dict()), ("cp-gather", dict(kv_cache_dtype="fp8", batch="contiguous"))]
+
+
+@pytest.mark.parametrize("op, fields", INTERPRETED)
+def test_triton_read_kernels_match_the_reference_in_the_interpreter(op, fields):
+    impl = impls.get("triton", op)
+    if impl.unavailable_reason("cpu"):
+        pytest.skip(impl.unavailable_reason("cpu"))
+    extra = dict(num_blocks=40) if op != "convert-fp8" else {}
+    case = make_case("triton", op=op, num_tokens=208, block_size=16, device="cpu", **extra, **fields)
+    w = ops.workload(case, seed=7)
+    if getattr(case, "is_fp8", False) and case.torch_dtype != torch.float32:
+        _power_of_two_scale(w)
+    if op == "convert-fp8" and case.direction == "quantize":  # values that need no rounding (see test_family)
+        codes = reads.random_fp8_codes(w.src.shape, E4M3, torch.Generator().manual_seed(1), "cpu")
+        w.src.copy_(codes.view(E4M3).float() * float(w.scale))
+    result = verify(impl.name, [w], impl.bind(w), impl.compare)
+    assert result.tokens_checked == 208 and result.method == "bit-exact"
+
+
+# --- through prepare and the timed path -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("op", ["convert-fp8", "gather", "cp-gather"])
+def test_torch_read_reference_through_prepare_and_the_timed_path(op):
+    extra = {} if op == "convert-fp8" else dict(num_blocks=64)
+    p = prepare(make_case("torch", op=op, num_tokens=64, block_size=16, device="cpu", **extra), "torch")
+    p.sampler("no_graph").measure(2)
+    assert p.check_timed("no_graph").tokens_checked == 64
+    assert p.case.bytes_moved > 0
+
+
+def test_read_ops_bytes_moved():
+    g = ops.get("gather").Case(num_tokens=100, device="cpu", kv_cache_dtype="fp8")
+    assert g.bytes_moved == 100 * 576 * (1 + 2)
+    assert ops.get("cp-gather").Case(num_tokens=100, device="cpu").bytes_moved == 2 * 100 * 576 * 2
+    assert ops.get("convert-fp8").Case(num_tokens=32, device="cpu").bytes_moved == 32 * 8 * 128 * 3
+
+
+# --- on a GPU: every implementation, vLLM's kernels included ----------------------------------------------------
+
+def _run_or_skip(case, implementation):
+    impl = impls.get(implementation, case.OP)
+    reason = impl.unavailable_reason(case.device)
+    if reason:
+        pytest.skip(f"{implementation}: {reason}")
+    return prepare(case, implementation)
+
+
+GPU_READS = ([("convert-fp8", dict(direction=d, kv_cache_dtype=kv, dtype=dt)) for d in ("dequantize", "quantize")
+              for kv in ("fp8", "fp8_e5m2") for dt in ("bfloat16", "half", "float")]
+             + [("convert-fp8", dict(num_heads=1, head_size=576, block_size=64))]
+             + [("gather", dict(kv_cache_dtype=kv, dtype=dt, batch=b)) for kv in ("auto", "fp8")
+                for dt in ("bfloat16", "half", "float") for b in reads.BATCHES]
+             + [("gather", dict(block_size=16))]
+             + [("cp-gather", dict(kv_cache_dtype=kv, dtype=dt, batch=b)) for kv in ("auto", "fp8")
+                for dt in ("bfloat16", "float") for b in reads.BATCHES]
+             + [("cp-gather", dict(block_size=16, kv_lora_rank=128, pe_dim=64))])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("implementation", ["torch", "triton", "vllm"])
+@pytest.mark.parametrize("op, fields", GPU_READS)
+@pytest.mark.parametrize("num_tokens", [48, 4096])
+def test_gpu_read_ops_are_bit_exact(implementation, op, fields, num_tokens):
+    try:
+        case = make_case(implementation, op=op, num_tokens=num_tokens, **fields)
+    except CaseError as exc:
+        pytest.skip(str(exc))
+    p = _run_or_skip(case, implementation)
+    assert p.verified.method == "bit-exact" and p.verified.tokens_checked == num_tokens
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("implementation", ["torch", "triton", "vllm"])
+@pytest.mark.parametrize("op", ["convert-fp8", "gather", "cp-gather"])
+def test_gpu_read_ops_timed_path_at_65536_tokens(implementation, op):
+    p = _run_or_skip(make_case(implementation, op=op, num_tokens=65536), implementation)
+    p.sampler("cudagraph").measure(3)
+    assert p.check_timed("cudagraph").tokens_checked == 65536
+
+
+def _x_ideal(case, implementation) -> float:
+    from kvbench.measure import bandwidth, machine
+
+    p = _run_or_skip(case, implementation)
+    per_call = sorted(p.sampler("cudagraph").measure(10))[5]
+    bw = bandwidth.copy_bandwidth("cuda", machine.device_key(machine.info("cuda")))
+    return per_call / bw.ideal_s(case)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("op, fields", [("convert-fp8", dict(direction="dequantize")),
+                                        ("convert-fp8", dict(direction="quantize")),
+                                        ("gather", dict(kv_cache_dtype="auto")), ("gather", dict(kv_cache_dtype="fp8")),
+                                        ("cp-gather", dict())])
+def test_gpu_triton_read_kernels_reach_85_percent_of_the_copy_rate(op, fields):
+    """The yardstick, as for the writes: kvbench's kernel at large sizes within 1 / 0.85 of the copy limit."""
+    x = _x_ideal(make_case("triton", op=op, num_tokens=65536, **fields), "triton")
+    assert x <= 1 / 0.85, f"{op} {fields}: {x:.2f} x ideal ({100 / x:.0f} % of the copy rate)"
+
+
+def test_gpu_tests_cover_every_read_op_and_implementation():
+    ops_here = {op for op, _ in GPU_READS}
+    assert ops_here == {"convert-fp8", "gather", "cp-gather"}
+    for op in ops_here:
+        assert set(impls.names(op)) == {"torch", "triton", "vllm"}
+    assert math.isfinite(fp8_value(0x7E, "e4m3")) and fp8_value(0x7E, "e4m3") == 448.0
