@@ -175,9 +175,9 @@ def vllm_version() -> str | None:
 
 def annotate(op: str, implementation: str, case_fields: Mapping[str, Any], status: str,
              message: str | None) -> dict[str, str]:
-    """What a state-log entry or a stored record says about known defects: {"known_defect": id, "vllm_version"}
-    for a failure that is one, {"fixed_defect": id, "vllm_version"} for a passing case inside a defect's
-    predicate, else nothing (the version is None without an installed vLLM)."""
+    """What a state-log entry or a stored record says about vLLM: always the installed vLLM's "vllm_version" (None
+    without one; a history of releases tells its runs apart by it), and "known_defect": id for a failure that is
+    one, "fixed_defect": id for a passing case inside a defect's predicate."""
     version = vllm_version()
     if status == "failed":
         found = match(op, implementation, version, case_fields, message)
@@ -185,7 +185,7 @@ def annotate(op: str, implementation: str, case_fields: Mapping[str, Any], statu
     else:
         found = fixed(op, implementation, version, case_fields, status == "ok")
         key = "fixed_defect"
-    return {key: found.id, "vllm_version": version} if found else {}
+    return {"vllm_version": version, **({key: found.id} if found else {})}
 
 
 def annotate_case(case, implementation: str, status: str, message: str | None) -> dict[str, str]:

@@ -11,6 +11,7 @@ import sys
 from tabulate import tabulate
 
 from kvbench import config, defects, files, impls
+from kvbench.errors import KvbenchError
 from kvbench.cli.flags import device, flag, positive, same_process
 from kvbench.cli.sweep import available, caller, header, print_header
 from kvbench.measure.device import resolve
@@ -33,9 +34,18 @@ def add(sub) -> None:
     flag(mach, "machine", default=None, help="default: HOST-GPU_MODEL (HOST on CPU-only machines)")
     device(mach)
     mach.set_defaults(run=cmd_asv_machine)
-    hist = sub.add_parser("vllm-history", help="time the installed vLLM and file results under its vLLM commit")
-    flag(hist, "vllm-repo", required=True, metavar="CHECKOUT", help="a git checkout of vLLM (with its tags)")
+    hist = sub.add_parser("vllm-history", help="time the installed vLLM (or each of --releases, their kernels "
+                                               "only) and file results under its vLLM commit")
+    flag(hist, "vllm-repo", default=None, metavar="CHECKOUT",
+         help="a git checkout of vLLM (with its tags); with --releases, default: a stand-in repository of the "
+              "release tags (.asv/vllm/tags-repo)")
     flag(hist, "commit", default=None, help="file under this vLLM commit instead of the installed version's")
+    flag(hist, "releases", nargs="+", default=None, metavar="VERSION",
+         help="time these vLLM releases one after another, each with its own kernels taken from its wheel "
+              "(kvbench vllm-kernels), in fresh processes, filed under its tag")
+    flag(hist, "kernels-dir", default=None, metavar="DIR",
+         help="with --releases: where their kernels go (default ~/.cache/kvbench/vllm-kernels)")
+    flag(hist, "index", default=None, metavar="URL", help="with --releases: a PEP 503 index of vLLM's wheels")
     flag(hist, "machine", default=None, help="asv machine name (see kvbench asv-machine)")
     hist.add_argument("asv_args", nargs=argparse.REMAINDER, help="after --: arguments for asv run (e.g. -b ...)")
     hist.set_defaults(run=cmd_vllm_history)
@@ -247,6 +257,16 @@ def cmd_vllm_history(args) -> int:
     from kvbench.asv import vllm_history
 
     extra = args.asv_args[1:] if args.asv_args[:1] == ["--"] else args.asv_args
+    if args.releases:
+        from kvbench.asv import vllm_releases
+
+        if args.commit:
+            raise KvbenchError("--commit and --releases do not go together (each release is filed under its tag)")
+        into = pathlib.Path(args.kernels_dir) if args.kernels_dir else config.cache_dir() / "vllm-kernels"
+        return vllm_releases.run(args.releases, args.vllm_repo, into, config.cache_dir() / "vllm-wheels",
+                                 args.index, args.machine, extra)
+    if args.vllm_repo is None:
+        raise KvbenchError("--vllm-repo is needed (a git checkout of vLLM with its tags) unless --releases is given")
     return vllm_history.run(args.vllm_repo, extra, commit=args.commit, machine=args.machine)
 
 
