@@ -199,7 +199,7 @@ class ServedMLA(_PrimaryTime):
 
 
 # The read side, block copies and the other cache ops (small grids: each class a few seconds of an H200's batch).
-from kvbench.ops import convert_fp8, cp_gather, gather  # noqa: E402
+from kvbench.ops import convert_fp8, cp_gather, gather, swap_blocks  # noqa: E402
 
 READ_TOKENS = [256, 4096, 65536]
 
@@ -236,3 +236,20 @@ class CpGather(_PrimaryTime):
 
     def case(self, num_tokens, implementation):
         return cp_gather.Case(num_tokens=num_tokens, device=DEVICE)
+
+
+class SwapBlocks(suite.Benchmark):
+    """Block copies (vLLM's swap_blocks per layer, swap_blocks_batch for all layers at once, torch's copies): 2
+    layers of 8 KV heads x 128, block 16, bf16, to pinned host memory (an offloading store), back (a load) and
+    within the GPU. Eager calls (`time_no_graph`): issuing one copy per block is the host's work, and it counts."""
+
+    params = [[256, 4096, 16384], ["gpu-cpu", "cpu-gpu", "gpu-gpu"], suite.implementations("swap-blocks")]
+    param_names = ["num_tokens", "transfer", "implementation"]
+    version = "swapblocks-1"
+    mode = "no_graph"
+
+    def time_no_graph(self, *params):
+        self.sample()
+
+    def case(self, num_tokens, transfer, implementation):
+        return swap_blocks.Case(num_tokens=num_tokens, transfer=transfer, device=DEVICE)

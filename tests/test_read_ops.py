@@ -168,6 +168,56 @@ def test_gather_needs_enough_blocks_in_one_line():
     assert "l2 'cold'" in str(exc.value)
 
 
+# --- swap-blocks --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("transfer", ["gpu-cpu", "cpu-gpu", "gpu-gpu"])
+@pytest.mark.parametrize("kv", ["auto", "fp8"])
+def test_swap_blocks_reference_matches_a_naive_loop(transfer, kv):
+    case = ops.get("swap-blocks").Case(num_tokens=48, num_blocks=8, block_size=16, num_heads=2, head_size=8,
+                                       num_layers=3, device="cpu", transfer=transfer, kv_cache_dtype=kv)
+    w = ops.workload(case, seed=3)
+    w.dst.view(torch.uint8).fill_(0x5A)
+    ops.of(case).reference_write(w)
+    mapping = {int(d): int(s) for s, d in w.block_mapping.tolist()}
+    assert len(mapping) == 3 and len(set(mapping.values())) == 3
+    for layer in range(3):
+        src, dst = w.layer(w.src, layer), w.layer(w.dst, layer)
+        for block in range(8):
+            if block in mapping:
+                assert as_bits(dst[block]) == as_bits(src[mapping[block]]), (layer, block)
+            else:
+                assert set(as_bits(dst[block].contiguous().view(torch.uint8))) == {0x5A}, (layer, block)
+
+
+def test_swap_blocks_wrong_block_and_missing_layer_fail():
+    case = ops.get("swap-blocks").Case(num_tokens=64, num_blocks=16, block_size=16, device="cpu")
+    w = ops.workload(case, seed=4)
+    s, d = (int(x) for x in w.block_mapping[0])
+
+    def wrong_block():
+        ops.of(case).reference_write(w)
+        w.dst[0, d] = w.src[0, (s + 1) % case.num_blocks]
+
+    with pytest.raises(VerificationError, match="differ from the reference"):
+        verify("wrong", [w], wrong_block)
+
+    def one_layer():
+        ops.of(case).reference_write(w)
+        w.dst[1].view(torch.uint8).fill_(0xFF)
+
+    with pytest.raises(VerificationError, match="never written"):
+        verify("one layer", [w], one_layer)
+
+
+def test_swap_blocks_case():
+    c = ops.get("swap-blocks").Case(num_tokens=256, device="cpu")
+    assert c.copies == 16 and c.page_bytes == 16 * 8 * 256 * 2 and c.bytes_moved == 2 * 2 * 16 * c.page_bytes
+    with pytest.raises(CaseError, match="multiple of block_size 16"):
+        ops.get("swap-blocks").Case(num_tokens=40, device="cpu")
+    with pytest.raises(CaseError, match="transfer 'cpu-cpu'"):
+        ops.get("swap-blocks").Case(num_tokens=32, device="cpu", transfer="cpu-cpu")
+
+
 # --- verification of dense outputs ------------------------------------------------------------------------------
 
 def test_a_gather_that_skips_the_last_sequence_or_writes_past_the_end_fails():
@@ -240,9 +290,11 @@ def test_triton_read_kernels_match_the_reference_in_the_interpreter(op, fields):
 
 # --- through prepare and the timed path -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("op", ["convert-fp8", "gather", "cp-gather"])
+@pytest.mark.parametrize("op", ["convert-fp8", "gather", "cp-gather", "swap-blocks"])
 def test_torch_read_reference_through_prepare_and_the_timed_path(op):
     extra = {} if op == "convert-fp8" else dict(num_blocks=64)
+    if op == "swap-blocks":
+        extra["num_heads"] = 2
     p = prepare(make_case("torch", op=op, num_tokens=64, block_size=16, device="cpu", **extra), "torch")
     p.sampler("no_graph").measure(2)
     assert p.check_timed("no_graph").tokens_checked == 64
@@ -299,6 +351,29 @@ def test_gpu_read_ops_timed_path_at_65536_tokens(implementation, op):
     assert p.check_timed("cudagraph").tokens_checked == 65536
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("implementation", ["torch", "vllm", "vllm-batch"])
+@pytest.mark.parametrize("transfer", ["gpu-cpu", "cpu-gpu", "gpu-gpu"])
+@pytest.mark.parametrize("kv, dtype", [("auto", "bfloat16"), ("auto", "float"), ("fp8", "bfloat16")])
+@pytest.mark.parametrize("num_tokens, block_size", [(16, 16), (4096, 16), (4096, 64)])
+def test_gpu_swap_blocks(implementation, transfer, kv, dtype, num_tokens, block_size):
+    case = make_case(implementation, op="swap-blocks", num_tokens=num_tokens, block_size=block_size,
+                     transfer=transfer, kv_cache_dtype=kv, dtype=dtype)
+    p = _run_or_skip(case, implementation)
+    assert p.verified.method == "bit-exact" and p.verified.tokens_checked == num_tokens
+    p.sampler("no_graph").measure(3)
+    assert p.check_timed("no_graph").tokens_checked == num_tokens
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("implementation", ["torch", "vllm", "vllm-batch"])
+def test_gpu_swap_blocks_in_a_cuda_graph(implementation):
+    """Copies to pinned memory are capturable; a release whose batched copy is not fails here, saying so."""
+    p = _run_or_skip(make_case(implementation, op="swap-blocks", num_tokens=1024), implementation)
+    p.sampler("cudagraph").measure(3)
+    assert p.check_timed("cudagraph").tokens_checked == 1024
+
+
 def _x_ideal(case, implementation) -> float:
     from kvbench.measure import bandwidth, machine
 
@@ -324,4 +399,5 @@ def test_gpu_tests_cover_every_read_op_and_implementation():
     assert ops_here == {"convert-fp8", "gather", "cp-gather"}
     for op in ops_here:
         assert set(impls.names(op)) == {"torch", "triton", "vllm"}
+    assert set(impls.names("swap-blocks")) == {"torch", "vllm", "vllm-batch"}
     assert math.isfinite(fp8_value(0x7E, "e4m3")) and fp8_value(0x7E, "e4m3") == 448.0

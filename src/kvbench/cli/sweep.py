@@ -38,6 +38,11 @@ OP_FLAGS = {
                              help="read ops: the sequences read: mixed lengths on shuffled blocks (default), "
                                   "uniform (512 each, vLLM's tests), contiguous (one sequence, blocks in order)")},
     "cp-gather": {"kv-lora-rank": {}, "pe-dim": {}, "batch": {}},
+    "swap-blocks": {"num-heads": {}, "head-size": {},
+                    "num-layers": dict(type=positive, help="swap-blocks: layers whose blocks are copied (2)"),
+                    "transfer": dict(choices=("gpu-cpu", "cpu-gpu", "gpu-gpu"),
+                                     help="swap-blocks: source-destination memory (gpu-cpu: an offloading store, "
+                                          "default; cpu-gpu: a load; host memory pinned)")},
 }
 
 

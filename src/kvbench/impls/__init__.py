@@ -49,7 +49,8 @@ for _impl in (torch_ref.TorchReference(), own_triton.TritonWrite(), vllm_cuda.Vl
               torch_ref.TorchTokenHeadQuant(), own_triton.TritonTokenHeadQuant(), vllm_cuda.VllmTokenHeadQuant(),
               torch_ref.TorchConvertFp8(), own_triton.TritonConvertFp8(), vllm_cuda.VllmConvertFp8(),
               torch_ref.TorchGather(), own_triton.TritonGather(), vllm_cuda.VllmGather(),
-              torch_ref.TorchCpGather(), own_triton.TritonCpGather(), vllm_cuda.VllmCpGather()):
+              torch_ref.TorchCpGather(), own_triton.TritonCpGather(), vllm_cuda.VllmCpGather(),
+              torch_ref.TorchSwapBlocks(), vllm_cuda.VllmSwapBlocks(), vllm_cuda.VllmSwapBlocksBatch()):
     register(_impl)
 for _module in config.plugins():
     try:

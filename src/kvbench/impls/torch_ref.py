@@ -7,7 +7,7 @@ captured in a CUDA graph (padding is skipped without a host sync; kvbench.ops.kv
 from __future__ import annotations
 
 from kvbench.impls.base import Implementation, Writer
-from kvbench.ops import convert_fp8, cp_gather, gather, indexer, layouts, mla, token_head_quant
+from kvbench.ops import convert_fp8, cp_gather, gather, indexer, layouts, mla, swap_blocks, token_head_quant
 from kvbench.ops.kv import KVWorkload, reference_write
 
 
@@ -69,3 +69,9 @@ class TorchCpGather(_TorchOf):
     name, op, module = "torch", "cp-gather", cp_gather
     description = "reference in plain torch ops (sequence by searchsorted, source slots, index_select)"
     kv_cache_dtypes = cp_gather.Case.KV_CACHE_DTYPES
+
+
+class TorchSwapBlocks(_TorchOf):
+    name, op, module = "torch", "swap-blocks", swap_blocks
+    description = "torch's own copies: index_select + index_copy_ on one device, copy_ per block across devices"
+    kv_cache_dtypes = swap_blocks.Case.KV_CACHE_DTYPES

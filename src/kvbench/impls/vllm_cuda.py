@@ -305,3 +305,44 @@ class VllmCpGather(_VllmCacheOp):
         op, b = self._op(), w.batch
         args = (w.src_cache, w.dst, b.block_table, b.cu_seq_lens, b.num_seqs, b.seq_starts)
         return lambda: op(*args)
+
+
+class VllmSwapBlocks(_VllmCacheOp):
+    name, op = "vllm", "swap-blocks"
+    description = "vLLM's swap_blocks (one cudaMemcpyAsync per block, one call per layer)"
+    kv_cache_dtypes = ("auto", "fp8")
+    op_name = "swap_blocks"
+    arguments = ("src", "dst", "block_size_in_bytes", "block_mapping")
+
+    def bind(self, w) -> Writer:
+        op, c = self._op(), w.case
+        calls = [(w.layer(w.src, i), w.layer(w.dst, i), c.page_bytes, w.block_mapping) for i in range(c.num_layers)]
+
+        def run():
+            for args in calls:
+                op(*args)
+
+        return run
+
+
+class VllmSwapBlocksBatch(_VllmCacheOp):
+    name, op = "vllm-batch", "swap-blocks"
+    description = "vLLM's swap_blocks_batch (every layer's pages in one batched driver call, as its offloading does)"
+    kv_cache_dtypes = ("auto", "fp8")
+    op_name = "swap_blocks_batch"
+    arguments = ("src_ptrs", "dst_ptrs", "sizes")
+
+    def bind(self, w) -> Writer:
+        import torch
+
+        op, c = self._op(), w.case
+        src_blocks, dst_blocks = w.block_mapping[:, 0], w.block_mapping[:, 1]
+        layers = torch.arange(c.num_layers)[:, None]
+        layer_bytes = c.num_blocks * c.page_bytes
+        src_ptrs = (w.src.data_ptr() + layers * layer_bytes + src_blocks * c.page_bytes).flatten().contiguous()
+        dst_ptrs = (w.dst.data_ptr() + layers * layer_bytes + dst_blocks * c.page_bytes).flatten().contiguous()
+        sizes = torch.full_like(src_ptrs, c.page_bytes)
+        extra = ()
+        if self.has("is_src_access_order_any"):  # vLLM >= 0.21; set as its offloading sets it: for loads only
+            extra = (w.src.device.type == "cpu",)
+        return lambda: op(src_ptrs, dst_ptrs, sizes, *extra)

@@ -48,7 +48,8 @@ def fingerprint(tensors: list[torch.Tensor]) -> torch.Tensor:
     for t in tensors:
         flat = t.contiguous().reshape(-1).view(torch.uint8)
         words = flat.view(torch.int32) if flat.numel() % 4 == 0 else flat
-        sums += [flat.sum(dtype=torch.int64), words.sum(dtype=torch.int64)]
+        # on the first tensor's device (a block copy reads a cache on one device and its mapping on the CPU)
+        sums += [flat.sum(dtype=torch.int64).to(tensors[0].device), words.sum(dtype=torch.int64).to(tensors[0].device)]
     return torch.stack(sums)
 
 
