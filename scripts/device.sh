@@ -4,6 +4,7 @@
 #   tests    every GPU test (vLLM 0.33's real kernels loaded)            -> gpu-tests.txt
 #   tests33 / tests34  the same with vLLM 0.33.0 (.vllm) / 0.34.0 (.vllm-0.34.0) -> gpu-tests-0.3X.0.txt
 #   served   scripts/served_table.py with vLLM 0.34.0: as served vs as benchmarked -> served-table.md/.json
+#   releases kvbench vllm-history --releases $RELEASES with the packed kernels in .kernels -> releases.tgz
 #   tables   each op's sweep: vLLM's kernels, kvbench's, torch; 8 sizes   -> tables.tgz (JSON + text)
 #   tune     launch-parameter variants of kvbench's Triton kernels         -> tune.txt
 #   history  vLLM 0.31.0, 0.32.0 and 0.33.0 through `kvbench vllm-history` (git tags stand in for vLLM's repository)
@@ -141,6 +142,14 @@ beforeafter() {
 }
 root=$PWD
 for phase in "$@"; do case $phase in
+releases)  # vLLM's history, release by release: RELEASES="0.20.0 0.20.1 ..." whose kernels were packed into .kernels
+  # beforehand (kvbench vllm-kernels $RELEASES --gpu sm_90 --xz --into .kernels: ~16 MB each, four to a call)
+  step "vLLM history: ${RELEASES:?set RELEASES}"
+  ( export KVBENCH_DEVICE=cuda; start=$SECONDS
+    timeout "${RELEASES_S:-560}" python3 -m kvbench.cli vllm-history --releases $RELEASES --kernels-dir .kernels \
+      --machine h200-device 2>&1 | grep -E "^vllm |error" ; echo "releases: $(( SECONDS - start )) s"
+    cp ~/.asv-machine.json .asv/vllm/ 2>/dev/null
+    tar -czf "$OUT/releases.tgz" -C .asv/vllm results asv-machine.json ) ;;
 tests34) GPU_TESTS_S=${GPU_TESTS_S:-200} gpu_tests .vllm-0.34.0 gpu-tests-0.34.0 ;;
 tests33) GPU_TESTS_S=${GPU_TESTS_S:-200} gpu_tests .vllm gpu-tests-0.33.0 ;;
 served) served_table .vllm-0.34.0 ;;

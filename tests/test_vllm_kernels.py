@@ -462,3 +462,37 @@ def test_activate_in_process_and_the_non_stable_library(capsys, tmp_path, cpu_li
     skip = _python("from kvbench import impls\ntry:\n    impls.get('vllm-flash').load()\nexcept ImportError as e:\n"
                    "    print(e)\n", into / "0.98.0")
     assert f"cannot load here: it is built for torch {OTHER_TORCH}" in skip.stdout, skip.stdout + skip.stderr
+
+
+def test_keeping_one_gpus_code_zeroes_the_others_in_place():
+    from kvbench.vllm_kernels import binary
+
+    data = bytearray(gpu_library((2, 80), (2, 90), (1, 90), (2, 100)))
+    size = len(data)
+    left = binary.keep_only(data, 90)
+    assert left == binary.GpuCode((90,), (90,)) and len(data) == size
+    assert bytes(data).count(b"payload!") == 2  # sm_90's cubin and PTX kept, the other two zeroed
+    assert binary.gpu_code(bytes(data)) == binary.gpu_code(gpu_library((2, 80), (2, 90), (1, 90), (2, 100)))  # headers
+
+
+def test_a_packed_release_keeps_one_gpus_code_compressed(capsys, tmp_path, h100):
+    whl = vllm_wheel(tmp_path / "w", "0.97.0", gpu_library((2, 80), (2, 90), (2, 100)) + bytes(1 << 20))
+    into = tmp_path / "kernels"
+    code, out, _ = run_cli(capsys, "--wheel", str(whl), "--into", into, "--cache", tmp_path / "c", "--gpu", "sm_90",
+                           "--xz")
+    root = into / "0.97.0" / "vllm"
+    assert "(packed: sm_90 xz)" in out and "GPU code sm_90" in out
+    assert not (root / "_C_stable_libtorch.abi3.so").exists()
+    assert (root / "_C_stable_libtorch.abi3.so.xz").stat().st_size < 20_000  # a megabyte of zeros and a fatbin
+    code, out, err = run_cli(capsys, "--wheel", str(whl), "--into", into, "--cache", tmp_path / "c", "--gpu", "sm_75")
+    assert code == 3 and "has no code for sm_75" in err
+
+
+@pytest.mark.slow
+def test_a_compressed_library_unpacks_when_first_loaded(capsys, tmp_path, cpu_library):
+    whl = vllm_wheel(tmp_path / "w", "0.96.0", cpu_library)
+    code, out, err = run_cli(capsys, "--wheel", str(whl), "--into", tmp_path / "k", "--cache", tmp_path / "c", "--xz")
+    root = tmp_path / "k" / "0.96.0"
+    assert code == 0, out + err
+    assert "(packed: xz)" in out and "loads here  yes" in out  # the probe unpacked and loaded it
+    assert (root / "vllm" / "_C_stable_libtorch.abi3.so").read_bytes() == cpu_library

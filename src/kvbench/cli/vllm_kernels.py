@@ -37,9 +37,24 @@ def add(sub) -> None:
     flag(p, "variant", default="", help="for commits: a variant subdirectory of the commit's index (cu130, ...)")
     flag(p, "wheel", metavar="FILE|URL", action="append", default=[], help="a vLLM wheel given directly (repeatable)")
     flag(p, "cache", metavar="DIR", default=None, help="where wheels are kept (default ~/.cache/kvbench/vllm-wheels)")
+    flag(p, "gpu", metavar="sm_XY", default=None, type=_arch,
+         help="keep only this GPU architecture's code in the library (e.g. sm_90 for an H100/H200)")
+    flag(p, "xz", action="store_true",
+         help="xz-compress the library (unpacked beside itself when first loaded): with --gpu, a release's tree to "
+              "carry to a machine without network is ~15 MB instead of ~60")
     flag(p, "check-only", action="store_true",
          help="only read the wheel and check whether its library can load here: nothing is written or loaded")
     p.set_defaults(run=cmd_vllm_kernels)
+
+
+def _arch(text: str) -> int:
+    """`sm_90` (or 90) as 90; a one-line argparse error otherwise."""
+    import argparse
+
+    digits = text.lower().removeprefix("sm_")
+    if not digits.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a GPU architecture; give it like sm_90")
+    return int(digits)
 
 
 def _fetch(kind: str, name: str, args, cache: pathlib.Path) -> pathlib.Path:
@@ -61,7 +76,9 @@ def _report(kernels, where: pathlib.Path | None, outcome: dict) -> None:
     title = f"vllm {kernels.version}" + (f" (commit {kernels.commit})" if kernels.commit else "")
     print(f"{title}: {where if where else 'not extracted (--check-only)'}")
     print(f"  wheel       {kernels.wheel}")
-    print(f"  library     vllm/{kernels.library}: {abi}, {cuda}, GPU code {code.describe() if code else 'none'}")
+    packed = f" (packed: {kernels.packed})" if kernels.packed else ""
+    print(f"  library     vllm/{kernels.library}: {abi}, {cuda}, GPU code {code.describe() if code else 'none'}"
+          f"{packed}")
     print(f"  triton op   {kernels.triton or 'none in this wheel'}")
     if outcome.get("checked_only") and outcome["loads"]:
         print("  loads here  nothing found against it (checked, not loaded: --check-only)")
@@ -90,7 +107,7 @@ def _one(kind: str, name: str, args, cache: pathlib.Path, into: pathlib.Path) ->
         outcome = {"loads": not reason, "reason": reason, "checked_only": True}
     else:
         where = into / (commit or fetch.wheel_version(path) or wheel.inspect(path).version)
-        kernels = wheel.extract(path, where, commit)
+        kernels = wheel.extract(path, where, commit, arch=args.gpu, compress=args.xz)
         outcome = load.probe(where)
     _report(kernels, where, outcome)
     return outcome["loads"]

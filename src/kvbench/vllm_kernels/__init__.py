@@ -47,6 +47,7 @@ class Kernels:
     ptx: list[int]  # SM architectures with PTX
     triton: str | None  # path of the Triton write op inside the tree, None if the wheel has none
     commit: str | None = None  # the vLLM commit, where it was fetched by commit
+    packed: str | None = None  # "sm_90 xz": only that GPU's code kept, the library xz-compressed (to carry it)
 
     @property
     def label(self) -> str:

@@ -10,6 +10,7 @@ it imports lazily (0.25+: `int4_per_token_head.py`, for INT4 caches only) are no
 from __future__ import annotations
 
 import email.parser
+import lzma
 import pathlib
 import re
 import shutil
@@ -111,9 +112,34 @@ def _dist_info(root: pathlib.Path, version: str, files: list[str]) -> None:
     (info / "RECORD").write_text("".join(f"{n},,\n" for n in names))
 
 
-def extract(path: str | pathlib.Path, root: str | pathlib.Path, commit: str | None = None) -> Kernels:
+def pack(library: pathlib.Path, kernels: Kernels, arch: int | None, compress: bool) -> None:
+    """Make the extracted library small enough to carry to a machine without network: keep only GPU `arch`'s code
+    (kvbench.vllm_kernels.binary.keep_only) and/or xz-compress it (<library>.xz; the stand-in `vllm._custom_ops`
+    unpacks it beside itself before loading)."""
+    data = bytearray(library.read_bytes())
+    if arch is not None:
+        code = binary.keep_only(data, arch)
+        if not code:
+            raise FileProblem(f"{kernels.label} has no code for sm_{arch}; it has {kernels_code(kernels)}")
+        kernels.cubins, kernels.ptx = list(code.cubins), list(code.ptx)
+    if compress:
+        with lzma.open(f"{library}.xz", "wb", preset=6) as out:
+            out.write(data)
+        library.unlink()
+    else:
+        library.write_bytes(data)
+    kernels.packed = " ".join(filter(None, [f"sm_{arch}" if arch is not None else "", "xz" if compress else ""]))
+
+
+def kernels_code(kernels: Kernels) -> str:
+    return binary.GpuCode(tuple(kernels.cubins), tuple(kernels.ptx)).describe()
+
+
+def extract(path: str | pathlib.Path, root: str | pathlib.Path, commit: str | None = None, arch: int | None = None,
+            compress: bool = False) -> Kernels:
     """Write the wheel's library and Triton op with kvbench's stand-in `vllm` and a dist-info under `root`
-    (replacing what kvbench wrote there before): `root` is then a directory to put first on a Python path."""
+    (replacing what kvbench wrote there before): `root` is then a directory to put first on a Python path. With
+    `arch` and/or `compress`, the library is packed to be carried (`pack`)."""
     path, root = pathlib.Path(path), pathlib.Path(root)
     kernels = inspect(path, commit)
     try:
@@ -126,6 +152,8 @@ def extract(path: str | pathlib.Path, root: str | pathlib.Path, commit: str | No
                 with whl.open(member) as src, open(root / member, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
         (root / "vllm" / kernels.library).chmod(0o755)
+        if arch is not None or compress:
+            pack(root / "vllm" / kernels.library, kernels, arch, compress)
         for package in [root / "vllm", *(root / "vllm").rglob("*")]:
             if package.is_dir() and package.name != "__pycache__" and not (package / "__init__.py").exists():
                 (package / "__init__.py").write_text("")
