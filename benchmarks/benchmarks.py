@@ -199,7 +199,7 @@ class ServedMLA(_PrimaryTime):
 
 
 # The read side, block copies and the other cache ops (small grids: each class a few seconds of an H200's batch).
-from kvbench.ops import convert_fp8, cp_gather, gather, swap_blocks  # noqa: E402
+from kvbench.ops import convert_fp8, cp_gather, gather, indexer_gather, swap_blocks, upconvert_gather  # noqa: E402,E501
 
 READ_TOKENS = [256, 4096, 65536]
 
@@ -253,3 +253,27 @@ class SwapBlocks(suite.Benchmark):
 
     def case(self, num_tokens, transfer, implementation):
         return swap_blocks.Case(num_tokens=num_tokens, transfer=transfer, device=DEVICE)
+
+
+class IndexerGather(_PrimaryTime):
+    """cp_gather_indexer_k_quant_cache: DeepSeek-V3.2's indexer keys (128 fp8 codes and a 4-byte scale per token,
+    block 64) of a mixed batch read back."""
+
+    params = [READ_TOKENS, suite.implementations("indexer-gather")]
+    param_names = ["num_tokens", "implementation"]
+    version = "indexergather-1"
+
+    def case(self, num_tokens, implementation):
+        return indexer_gather.Case(num_tokens=num_tokens, device=DEVICE)
+
+
+class UpconvertGather(_PrimaryTime):
+    """cp_gather_and_upconvert_fp8_kv_cache: DeepSeek-V3.2's 656-byte fp8_ds_mla rows of a mixed batch read back as
+    576 bf16 values."""
+
+    params = [READ_TOKENS, suite.implementations("upconvert-gather")]
+    param_names = ["num_tokens", "implementation"]
+    version = "upconvertgather-1"
+
+    def case(self, num_tokens, implementation):
+        return upconvert_gather.Case(num_tokens=num_tokens, device=DEVICE)

@@ -218,6 +218,48 @@ def test_swap_blocks_case():
         ops.get("swap-blocks").Case(num_tokens=32, device="cpu", transfer="cpu-cpu")
 
 
+# --- indexer-gather and upconvert-gather ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("head_dim", [128, 256])
+def test_indexer_gather_reference_matches_a_naive_loop(head_dim):
+    case = ops.get("indexer-gather").Case(num_tokens=90, num_blocks=24, block_size=16, head_dim=head_dim,
+                                          device="cpu")
+    w = ops.workload(case, seed=6)
+    w.k_all.fill_(0)
+    w.scale_all.fill_(0)
+    ops.of(case).reference_write(w)
+    b = w.batch
+    groups = head_dim // 128
+    per_block = w.kv_cache.view(case.num_blocks, -1).tolist()
+    for row, block, o in naive_rows(case, b.block_table.tolist(), b.cu_seq_lens.tolist(), None, 90):
+        codes = per_block[block][o * head_dim:(o + 1) * head_dim]
+        first = 16 * head_dim + o * groups * 4  # the block's codes, then its scales
+        assert w.k_all[row].tolist() == codes and w.scale_all[row].tolist() == per_block[block][first:first + 4 *
+                                                                                                 groups], row
+        assert all(2.0 ** -12 <= s <= 4 for s in w.scale_all[row].view(torch.float32).tolist())
+
+
+def test_upconvert_gather_reference_matches_a_naive_loop():
+    case = ops.get("upconvert-gather").Case(num_tokens=70, num_blocks=24, block_size=16, device="cpu")
+    w = ops.workload(case, seed=8)
+    ops.of(case).reference_write(w)
+    b = w.batch
+    rows = naive_rows(case, b.block_table.tolist(), b.cu_seq_lens.tolist(), b.seq_starts.tolist(), 70)
+    assert any(s % 16 for s in b.seq_starts.tolist())  # starts inside blocks
+    for row, block, o in rows[::7]:
+        raw = w.src_cache[block, o]
+        scales = [f32(v) for v in raw[512:528].view(torch.float32).tolist()]
+        want = [round_to(f32(fp8_value(c, "e4m3") * scales[j // 128]), torch.bfloat16)
+                for j, c in enumerate(raw[:512].tolist())]
+        want += as_bits(raw[528:].view(torch.bfloat16))
+        assert as_bits(w.dst[row]) == want, row
+
+
+def test_upconvert_gather_is_bf16_only():
+    with pytest.raises(CaseError, match="bfloat16"):
+        ops.get("upconvert-gather").Case(num_tokens=16, dtype="half", device="cpu")
+
+
 # --- verification of dense outputs ------------------------------------------------------------------------------
 
 def test_a_gather_that_skips_the_last_sequence_or_writes_past_the_end_fails():
@@ -268,7 +310,9 @@ INTERPRETED = [("convert-fp8", dict(direction="dequantize", num_heads=2, head_si
                ("convert-fp8", dict(direction="quantize", dtype="float")),
                ("gather", dict(kv_cache_dtype="auto")), ("gather", dict(kv_cache_dtype="fp8")),
                ("gather", dict(kv_cache_dtype="fp8", dtype="float", batch="uniform")),
-               ("cp-gather", dict()), ("cp-gather", dict(kv_cache_dtype="fp8", batch="contiguous"))]
+               ("cp-gather", dict()), ("cp-gather", dict(kv_cache_dtype="fp8", batch="contiguous")),
+               ("indexer-gather", dict()), ("indexer-gather", dict(head_dim=256, batch="uniform")),
+               ("upconvert-gather", dict()), ("upconvert-gather", dict(batch="contiguous"))]
 
 
 @pytest.mark.parametrize("op, fields", INTERPRETED)
@@ -281,6 +325,9 @@ def test_triton_read_kernels_match_the_reference_in_the_interpreter(op, fields):
     w = ops.workload(case, seed=7)
     if getattr(case, "is_fp8", False) and case.torch_dtype != torch.float32:
         _power_of_two_scale(w)
+    if op == "upconvert-gather":  # power-of-two tile scales: exact bf16 products (see _power_of_two_scale)
+        w.src_cache[..., 512:528] = torch.full(w.src_cache.shape[:2] + (4,), 0.25).view(torch.uint8).view(
+            *w.src_cache.shape[:2], 16)
     if op == "convert-fp8" and case.direction == "quantize":  # values that need no rounding (see test_family)
         codes = reads.random_fp8_codes(w.src.shape, E4M3, torch.Generator().manual_seed(1), "cpu")
         w.src.copy_(codes.view(E4M3).float() * float(w.scale))
@@ -290,7 +337,8 @@ def test_triton_read_kernels_match_the_reference_in_the_interpreter(op, fields):
 
 # --- through prepare and the timed path -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("op", ["convert-fp8", "gather", "cp-gather", "swap-blocks"])
+@pytest.mark.parametrize("op", ["convert-fp8", "gather", "cp-gather", "swap-blocks", "indexer-gather",
+                                "upconvert-gather"])
 def test_torch_read_reference_through_prepare_and_the_timed_path(op):
     extra = {} if op == "convert-fp8" else dict(num_blocks=64)
     if op == "swap-blocks":
@@ -326,7 +374,11 @@ GPU_READS = ([("convert-fp8", dict(direction=d, kv_cache_dtype=kv, dtype=dt)) fo
              + [("gather", dict(block_size=16))]
              + [("cp-gather", dict(kv_cache_dtype=kv, dtype=dt, batch=b)) for kv in ("auto", "fp8")
                 for dt in ("bfloat16", "float") for b in reads.BATCHES]
-             + [("cp-gather", dict(block_size=16, kv_lora_rank=128, pe_dim=64))])
+             + [("cp-gather", dict(block_size=16, kv_lora_rank=128, pe_dim=64))]
+             + [("indexer-gather", dict(batch=b)) for b in reads.BATCHES]
+             + [("indexer-gather", dict(head_dim=256, block_size=16))]
+             + [("upconvert-gather", dict(batch=b)) for b in reads.BATCHES]
+             + [("upconvert-gather", dict(block_size=16))])
 
 
 @pytest.mark.gpu
@@ -344,7 +396,7 @@ def test_gpu_read_ops_are_bit_exact(implementation, op, fields, num_tokens):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("implementation", ["torch", "triton", "vllm"])
-@pytest.mark.parametrize("op", ["convert-fp8", "gather", "cp-gather"])
+@pytest.mark.parametrize("op", ["convert-fp8", "gather", "cp-gather", "indexer-gather", "upconvert-gather"])
 def test_gpu_read_ops_timed_path_at_65536_tokens(implementation, op):
     p = _run_or_skip(make_case(implementation, op=op, num_tokens=65536), implementation)
     p.sampler("cudagraph").measure(3)
@@ -387,7 +439,8 @@ def _x_ideal(case, implementation) -> float:
 @pytest.mark.parametrize("op, fields", [("convert-fp8", dict(direction="dequantize")),
                                         ("convert-fp8", dict(direction="quantize")),
                                         ("gather", dict(kv_cache_dtype="auto")), ("gather", dict(kv_cache_dtype="fp8")),
-                                        ("cp-gather", dict())])
+                                        ("cp-gather", dict()), ("indexer-gather", dict()),
+                                        ("upconvert-gather", dict())])
 def test_gpu_triton_read_kernels_reach_85_percent_of_the_copy_rate(op, fields):
     """The yardstick, as for the writes: kvbench's kernel at large sizes within 1 / 0.85 of the copy limit."""
     x = _x_ideal(make_case("triton", op=op, num_tokens=65536, **fields), "triton")
@@ -396,7 +449,7 @@ def test_gpu_triton_read_kernels_reach_85_percent_of_the_copy_rate(op, fields):
 
 def test_gpu_tests_cover_every_read_op_and_implementation():
     ops_here = {op for op, _ in GPU_READS}
-    assert ops_here == {"convert-fp8", "gather", "cp-gather"}
+    assert ops_here == {"convert-fp8", "gather", "cp-gather", "indexer-gather", "upconvert-gather"}
     for op in ops_here:
         assert set(impls.names(op)) == {"torch", "triton", "vllm"}
     assert set(impls.names("swap-blocks")) == {"torch", "vllm", "vllm-batch"}

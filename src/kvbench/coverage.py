@@ -47,8 +47,10 @@ TABLE: dict[str, Entry] = {
     "cp_gather_cache": _tracked("cp-gather", "MLA rows copied, starts inside blocks; implementation vllm"),
     "swap_blocks": _tracked("swap-blocks", "GPU->CPU, CPU->GPU, GPU->GPU; implementation vllm"),
     "swap_blocks_batch": _tracked("swap-blocks", "all layers' pages in one call; implementation vllm-batch"),
-    "cp_gather_indexer_k_quant_cache": _left("not tracked yet (DeepSeek-V3.2's indexer-key gather)"),
-    "cp_gather_and_upconvert_fp8_kv_cache": _left("not tracked yet (DeepSeek-V3.2's fp8_ds_mla gather into bf16)"),
+    "cp_gather_indexer_k_quant_cache": _tracked("indexer-gather", "V3.2 indexer codes and scales; implementation "
+                                                                  "vllm"),
+    "cp_gather_and_upconvert_fp8_kv_cache": _tracked("upconvert-gather", "V3.2 fp8_ds_mla rows into bf16 (vLLM >= "
+                                                                         "0.26's schema); implementation vllm"),
     "concat_and_cache_mla_grouped": _left("not tracked yet (several layers' MLA cache writes in one call)"),
     "concat_mla_q": _left("not tracked yet (MLA query concatenation for FlashMLA)"),
     "concat_and_cache_mla_rope_fused": _left("not tracked yet (RoPE fused with the MLA cache write)"),

@@ -43,6 +43,8 @@ OP_FLAGS = {
                     "transfer": dict(choices=("gpu-cpu", "cpu-gpu", "gpu-gpu"),
                                      help="swap-blocks: source-destination memory (gpu-cpu: an offloading store, "
                                           "default; cpu-gpu: a load; host memory pinned)")},
+    "indexer-gather": {"head-dim": {}, "batch": {}},
+    "upconvert-gather": {"batch": {}},
 }
 
 

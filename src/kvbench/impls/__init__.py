@@ -50,7 +50,9 @@ for _impl in (torch_ref.TorchReference(), own_triton.TritonWrite(), vllm_cuda.Vl
               torch_ref.TorchConvertFp8(), own_triton.TritonConvertFp8(), vllm_cuda.VllmConvertFp8(),
               torch_ref.TorchGather(), own_triton.TritonGather(), vllm_cuda.VllmGather(),
               torch_ref.TorchCpGather(), own_triton.TritonCpGather(), vllm_cuda.VllmCpGather(),
-              torch_ref.TorchSwapBlocks(), vllm_cuda.VllmSwapBlocks(), vllm_cuda.VllmSwapBlocksBatch()):
+              torch_ref.TorchSwapBlocks(), vllm_cuda.VllmSwapBlocks(), vllm_cuda.VllmSwapBlocksBatch(),
+              torch_ref.TorchIndexerGather(), own_triton.TritonIndexerGather(), vllm_cuda.VllmIndexerGather(),
+              torch_ref.TorchUpconvertGather(), own_triton.TritonUpconvertGather(), vllm_cuda.VllmUpconvertGather()):
     register(_impl)
 for _module in config.plugins():
     try:

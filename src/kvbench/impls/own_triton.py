@@ -120,3 +120,28 @@ class TritonCpGather(_OwnKernel):
         b = w.batch
         args = (w.src_cache, w.dst, b.block_table, b.cu_seq_lens, w.case.num_tokens, b.seq_starts)
         return lambda: gather_rows(*args)
+
+
+class TritonIndexerGather(_OwnKernel):
+    name, op = "triton", "indexer-gather"
+    description = "kvbench's own Triton indexer-key gather (codes and 4-byte scales, many rows per program)"
+    kv_cache_dtypes = ("fp8",)
+
+    def bind(self, w) -> Writer:
+        from kvbench.impls.kernels.read_rows import indexer_gather
+
+        args = (w.kv_cache, w.dst_k, w.dst_scale, w.batch.block_table, w.batch.cu_seq_lens)
+        return lambda: indexer_gather(*args)
+
+
+class TritonUpconvertGather(_OwnKernel):
+    name, op = "triton", "upconvert-gather"
+    description = "kvbench's own Triton fp8_ds_mla gather into bf16 (tile scales, rope copied)"
+    kv_cache_dtypes = ("fp8_ds_mla",)
+
+    def bind(self, w) -> Writer:
+        from kvbench.impls.kernels.read_rows import upconvert_gather
+
+        b = w.batch
+        args = (w.src_cache, w.dst, b.block_table, b.cu_seq_lens, w.case.num_tokens, b.seq_starts)
+        return lambda: upconvert_gather(*args)

@@ -7,7 +7,8 @@ captured in a CUDA graph (padding is skipped without a host sync; kvbench.ops.kv
 from __future__ import annotations
 
 from kvbench.impls.base import Implementation, Writer
-from kvbench.ops import convert_fp8, cp_gather, gather, indexer, layouts, mla, swap_blocks, token_head_quant
+from kvbench.ops import (convert_fp8, cp_gather, gather, indexer, indexer_gather, layouts, mla, swap_blocks,
+                         token_head_quant, upconvert_gather)
 from kvbench.ops.kv import KVWorkload, reference_write
 
 
@@ -75,3 +76,15 @@ class TorchSwapBlocks(_TorchOf):
     name, op, module = "torch", "swap-blocks", swap_blocks
     description = "torch's own copies: index_select + index_copy_ on one device, copy_ per block across devices"
     kv_cache_dtypes = swap_blocks.Case.KV_CACHE_DTYPES
+
+
+class TorchIndexerGather(_TorchOf):
+    name, op, module = "torch", "indexer-gather", indexer_gather
+    description = "reference in plain torch ops (source slots, indexed reads of the block-major views)"
+    kv_cache_dtypes = indexer_gather.Case.KV_CACHE_DTYPES
+
+
+class TorchUpconvertGather(_TorchOf):
+    name, op, module = "torch", "upconvert-gather", upconvert_gather
+    description = "reference in plain torch ops (index_select, codes x tile scales, rope copied)"
+    kv_cache_dtypes = upconvert_gather.Case.KV_CACHE_DTYPES

@@ -346,3 +346,29 @@ class VllmSwapBlocksBatch(_VllmCacheOp):
         if self.has("is_src_access_order_any"):  # vLLM >= 0.21; set as its offloading sets it: for loads only
             extra = (w.src.device.type == "cpu",)
         return lambda: op(src_ptrs, dst_ptrs, sizes, *extra)
+
+
+class VllmIndexerGather(_VllmCacheOp):
+    name, op = "vllm", "indexer-gather"
+    description = "vLLM's CUDA cp_gather_indexer_k_quant_cache (V3.2 indexer keys and scales)"
+    kv_cache_dtypes = ("fp8",)
+    op_name = "cp_gather_indexer_k_quant_cache"
+    arguments = ("kv_cache", "dst_k", "dst_scale", "block_table", "cu_seq_lens")
+
+    def bind(self, w) -> Writer:
+        op, b = self._op(), w.batch
+        args = (w.kv_cache, w.dst_k, w.dst_scale, b.block_table, b.cu_seq_lens)
+        return lambda: op(*args)
+
+
+class VllmUpconvertGather(_VllmCacheOp):
+    name, op = "vllm", "upconvert-gather"
+    description = "vLLM's CUDA cp_gather_and_upconvert_fp8_kv_cache (fp8_ds_mla rows into bf16; vLLM >= 0.26)"
+    kv_cache_dtypes = ("fp8_ds_mla",)
+    op_name = "cp_gather_and_upconvert_fp8_kv_cache"
+    arguments = ("src_cache", "dst", "block_table", "workspace_starts", "batch_size", "seq_starts")
+
+    def bind(self, w) -> Writer:
+        op, b = self._op(), w.batch
+        args = (w.src_cache, w.dst, b.block_table, b.cu_seq_lens, b.num_seqs, b.seq_starts)
+        return lambda: op(*args)
