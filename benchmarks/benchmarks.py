@@ -199,7 +199,8 @@ class ServedMLA(_PrimaryTime):
 
 
 # The read side, block copies and the other cache ops (small grids: each class a few seconds of an H200's batch).
-from kvbench.ops import convert_fp8, cp_gather, gather, indexer_gather, swap_blocks, upconvert_gather  # noqa: E402,E501
+from kvbench.ops import (convert_fp8, cp_gather, gather, indexer_gather, mla_grouped, swap_blocks,  # noqa: E402
+                         upconvert_gather)
 
 READ_TOKENS = [256, 4096, 65536]
 
@@ -277,3 +278,15 @@ class UpconvertGather(_PrimaryTime):
 
     def case(self, num_tokens, implementation):
         return upconvert_gather.Case(num_tokens=num_tokens, device=DEVICE)
+
+
+class MLAGrouped(_PrimaryTime):
+    """concat_and_cache_mla_grouped: DeepSeek's 512 + 64 rows of 4 layers written into their caches in one call
+    (block 64, random slots), bf16 and fp8 caches."""
+
+    params = [[16, 1024, 16384], ["auto", "fp8"], suite.implementations("mla-grouped")]
+    param_names = ["num_tokens", "kv_cache_dtype", "implementation"]
+    version = "mlagrouped-1"
+
+    def case(self, num_tokens, kv_cache_dtype, implementation):
+        return mla_grouped.Case(num_tokens=num_tokens, kv_cache_dtype=kv_cache_dtype, device=DEVICE)

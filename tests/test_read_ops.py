@@ -260,6 +260,32 @@ def test_upconvert_gather_is_bf16_only():
         ops.get("upconvert-gather").Case(num_tokens=16, dtype="half", device="cpu")
 
 
+# --- mla-grouped ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kv", ["auto", "fp8"])
+def test_mla_grouped_reference_matches_a_naive_loop(kv):
+    case = ops.get("mla-grouped").Case(num_tokens=12, num_blocks=4, block_size=16, kv_lora_rank=32, pe_dim=16,
+                                       num_layers=3, device="cpu", slots="padded", kv_cache_dtype=kv)
+    w = ops.workload(case, seed=9)
+    for cache in w.caches:
+        cache.view(torch.uint8).fill_(0)
+    ops.of(case).reference_write(w)
+    assert w.kv_cache_ptrs.tolist() == [c.data_ptr() for c in w.caches]
+    for layer in range(3):
+        scale = f32(float(w.kv_scales[layer]))
+        rows = w.caches[layer].view(-1, case.entry)
+        written = {}
+        for t, slot in enumerate(w.layer_slots[layer].tolist()):
+            if slot < 0:
+                continue
+            x = torch.cat([w.kv_c[layer, t], w.k_pe[layer, t]])
+            want = [fp8_round(f32(f32(v) / scale), "e4m3") for v in x.float().tolist()] if kv == "fp8" else as_bits(x)
+            written[slot] = want
+        assert len(written) == 9  # the last quarter is padding
+        for slot in range(case.num_slots):
+            assert as_bits(rows[slot]) == written.get(slot, [0] * case.entry), (layer, slot)
+
+
 # --- verification of dense outputs ------------------------------------------------------------------------------
 
 def test_a_gather_that_skips_the_last_sequence_or_writes_past_the_end_fails():
@@ -338,7 +364,7 @@ def test_triton_read_kernels_match_the_reference_in_the_interpreter(op, fields):
 # --- through prepare and the timed path -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("op", ["convert-fp8", "gather", "cp-gather", "swap-blocks", "indexer-gather",
-                                "upconvert-gather"])
+                                "upconvert-gather", "mla-grouped"])
 def test_torch_read_reference_through_prepare_and_the_timed_path(op):
     extra = {} if op == "convert-fp8" else dict(num_blocks=64)
     if op == "swap-blocks":
@@ -424,6 +450,21 @@ def test_gpu_swap_blocks_in_a_cuda_graph(implementation):
     p = _run_or_skip(make_case(implementation, op="swap-blocks", num_tokens=1024), implementation)
     p.sampler("cudagraph").measure(3)
     assert p.check_timed("cudagraph").tokens_checked == 1024
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("implementation", ["torch", "vllm"])
+@pytest.mark.parametrize("kv, dtype", [("auto", "bfloat16"), ("auto", "half"), ("fp8", "bfloat16"),
+                                       ("fp8", "float")])
+@pytest.mark.parametrize("slots, num_tokens", [("padded", 1000), ("decode-padded", 64), ("prefill", 4096)])
+@pytest.mark.parametrize("l2", ["warm", "cold"])
+def test_gpu_mla_grouped(implementation, kv, dtype, slots, num_tokens, l2):
+    case = make_case(implementation, op="mla-grouped", num_tokens=num_tokens, kv_cache_dtype=kv, dtype=dtype,
+                     slots=slots, l2=l2)
+    p = _run_or_skip(case, implementation)
+    assert p.verified.method == "bit-exact" and p.verified.tokens_checked == case.valid_tokens
+    p.sampler("cudagraph").measure(3)
+    assert p.check_timed("cudagraph").tokens_checked == case.valid_tokens * p.rotation
 
 
 def _x_ideal(case, implementation) -> float:

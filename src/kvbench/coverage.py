@@ -51,7 +51,8 @@ TABLE: dict[str, Entry] = {
                                                                   "vllm"),
     "cp_gather_and_upconvert_fp8_kv_cache": _tracked("upconvert-gather", "V3.2 fp8_ds_mla rows into bf16 (vLLM >= "
                                                                          "0.26's schema); implementation vllm"),
-    "concat_and_cache_mla_grouped": _left("not tracked yet (several layers' MLA cache writes in one call)"),
+    "concat_and_cache_mla_grouped": _tracked("mla-grouped", "several layers' MLA rows in one call, bf16 and fp8; "
+                                                            "implementation vllm"),
     "concat_mla_q": _left("not tracked yet (MLA query concatenation for FlashMLA)"),
     "concat_and_cache_mla_rope_fused": _left("not tracked yet (RoPE fused with the MLA cache write)"),
     "cp_gather_and_upconvert_nvfp4_kv_cache": _left("reads nvfp4_ds_mla rows, a cache format vLLM allows on "

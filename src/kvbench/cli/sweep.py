@@ -39,12 +39,13 @@ OP_FLAGS = {
                                   "uniform (512 each, vLLM's tests), contiguous (one sequence, blocks in order)")},
     "cp-gather": {"kv-lora-rank": {}, "pe-dim": {}, "batch": {}},
     "swap-blocks": {"num-heads": {}, "head-size": {},
-                    "num-layers": dict(type=positive, help="swap-blocks: layers whose blocks are copied (2)"),
+                    "num-layers": dict(type=positive, help="swap-blocks, mla-grouped: layers (2, 4)"),
                     "transfer": dict(choices=("gpu-cpu", "cpu-gpu", "gpu-gpu"),
                                      help="swap-blocks: source-destination memory (gpu-cpu: an offloading store, "
                                           "default; cpu-gpu: a load; host memory pinned)")},
     "indexer-gather": {"head-dim": {}, "batch": {}},
     "upconvert-gather": {"batch": {}},
+    "mla-grouped": {"kv-lora-rank": {}, "pe-dim": {}, "num-layers": {}},
 }
 
 

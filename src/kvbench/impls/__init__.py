@@ -52,7 +52,8 @@ for _impl in (torch_ref.TorchReference(), own_triton.TritonWrite(), vllm_cuda.Vl
               torch_ref.TorchCpGather(), own_triton.TritonCpGather(), vllm_cuda.VllmCpGather(),
               torch_ref.TorchSwapBlocks(), vllm_cuda.VllmSwapBlocks(), vllm_cuda.VllmSwapBlocksBatch(),
               torch_ref.TorchIndexerGather(), own_triton.TritonIndexerGather(), vllm_cuda.VllmIndexerGather(),
-              torch_ref.TorchUpconvertGather(), own_triton.TritonUpconvertGather(), vllm_cuda.VllmUpconvertGather()):
+              torch_ref.TorchUpconvertGather(), own_triton.TritonUpconvertGather(), vllm_cuda.VllmUpconvertGather(),
+              torch_ref.TorchMLAGrouped(), vllm_cuda.VllmMLAGrouped()):
     register(_impl)
 for _module in config.plugins():
     try:

@@ -7,8 +7,8 @@ captured in a CUDA graph (padding is skipped without a host sync; kvbench.ops.kv
 from __future__ import annotations
 
 from kvbench.impls.base import Implementation, Writer
-from kvbench.ops import (convert_fp8, cp_gather, gather, indexer, indexer_gather, layouts, mla, swap_blocks,
-                         token_head_quant, upconvert_gather)
+from kvbench.ops import (convert_fp8, cp_gather, gather, indexer, indexer_gather, layouts, mla, mla_grouped,
+                         swap_blocks, token_head_quant, upconvert_gather)
 from kvbench.ops.kv import KVWorkload, reference_write
 
 
@@ -88,3 +88,9 @@ class TorchUpconvertGather(_TorchOf):
     name, op, module = "torch", "upconvert-gather", upconvert_gather
     description = "reference in plain torch ops (index_select, codes x tile scales, rope copied)"
     kv_cache_dtypes = upconvert_gather.Case.KV_CACHE_DTYPES
+
+
+class TorchMLAGrouped(_TorchOf):
+    name, op, module = "torch", "mla-grouped", mla_grouped
+    description = "reference in plain torch ops (per layer: concatenate, quantize, indexed copy)"
+    kv_cache_dtypes = mla_grouped.Case.KV_CACHE_DTYPES

@@ -372,3 +372,24 @@ class VllmUpconvertGather(_VllmCacheOp):
         op, b = self._op(), w.batch
         args = (w.src_cache, w.dst, b.block_table, b.cu_seq_lens, b.num_seqs, b.seq_starts)
         return lambda: op(*args)
+
+
+class VllmMLAGrouped(_VllmCacheOp):
+    name, op = "vllm", "mla-grouped"
+    description = "vLLM's CUDA concat_and_cache_mla_grouped (several layers' MLA rows in one launch; vLLM >= 0.27)"
+    kv_cache_dtypes = ("auto", "fp8", "fp8_e4m3")
+    op_name = "concat_and_cache_mla_grouped"
+    arguments = ("kv_c", "k_pe", "kv_cache_ptrs", "slot_mapping", "block_size", "block_stride", "entry_stride")
+
+    def capability_reason(self, case) -> str | None:
+        if case.kv_cache_dtype != "auto" and not self.has("kv_cache_dtype"):
+            return f"this vLLM ({vllm_version()}) takes no kv_cache_dtype here (bf16 caches only, before 0.30)"
+        return None
+
+    def bind(self, w) -> Writer:
+        op, c = self._op(), w.case
+        cache = w.caches[0]
+        args = (w.kv_c, w.k_pe, w.kv_cache_ptrs, w.layer_slots, c.block_size, cache.stride(0), cache.stride(1))
+        if self.has("kv_cache_dtype"):
+            args += (w.kv_scales, c.kv_cache_dtype)
+        return lambda: op(*args)
