@@ -199,8 +199,8 @@ class ServedMLA(_PrimaryTime):
 
 
 # The read side, block copies and the other cache ops (small grids: each class a few seconds of an H200's batch).
-from kvbench.ops import (convert_fp8, cp_gather, gather, indexer_gather, mla_grouped, swap_blocks,  # noqa: E402
-                         upconvert_gather)
+from kvbench.ops import (concat_mla_q, convert_fp8, cp_gather, gather, indexer_gather, mla_grouped,  # noqa: E402
+                         swap_blocks, upconvert_gather)
 
 READ_TOKENS = [256, 4096, 65536]
 
@@ -290,3 +290,15 @@ class MLAGrouped(_PrimaryTime):
 
     def case(self, num_tokens, kv_cache_dtype, implementation):
         return mla_grouped.Case(num_tokens=num_tokens, kv_cache_dtype=kv_cache_dtype, device=DEVICE)
+
+
+class ConcatMLAQ(_PrimaryTime):
+    """concat_mla_q: DeepSeek's decode queries (128 heads on one GPU, 512 + 64, bf16) assembled for FlashMLA from
+    the transposed absorbed-projection output and the query's rope part."""
+
+    params = [[16, 256, 1024], suite.implementations("concat-mla-q")]
+    param_names = ["num_tokens", "implementation"]
+    version = "concatmlaq-1"
+
+    def case(self, num_tokens, implementation):
+        return concat_mla_q.Case(num_tokens=num_tokens, device=DEVICE)

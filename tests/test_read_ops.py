@@ -286,6 +286,25 @@ def test_mla_grouped_reference_matches_a_naive_loop(kv):
             assert as_bits(rows[slot]) == written.get(slot, [0] * case.entry), (layer, slot)
 
 
+# --- concat-mla-q -----------------------------------------------------------------------------------------------
+
+def test_concat_mla_q_reference_matches_a_naive_loop_and_catches_a_contiguous_reading():
+    case = ops.get("concat-mla-q").Case(num_tokens=5, num_heads=3, kv_lora_rank=16, pe_dim=8, device="cpu")
+    w = ops.workload(case, seed=12)
+    assert not w.ql_nope.is_contiguous() and not w.q_pe.is_contiguous()
+    ops.of(case).reference_write(w)
+    for t in range(5):
+        for h in range(3):
+            assert as_bits(w.q_out[t, h]) == as_bits(w.ql_nope[t, h]) + as_bits(w.q_pe[t, h]), (t, h)
+
+    def ignores_strides():
+        w.q_out[..., :16] = w.ql_nope.as_strided(w.ql_nope.shape, (3 * 16, 16, 1))
+        w.q_out[..., 16:] = w.q_pe
+
+    with pytest.raises(VerificationError, match="differ from the reference"):
+        verify("contiguous reader", [w], ignores_strides)
+
+
 # --- verification of dense outputs ------------------------------------------------------------------------------
 
 def test_a_gather_that_skips_the_last_sequence_or_writes_past_the_end_fails():
@@ -364,10 +383,10 @@ def test_triton_read_kernels_match_the_reference_in_the_interpreter(op, fields):
 # --- through prepare and the timed path -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("op", ["convert-fp8", "gather", "cp-gather", "swap-blocks", "indexer-gather",
-                                "upconvert-gather", "mla-grouped"])
+                                "upconvert-gather", "mla-grouped", "concat-mla-q"])
 def test_torch_read_reference_through_prepare_and_the_timed_path(op):
     extra = {} if op == "convert-fp8" else dict(num_blocks=64)
-    if op == "swap-blocks":
+    if op in ("swap-blocks", "concat-mla-q"):
         extra["num_heads"] = 2
     p = prepare(make_case("torch", op=op, num_tokens=64, block_size=16, device="cpu", **extra), "torch")
     p.sampler("no_graph").measure(2)
@@ -465,6 +484,18 @@ def test_gpu_mla_grouped(implementation, kv, dtype, slots, num_tokens, l2):
     assert p.verified.method == "bit-exact" and p.verified.tokens_checked == case.valid_tokens
     p.sampler("cudagraph").measure(3)
     assert p.check_timed("cudagraph").tokens_checked == case.valid_tokens * p.rotation
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("implementation", ["torch", "vllm"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "half"])
+@pytest.mark.parametrize("num_heads, num_tokens", [(128, 1), (128, 1024), (16, 4096), (64, 33)])
+def test_gpu_concat_mla_q(implementation, dtype, num_heads, num_tokens):
+    case = make_case(implementation, op="concat-mla-q", num_tokens=num_tokens, num_heads=num_heads, dtype=dtype)
+    p = _run_or_skip(case, implementation)
+    assert p.verified.method == "bit-exact" and p.verified.tokens_checked == num_tokens
+    p.sampler("cudagraph").measure(3)
+    assert p.check_timed("cudagraph").tokens_checked == num_tokens
 
 
 def _x_ideal(case, implementation) -> float:

@@ -53,7 +53,7 @@ TABLE: dict[str, Entry] = {
                                                                          "0.26's schema); implementation vllm"),
     "concat_and_cache_mla_grouped": _tracked("mla-grouped", "several layers' MLA rows in one call, bf16 and fp8; "
                                                             "implementation vllm"),
-    "concat_mla_q": _left("not tracked yet (MLA query concatenation for FlashMLA)"),
+    "concat_mla_q": _tracked("concat-mla-q", "MLA decode queries for FlashMLA, strided inputs; implementation vllm"),
     "concat_and_cache_mla_rope_fused": _left("not tracked yet (RoPE fused with the MLA cache write)"),
     "cp_gather_and_upconvert_nvfp4_kv_cache": _left("reads nvfp4_ds_mla rows, a cache format vLLM allows on "
                                                     "Blackwell (SM100) only; kvbench measures on an H200"),

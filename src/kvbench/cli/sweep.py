@@ -46,6 +46,7 @@ OP_FLAGS = {
     "indexer-gather": {"head-dim": {}, "batch": {}},
     "upconvert-gather": {"batch": {}},
     "mla-grouped": {"kv-lora-rank": {}, "pe-dim": {}, "num-layers": {}},
+    "concat-mla-q": {"num-heads": {}, "kv-lora-rank": {}, "pe-dim": {}},
 }
 
 

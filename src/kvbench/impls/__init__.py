@@ -53,7 +53,8 @@ for _impl in (torch_ref.TorchReference(), own_triton.TritonWrite(), vllm_cuda.Vl
               torch_ref.TorchSwapBlocks(), vllm_cuda.VllmSwapBlocks(), vllm_cuda.VllmSwapBlocksBatch(),
               torch_ref.TorchIndexerGather(), own_triton.TritonIndexerGather(), vllm_cuda.VllmIndexerGather(),
               torch_ref.TorchUpconvertGather(), own_triton.TritonUpconvertGather(), vllm_cuda.VllmUpconvertGather(),
-              torch_ref.TorchMLAGrouped(), vllm_cuda.VllmMLAGrouped()):
+              torch_ref.TorchMLAGrouped(), vllm_cuda.VllmMLAGrouped(),
+              torch_ref.TorchConcatMLAQ(), vllm_cuda.VllmConcatMLAQ()):
     register(_impl)
 for _module in config.plugins():
     try:

@@ -7,8 +7,8 @@ captured in a CUDA graph (padding is skipped without a host sync; kvbench.ops.kv
 from __future__ import annotations
 
 from kvbench.impls.base import Implementation, Writer
-from kvbench.ops import (convert_fp8, cp_gather, gather, indexer, indexer_gather, layouts, mla, mla_grouped,
-                         swap_blocks, token_head_quant, upconvert_gather)
+from kvbench.ops import (concat_mla_q, convert_fp8, cp_gather, gather, indexer, indexer_gather, layouts, mla,
+                         mla_grouped, swap_blocks, token_head_quant, upconvert_gather)
 from kvbench.ops.kv import KVWorkload, reference_write
 
 
@@ -94,3 +94,9 @@ class TorchMLAGrouped(_TorchOf):
     name, op, module = "torch", "mla-grouped", mla_grouped
     description = "reference in plain torch ops (per layer: concatenate, quantize, indexed copy)"
     kv_cache_dtypes = mla_grouped.Case.KV_CACHE_DTYPES
+
+
+class TorchConcatMLAQ(_TorchOf):
+    name, op, module = "torch", "concat-mla-q", concat_mla_q
+    description = "torch.cat into the workspace (what vLLM's op replaces)"
+    kv_cache_dtypes = ("auto",)

@@ -393,3 +393,22 @@ class VllmMLAGrouped(_VllmCacheOp):
         if self.has("kv_cache_dtype"):
             args += (w.kv_scales, c.kv_cache_dtype)
         return lambda: op(*args)
+
+
+class VllmConcatMLAQ(_VllmCacheOp):
+    name, op = "vllm", "concat-mla-q"
+    description = "vLLM's CUDA concat_mla_q (MLA queries for FlashMLA; strided inputs)"
+    kv_cache_dtypes = ("auto",)
+    op_name = "concat_mla_q"
+    arguments = ("ql_nope", "q_pe", "q_out")
+
+    def unsupported_reason(self, case) -> str | None:
+        if case.kv_lora_rank % 512 or case.pe_dim != 64:
+            return f"vLLM's kernel takes kv_lora_rank a multiple of 512 and pe_dim 64 (got {case.kv_lora_rank}, " \
+                   f"{case.pe_dim})"
+        return super().unsupported_reason(case)
+
+    def bind(self, w) -> Writer:
+        op = self._op()
+        args = (w.ql_nope, w.q_pe, w.q_out)
+        return lambda: op(*args)
