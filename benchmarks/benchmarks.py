@@ -200,7 +200,7 @@ class ServedMLA(_PrimaryTime):
 
 # The read side, block copies and the other cache ops (small grids: each class a few seconds of an H200's batch).
 from kvbench.ops import (concat_mla_q, convert_fp8, cp_gather, gather, indexer_gather, mla_grouped,  # noqa: E402
-                         swap_blocks, upconvert_gather)
+                         mla_rope, swap_blocks, upconvert_gather)
 
 READ_TOKENS = [256, 4096, 65536]
 
@@ -302,3 +302,15 @@ class ConcatMLAQ(_PrimaryTime):
 
     def case(self, num_tokens, implementation):
         return concat_mla_q.Case(num_tokens=num_tokens, device=DEVICE)
+
+
+class MLARope(_PrimaryTime):
+    """concat_and_cache_mla_rope_fused: DeepSeek's RoPE on 128 heads' q_pe and on k_pe fused with the MLA cache write
+    (512 + 64, block 64, bf16, random slots and positions)."""
+
+    params = [[16, 1024, 8192], suite.implementations("mla-rope")]
+    param_names = ["num_tokens", "implementation"]
+    version = "mlarope-1"
+
+    def case(self, num_tokens, implementation):
+        return mla_rope.Case(num_tokens=num_tokens, device=DEVICE)

@@ -41,9 +41,7 @@ def test_every_cache_op_of_the_0_34_cache_library_is_tracked_but_the_blackwell_a
     r = NOTES["releases"]["0.34.0"]
     untracked = {n for n in r["cache_ops"] if not coverage.TABLE[n].op}
     allowed = {"cp_gather_and_upconvert_nvfp4_kv_cache", "hisparse_resolve_residency",
-               "hisparse_invalidate_written_slots", "hisparse_gather_plan", "hisparse_gather_compact",
-               # not tracked yet (the entries say so):
-               "concat_and_cache_mla_rope_fused"}
+               "hisparse_invalidate_written_slots", "hisparse_gather_plan", "hisparse_gather_compact"}
     assert untracked <= allowed, untracked - allowed
 
 

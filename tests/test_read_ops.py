@@ -305,6 +305,82 @@ def test_concat_mla_q_reference_matches_a_naive_loop_and_catches_a_contiguous_re
         verify("contiguous reader", [w], ignores_strides)
 
 
+# --- mla-rope ---------------------------------------------------------------------------------------------------
+
+def value_of(bits: int, dtype: torch.dtype) -> float:
+    if dtype == torch.bfloat16:
+        return struct.unpack("f", struct.pack("I", bits << 16))[0]
+    return struct.unpack("e", struct.pack("H", bits))[0]
+
+
+@pytest.mark.parametrize("neox", [False, True])
+@pytest.mark.parametrize("dtype", ["bfloat16", "half"])
+def test_mla_rope_reference_matches_a_naive_loop(neox, dtype):
+    case = ops.get("mla-rope").Case(num_tokens=8, num_blocks=2, block_size=16, num_heads=2, kv_lora_rank=16,
+                                    pe_dim=8, device="cpu", slots="padded", is_neox=neox, dtype=dtype)
+    w = ops.workload(case, seed=13)
+    w.kv_cache.view(torch.uint8).fill_(0)
+    q0, k0 = w.q_pe.clone(), w.k_pe.clone()
+    ops.of(case).reference_write(w)
+    dt = case.torch_dtype
+
+    def rd(x: float) -> float:  # round a float32 value to the dtype, as vLLM's 16-bit arithmetic
+        return value_of(round_to(f32(x), dt), dt)
+
+    def naive(vec, position):
+        table = w.cos_sin_cache[position].float().tolist()
+        cos, sin, out = table[:4], table[4:], list(vec)
+        for i in range(4):
+            xi, yi = (i, i + 4) if neox else (2 * i, 2 * i + 1)
+            x, y = vec[xi], vec[yi]
+            out[xi] = rd(rd(x * cos[i]) - rd(y * sin[i]))
+            out[yi] = rd(rd(y * cos[i]) + rd(x * sin[i]))
+        return out
+
+    rows = w.kv_cache.view(-1, case.entry)
+    for t, slot in enumerate(w.slot_mapping.tolist()):
+        p = int(w.positions[t])
+        for h in range(2):
+            assert w.q_pe[t, h].float().tolist() == naive(q0[t, h].float().tolist(), p), (t, h)
+        if slot < 0:  # padding: its query is rotated, its key is not, nothing is written
+            assert torch.equal(w.k_pe[t], k0[t])
+            continue
+        k = naive(k0[t].float().tolist(), p)
+        assert w.k_pe[t].float().tolist() == k, t
+        assert rows[slot].float().tolist() == w.kv_c[t].float().tolist() + k, t
+
+
+def test_mla_rope_checks_the_rotation_and_the_padding():
+    case = ops.get("mla-rope").Case(num_tokens=16, num_blocks=4, block_size=16, num_heads=2, device="cpu",
+                                    slots="padded")
+    w = ops.workload(case, seed=1)
+
+    def no_query_rotation():
+        q = w.q_pe.clone()
+        ops.of(case).reference_write(w)
+        w.q_pe.copy_(q)
+
+    with pytest.raises(VerificationError, match="rotated q_pe: .* differ"):
+        verify("lazy", [w], no_query_rotation)
+    w = ops.workload(case, seed=1)
+    ops.of(case).reference_write(w)
+    w.calls_verified = 1  # the timed path: several rotations deep
+
+    def rotates_padding_keys():
+        ops.of(case).reference_write(w)
+        w.k_pe[-1] += 1
+
+    with pytest.raises(VerificationError, match="k_pe of padding tokens"):
+        verify("padding", [w], rotates_padding_keys)
+
+
+def test_mla_rope_case():
+    with pytest.raises(CaseError, match="multiply-add"):
+        ops.get("mla-rope").Case(num_tokens=16, dtype="float", device="cpu")
+    with pytest.raises(CaseError, match="in place"):
+        ops.get("mla-rope").Case(num_tokens=16, l2="cold", device="cpu")
+
+
 # --- verification of dense outputs ------------------------------------------------------------------------------
 
 def test_a_gather_that_skips_the_last_sequence_or_writes_past_the_end_fails():
@@ -383,10 +459,10 @@ def test_triton_read_kernels_match_the_reference_in_the_interpreter(op, fields):
 # --- through prepare and the timed path -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("op", ["convert-fp8", "gather", "cp-gather", "swap-blocks", "indexer-gather",
-                                "upconvert-gather", "mla-grouped", "concat-mla-q"])
+                                "upconvert-gather", "mla-grouped", "concat-mla-q", "mla-rope"])
 def test_torch_read_reference_through_prepare_and_the_timed_path(op):
     extra = {} if op == "convert-fp8" else dict(num_blocks=64)
-    if op in ("swap-blocks", "concat-mla-q"):
+    if op in ("swap-blocks", "concat-mla-q", "mla-rope"):
         extra["num_heads"] = 2
     p = prepare(make_case("torch", op=op, num_tokens=64, block_size=16, device="cpu", **extra), "torch")
     p.sampler("no_graph").measure(2)
@@ -496,6 +572,21 @@ def test_gpu_concat_mla_q(implementation, dtype, num_heads, num_tokens):
     assert p.verified.method == "bit-exact" and p.verified.tokens_checked == num_tokens
     p.sampler("cudagraph").measure(3)
     assert p.check_timed("cudagraph").tokens_checked == num_tokens
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("implementation", ["torch", "vllm"])
+@pytest.mark.parametrize("kv", ["auto", "fp8", "fp8_e5m2"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "half"])
+@pytest.mark.parametrize("neox", [False, True])
+@pytest.mark.parametrize("slots, num_tokens", [("decode-padded", 64), ("mixed", 2048)])
+def test_gpu_mla_rope(implementation, kv, dtype, neox, slots, num_tokens):
+    case = make_case(implementation, op="mla-rope", num_tokens=num_tokens, kv_cache_dtype=kv, dtype=dtype,
+                     is_neox=neox, slots=slots)
+    p = _run_or_skip(case, implementation)
+    assert p.verified.method == "bit-exact" and p.verified.tokens_checked == case.valid_tokens
+    p.sampler("cudagraph").measure(3)
+    assert p.check_timed("cudagraph").tokens_checked == case.valid_tokens
 
 
 def _x_ideal(case, implementation) -> float:

@@ -54,7 +54,9 @@ TABLE: dict[str, Entry] = {
     "concat_and_cache_mla_grouped": _tracked("mla-grouped", "several layers' MLA rows in one call, bf16 and fp8; "
                                                             "implementation vllm"),
     "concat_mla_q": _tracked("concat-mla-q", "MLA decode queries for FlashMLA, strided inputs; implementation vllm"),
-    "concat_and_cache_mla_rope_fused": _left("not tracked yet (RoPE fused with the MLA cache write)"),
+    "concat_and_cache_mla_rope_fused": _tracked("mla-rope", "RoPE on q_pe and k_pe fused with the MLA cache write "
+                                                            "(used only by an opt-in fusion pass); implementation "
+                                                            "vllm"),
     "cp_gather_and_upconvert_nvfp4_kv_cache": _left("reads nvfp4_ds_mla rows, a cache format vLLM allows on "
                                                     "Blackwell (SM100) only; kvbench measures on an H200"),
     "hisparse_resolve_residency": _left("HiSparse's host-cache residency planner (vllm/v1/hisparse): bookkeeping "

@@ -47,6 +47,9 @@ OP_FLAGS = {
     "upconvert-gather": {"batch": {}},
     "mla-grouped": {"kv-lora-rank": {}, "pe-dim": {}, "num-layers": {}},
     "concat-mla-q": {"num-heads": {}, "kv-lora-rank": {}, "pe-dim": {}},
+    "mla-rope": {"num-heads": {}, "kv-lora-rank": {}, "pe-dim": {},
+                 "is-neox": dict(action="store_true", default=None,
+                                 help="mla-rope: GPT-NeoX pairs (default: GPT-J pairs, as DeepSeek)")},
 }
 
 

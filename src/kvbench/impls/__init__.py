@@ -54,7 +54,8 @@ for _impl in (torch_ref.TorchReference(), own_triton.TritonWrite(), vllm_cuda.Vl
               torch_ref.TorchIndexerGather(), own_triton.TritonIndexerGather(), vllm_cuda.VllmIndexerGather(),
               torch_ref.TorchUpconvertGather(), own_triton.TritonUpconvertGather(), vllm_cuda.VllmUpconvertGather(),
               torch_ref.TorchMLAGrouped(), vllm_cuda.VllmMLAGrouped(),
-              torch_ref.TorchConcatMLAQ(), vllm_cuda.VllmConcatMLAQ()):
+              torch_ref.TorchConcatMLAQ(), vllm_cuda.VllmConcatMLAQ(),
+              torch_ref.TorchMLARope(), vllm_cuda.VllmMLARope()):
     register(_impl)
 for _module in config.plugins():
     try:

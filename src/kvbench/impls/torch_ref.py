@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from kvbench.impls.base import Implementation, Writer
 from kvbench.ops import (concat_mla_q, convert_fp8, cp_gather, gather, indexer, indexer_gather, layouts, mla,
-                         mla_grouped, swap_blocks, token_head_quant, upconvert_gather)
+                         mla_grouped, mla_rope, swap_blocks, token_head_quant, upconvert_gather)
 from kvbench.ops.kv import KVWorkload, reference_write
 
 
@@ -100,3 +100,9 @@ class TorchConcatMLAQ(_TorchOf):
     name, op, module = "torch", "concat-mla-q", concat_mla_q
     description = "torch.cat into the workspace (what vLLM's op replaces)"
     kv_cache_dtypes = ("auto",)
+
+
+class TorchMLARope(_TorchOf):
+    name, op, module = "torch", "mla-rope", mla_rope
+    description = "reference in plain torch ops (rotations rounded as vLLM's 16-bit arithmetic, indexed copy)"
+    kv_cache_dtypes = mla_rope.Case.KV_CACHE_DTYPES

@@ -412,3 +412,18 @@ class VllmConcatMLAQ(_VllmCacheOp):
         op = self._op()
         args = (w.ql_nope, w.q_pe, w.q_out)
         return lambda: op(*args)
+
+
+class VllmMLARope(_VllmCacheOp):
+    name, op = "vllm", "mla-rope"
+    description = "vLLM's CUDA concat_and_cache_mla_rope_fused (RoPE on q_pe and k_pe, then the MLA cache write)"
+    kv_cache_dtypes = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
+    op_name = "concat_and_cache_mla_rope_fused"
+    arguments = ("positions", "q_pe", "k_pe", "kv_c", "cos_sin_cache", "is_neox", "slot_mapping", "kv_cache",
+                 "kv_cache_dtype", "kv_cache_scale")
+
+    def bind(self, w) -> Writer:
+        op, c = self._op(), w.case
+        args = (w.positions, w.q_pe, w.k_pe, w.kv_c, w.cos_sin_cache, c.is_neox, w.slot_mapping, w.kv_cache,
+                c.kv_cache_dtype, w.scale)
+        return lambda: op(*args)

@@ -12,14 +12,14 @@ import types
 
 from kvbench.errors import CaseError
 from kvbench.ops import (concat_mla_q, convert_fp8, cp_gather, gather, indexer, indexer_gather, kv, mla, mla_grouped,
-                         slots, swap_blocks, token_head_quant, upconvert_gather)
+                         mla_rope, slots, swap_blocks, token_head_quant, upconvert_gather)
 from kvbench.ops.base import WriteCase, Workload
 
 OPS: dict[str, types.ModuleType] = {"kv": kv, "mla": mla, "indexer": indexer, "token-head-quant": token_head_quant,
                                     "convert-fp8": convert_fp8, "gather": gather, "cp-gather": cp_gather,
                                     "swap-blocks": swap_blocks, "indexer-gather": indexer_gather,
                                     "upconvert-gather": upconvert_gather, "mla-grouped": mla_grouped,
-                                    "concat-mla-q": concat_mla_q}
+                                    "concat-mla-q": concat_mla_q, "mla-rope": mla_rope}
 
 
 def get(name: str) -> types.ModuleType:
