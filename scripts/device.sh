@@ -4,6 +4,7 @@
 #   tests    every GPU test (vLLM 0.33's real kernels loaded)            -> gpu-tests.txt
 #   tests33 / tests34  the same with vLLM 0.33.0 (.vllm) / 0.34.0 (.vllm-0.34.0) -> gpu-tests-0.3X.0.txt
 #   served   scripts/served_table.py with vLLM 0.34.0: as served vs as benchmarked -> served-table.md/.json
+#   readops  the other cache ops: GPU tests (vLLM 0.34.0) and each op's sweep -> gpu-tests-readops.txt, tables/
 #   releases kvbench vllm-history --releases $RELEASES with the packed kernels in .kernels -> releases.tgz
 #   tables   each op's sweep: vLLM's kernels, kvbench's, torch; 8 sizes   -> tables.tgz (JSON + text)
 #   tune     launch-parameter variants of kvbench's Triton kernels         -> tune.txt
@@ -153,6 +154,14 @@ releases)  # vLLM's history, release by release: RELEASES="0.20.0 0.20.1 ..." wh
 tests34) GPU_TESTS_S=${GPU_TESTS_S:-200} gpu_tests .vllm-0.34.0 gpu-tests-0.34.0 ;;
 tests33) GPU_TESTS_S=${GPU_TESTS_S:-200} gpu_tests .vllm gpu-tests-0.33.0 ;;
 served) served_table .vllm-0.34.0 ;;
+readops)  # the other cache ops: their GPU tests with vLLM 0.34.0, then each op's sweep (vLLM, kvbench, torch)
+  step "read side and other cache ops"; mkdir -p "$OUT/tables"
+  ( . .vllm-0.34.0/activate.sh
+    timeout 150 python3 -m pytest -m gpu tests/test_read_ops.py tests/test_coverage.py -q -p no:cacheprovider -rf \
+      2>&1 | tee "$OUT/gpu-tests-readops.txt" | tail -n 15
+    for op in convert-fp8 gather cp-gather indexer-gather upconvert-gather swap-blocks mla-grouped concat-mla-q mla-rope
+    do sweep "$op" --op "$op"; done > "$OUT/tables/readops.txt" 2>&1
+    tail -n 40 "$OUT/tables/readops.txt" ) ;;
 fullaa) fullaa ;;
 final) final ;;
 beforeafter) beforeafter ;;

@@ -57,7 +57,9 @@ def add(sub) -> None:
     p = sub.add_parser("sweep", help="time implementations over num_tokens 2..65536 (vLLM's script's flags)")
     flag(p, "op", default=None, choices=tuple(ops.OPS),
          help="kv: reshape_and_cache(_flash) (default); mla: concat_and_cache_mla; indexer: "
-              "indexer_k_quant_and_cache; token-head-quant: vLLM's per-token-head quantizing Triton write")
+              "indexer_k_quant_and_cache; token-head-quant: vLLM's per-token-head quantizing Triton write; the "
+              "other cache ops: convert-fp8, gather, cp-gather, indexer-gather, upconvert-gather, swap-blocks, "
+              "mla-grouped, concat-mla-q, mla-rope (README: Ops and implementations)")
     flag(p, "model", default=None, choices=tuple(models.MODELS),
          help="a model's cache write on one GPU: its KV heads per GPU and head size (or MLA row), and its op")
     flag(p, "tp", type=positive, default=None, help="with --model: tensor-parallel GPUs (default 1)")
