@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kvbench.ops import layouts, slots as slot_patterns
+from kvbench.ops import layouts
 from kvbench.errors import VerificationError
 from kvbench.impls.base import Implementation
 from kvbench.impls.torch_ref import TorchReference

@@ -102,13 +102,10 @@ def _healthy() -> bool:
 def lead(cases, mode: str, samples: int, device: str, max_tokens: int, budget_s: float) -> int:
     """Measure `cases` ((case, implementation) pairs, the leading process's own first) that are not in the store
     yet, and file each. Before a case is measured it is filed as failed ("the batch process ended while measuring
-    this case"), so that if
-    the process dies on it (a crash, a kill, asv's timeout) that case alone is reported and the next process of the
-    class leads a batch of the cases after it. Stops when the GPU is unusable after a failure, or after budget_s
+    this case"), so that if the process dies on it (a crash, a kill, asv's timeout) that case alone is reported and
+    the next process of the class leads a batch of the cases after it. Stops when the GPU is unusable after a failure, or after budget_s
     (under asv's timeout for this process): the rest are led again by a later process. Returns how many were
     measured."""
-    import torch
-
     bw = bandwidth.copy_bandwidth(device, machine.device_key(machine.info(device)))
     start = time.perf_counter()
     gc.collect()

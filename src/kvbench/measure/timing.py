@@ -28,7 +28,6 @@ from typing import Callable
 
 import torch
 
-from kvbench import config
 from kvbench.errors import CaseError, Unavailable
 
 Writer = Callable[[], None]  # one call of the code under test

@@ -109,6 +109,28 @@ class WriteCase:
         return DTYPES[self.dtype]
 
     @property
+    def cache_dtype(self) -> torch.dtype:
+        """The torch dtype of the cache tensors (fp8 caches are uint8, as in vLLM)."""
+        return torch.uint8 if self.is_fp8 else self.torch_dtype
+
+    @property
+    def cache_element_size(self) -> int:
+        return 1 if self.is_fp8 else self.input_element_size
+
+    def require_warm(self, why: str = "") -> None:
+        """A one-line CaseError unless the L2 is warm (for ops that cannot rotate input sets)."""
+        if self.l2 != "warm":
+            raise CaseError(f"l2 {self.l2!r} is not supported for op {self.OP!r}{why} (choose: warm)")
+
+    def require_whole_blocks(self, what: str) -> None:
+        """A one-line CaseError naming the nearest sizes unless num_tokens is a multiple of block_size."""
+        if self.num_tokens % self.block_size:
+            lower = self.num_tokens // self.block_size * self.block_size
+            near = " or ".join(str(n) for n in (lower, lower + self.block_size) if n)
+            raise CaseError(f"num_tokens {self.num_tokens} is not a multiple of block_size {self.block_size}: "
+                            f"{self.OP} {what} whole cache blocks; use {near}")
+
+    @property
     def input_element_size(self) -> int:
         return torch.empty((), dtype=self.torch_dtype).element_size()
 

@@ -17,7 +17,6 @@ from typing import ClassVar
 
 import torch
 
-from kvbench.errors import CaseError
 from kvbench.ops import reads
 from kvbench.ops.base import Output, WriteCase, Workload, positive
 
@@ -38,8 +37,7 @@ class Case(WriteCase):
     def __post_init__(self):
         super().__post_init__()
         positive(self, "num_heads", "kv_lora_rank", "pe_dim")
-        if self.l2 != "warm":
-            raise CaseError(f"l2 {self.l2!r} is not supported for op {self.OP!r} (choose: warm)")
+        self.require_warm()
 
     @property
     def entry(self) -> int:

@@ -45,13 +45,7 @@ class Case(reads.ReadCase):
     def entry(self) -> int:
         return self.kv_lora_rank + self.pe_dim
 
-    @property
-    def cache_dtype(self) -> torch.dtype:
-        return torch.uint8 if self.is_fp8 else self.torch_dtype
 
-    @property
-    def cache_element_size(self) -> int:
-        return 1 if self.is_fp8 else self.input_element_size
 
     @property
     def cache_bytes(self) -> int:

@@ -55,14 +55,7 @@ class Case(WriteCase):
                 f"per-head scales need one of: {', '.join(layouts.FLASH_LAYOUTS)}"
             )
 
-    @property
-    def cache_dtype(self) -> torch.dtype:
-        """The torch dtype of the cache tensors (fp8 caches are uint8, as in vLLM)."""
-        return torch.uint8 if self.is_fp8 else self.torch_dtype
 
-    @property
-    def cache_element_size(self) -> int:
-        return 1 if self.is_fp8 else self.input_element_size
 
     @property
     def cache_bytes(self) -> int:

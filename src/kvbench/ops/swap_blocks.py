@@ -27,7 +27,6 @@ from typing import ClassVar
 
 import torch
 
-from kvbench.errors import CaseError
 from kvbench.ops import reads
 from kvbench.ops.base import Output, WriteCase, Workload, choose, positive
 
@@ -54,13 +53,8 @@ class Case(WriteCase):
         super().__post_init__()
         positive(self, "num_heads", "head_size", "num_layers")
         choose("transfer", self.transfer, TRANSFERS)
-        if self.l2 != "warm":
-            raise CaseError(f"l2 {self.l2!r} is not supported for op {self.OP!r} (choose: warm)")
-        if self.num_tokens % self.block_size:
-            lower = self.num_tokens // self.block_size * self.block_size
-            near = " or ".join(str(n) for n in (lower, lower + self.block_size) if n)
-            raise CaseError(f"num_tokens {self.num_tokens} is not a multiple of block_size {self.block_size}: "
-                            f"swap-blocks copies whole blocks; use {near}")
+        self.require_warm()
+        self.require_whole_blocks("copies")
 
     @property
     def copies(self) -> int:
