@@ -105,7 +105,8 @@ def test_served_case_needs_blocks_for_its_batch():
 def test_sweep_a_model_as_served_on_cpu(capsys, tmp_path):
     out = tmp_path / "r.json"
     rc = cli.main(["sweep", "--device", "cpu", "--model", "llama-3.1-8b", "--layout", "served", "--slots", "decode",
-                   "--num-tokens", "16", "64", "--iters", "5", "--json", str(out)])
+                   "--num-tokens", "16", "64", "--iters", "5", "--json", str(out), "--implementation", "torch",
+                   "vllm-cpu", "triton"])  # (named: other tests register deliberately wrong writers)
     text = capsys.readouterr().out
     rows = json.loads(out.read_text())["results"]
     assert rc == 0 and {r["implementation"] for r in rows} >= {"torch", "vllm-cpu"}
