@@ -22,6 +22,8 @@ def parser() -> Parser:
     vllm_kernels.add(sub)
     from kvbench.cli import site_landing
     site_landing.add(sub)
+    from kvbench.cli import compare
+    compare.add(sub)
     return p
 
 
