@@ -103,7 +103,7 @@ def test_bad_environment_values(bad, monkeypatch, variable, value, words):
 
 
 @pytest.mark.parametrize("variable, value, message", [
-    ("KVBENCH_NUM_TOKENS", "16,lots", "KVBENCH_NUM_TOKENS: 'lots' is not a valid int"),
+    ("KVBENCH_NUM_TOKENS", "16,lots", "KVBENCH_NUM_TOKENS: 'lots' is not a valid int; give comma-separated positive integers"),
     ("KVBENCH_BATCH", "yes", "KVBENCH_BATCH='yes' is not supported; use 1 (on) or 0 (off)"),
 ])
 def test_bad_grid_variables_stop_the_suite_with_one_line(variable, value, message):

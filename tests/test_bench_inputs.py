@@ -41,7 +41,7 @@ def _bad_values(tmp: pathlib.Path) -> list[tuple[str, str, int, list[str]]]:
     (tmp / "a-file").write_text("")
     return [
         # (variable, value, exit code, words in the one line)
-        ("KVBENCH_NUM_TOKENS", "abc", 2, ["KVBENCH_NUM_TOKENS: 'abc' is not a valid int"]),
+        ("KVBENCH_NUM_TOKENS", "abc", 2, ["KVBENCH_NUM_TOKENS: 'abc' is not a valid int; give comma-separated positive integers"]),
         ("KVBENCH_NUM_TOKENS", "16,0", 2, ["KVBENCH_NUM_TOKENS: '0'", "each item must be a positive integer"]),
         ("KVBENCH_NUM_TOKENS", "-16", 2, ["'-16'", "positive integer"]),
         ("KVBENCH_NUM_TOKENS", "16,,32", 2, ["KVBENCH_NUM_TOKENS='16,,32' has an empty item"]),
@@ -242,7 +242,7 @@ def bench(work, env, *args, **variables) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("variables, message", [
-    ({"KVBENCH_NUM_TOKENS": "abc"}, "kvbench: error: KVBENCH_NUM_TOKENS: 'abc' is not a valid int"),
+    ({"KVBENCH_NUM_TOKENS": "abc"}, "kvbench: error: KVBENCH_NUM_TOKENS: 'abc' is not a valid int; give comma-separated positive integers"),
     ({"KVBENCH_NUM_TOKENS": "16,0"},
      "kvbench: error: KVBENCH_NUM_TOKENS: '0' is not supported; each item must be a positive integer"),
     ({"KVBENCH_IMPLEMENTATIONS": "torch,no-such-impl"},

@@ -124,7 +124,8 @@ def items(name: str, default: list, kind=str, allowed: tuple | None = None) -> l
         try:
             converted = kind(item)
         except ValueError:
-            raise ConfigError(f"{name}: {item!r} is not a valid {kind.__name__}") from None
+            what = "positive integers" if kind is int else f"{kind.__name__} values"
+            raise ConfigError(f"{name}: {item!r} is not a valid {kind.__name__}; give comma-separated {what}") from None
         if kind is int and converted < 1:
             raise ConfigError(f"{name}: {item!r} is not supported; each item must be a positive integer")
         if allowed is not None and converted not in allowed:
