@@ -12,9 +12,9 @@ from tabulate import tabulate
 from kvbench import defects, files
 from kvbench.runner import Result
 
-COLUMNS = ("num_tokens", "latency (µs)", "GB/s", "× ideal", "verified")
-CSV_FIELDS = ("implementation", "mode", "num_tokens", "status", "latency_us", "gbps", "x_ideal", "bytes_moved",
-              "calls_per_sample", "verified", "message", "partial")
+COLUMNS = ("num_tokens", "latency (µs)", "GB/s", "× ideal", "× sector ideal", "verified")
+CSV_FIELDS = ("implementation", "mode", "num_tokens", "status", "latency_us", "gbps", "x_ideal", "x_sector_ideal",
+              "bytes_moved", "calls_per_sample", "verified", "message", "partial")
 
 
 def _fmt(value, spec: str) -> str:
@@ -22,19 +22,24 @@ def _fmt(value, spec: str) -> str:
 
 
 def table(results: list[Result], op: str | None = None) -> str:
-    """`num_tokens | latency (µs)` (vLLM's script's table) plus GB/s, × ideal and verification; a reason that
-    repeats the row above's is not printed again. With `op`, a failure that is a known vLLM defect
-    (kvbench.defects) says so: `FAILED (known vLLM defect ID, vLLM issue N)`."""
+    """`num_tokens | latency (µs)` (vLLM's script's table) plus GB/s, × ideal (and × sector ideal where the sector
+    model applies: kvbench.ops.sectors) and verification; a reason that repeats the row above's is not printed
+    again. With `op`, a failure that is a known vLLM defect (kvbench.defects) says so: `FAILED (known vLLM defect ID,
+    vLLM issue N)`."""
+    sectors = any(r.x_sector_ideal is not None for r in results)
     rows = []
     for i, r in enumerate(results):
         if r.status == "ok":
-            rows.append((r.num_tokens, _fmt(r.latency_us, ".3f"), _fmt(r.gbps, ".1f"), _fmt(r.x_ideal, ".2f"), r.verified))
+            row = [r.num_tokens, _fmt(r.latency_us, ".3f"), _fmt(r.gbps, ".1f"), _fmt(r.x_ideal, ".2f"),
+                   _fmt(r.x_sector_ideal, ".2f"), r.verified]
         else:
             same = i and results[i - 1].status == r.status and results[i - 1].message == r.message
             known = defects.of_result(op, r) if op else None
             status = f"FAILED (known vLLM defect {known.id}, {known.reference})" if known else r.status.upper()
-            rows.append((r.num_tokens, status, "", "", "(as above)" if same else r.message))
-    return tabulate(rows, headers=COLUMNS, tablefmt="github", disable_numparse=True)
+            row = [r.num_tokens, status, "", "", "", "(as above)" if same else r.message]
+        rows.append(row if sectors else row[:4] + row[5:])
+    headers = COLUMNS if sectors else COLUMNS[:4] + COLUMNS[5:]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 def write_json(path, header: dict, results: list[Result], partial: dict | None = None) -> None:

@@ -45,10 +45,11 @@ def paged_x(case) -> int:
     return 16 // case.cache_element_size
 
 
-def allocate(case) -> tuple[torch.Tensor, torch.Tensor]:
-    """Uninitialised key and value caches for the case's layout, dtype and device."""
+def allocate(case, device: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uninitialised key and value caches for the case's layout, dtype and device (`device` "meta": their shapes and
+    strides only, nothing allocated)."""
     nb, bs, h, d = case.num_blocks, case.block_size, case.num_heads, case.head_size
-    kw = dict(dtype=case.cache_dtype, device=case.device)
+    kw = dict(dtype=case.cache_dtype, device=device or case.device)
     if case.layout in ("paged", "paged-iv"):
         x = paged_x(case)
         value_shape = (nb, h, d, bs) if case.layout == "paged" else (nb, h, bs // x, d, x)
