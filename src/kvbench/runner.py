@@ -180,6 +180,7 @@ class Result:
     gbps: float | None = None
     x_ideal: float | None = None
     x_sector_ideal: float | None = None  # time / (the sector model's bytes / copy bandwidth): kvbench.ops.sectors
+    # (the CLI's sweep fills it in; the asv suite does not spend the model's seconds per case)
     verified: str | None = None
     message: str | None = None
     gpu_state: dict | None = None  # read right after the samples (kvbench.measure.gpu_state)
@@ -210,20 +211,11 @@ def measure(p: Prepared, mode: str, samples: int, bw: bandwidth.CopyBandwidth | 
         bytes_moved=moved,
         gbps=moved / median_s / 1e9,
         x_ideal=median_s / bw.ideal_s(p.case) if bw else None,
-        x_sector_ideal=_x_sector_ideal(median_s, p.case, bw),
         verified=p.verified.method,
         gpu_state=state,
         steps=p.steps(),
         warnings=gpu_state.warnings(state),
     )
-
-
-def _x_sector_ideal(seconds: float, case: WriteCase, bw: bandwidth.CopyBandwidth | None) -> float | None:
-    """`seconds` over the time the sector model's bytes take at the copy bandwidth (kv layouts), else None."""
-    from kvbench.ops import sectors
-
-    counted = sectors.sector_bytes(case) if bw else None
-    return seconds / (counted / bw.bytes_per_s) if counted else None
 
 
 def run_case(case: WriteCase, implementation: str, mode: str, samples: int,

@@ -11,7 +11,7 @@ from kvbench.errors import EXIT_CASE_FAILED, EXIT_NOTHING_MEASURED, CaseError, F
 from kvbench.measure import bandwidth, isolation, machine
 from kvbench.measure.device import resolve
 from kvbench.measure.timing import MODES
-from kvbench.ops import layouts, models, served
+from kvbench.ops import layouts, models, sectors, served
 from kvbench.ops.base import DTYPES, L2_STATES
 from kvbench.ops.kv import FP8_SCALES, HEAD_SIZES, Case
 from kvbench.runner import Result, bytes_needed, make_case, run_case
@@ -336,9 +336,13 @@ def _row(call, name: str, tokens: int, args, common: dict, bw) -> Result:
     except CaseError as exc:  # e.g. more tokens than slots: this row only
         return Result(name, args.mode, tokens, "skipped", dict(common, num_tokens=tokens), message=str(exc))
     try:
-        return call(run_case, case, name, args.mode, args.iters, bw)
+        r = call(run_case, case, name, args.mode, args.iters, bw)
     except KvbenchError as exc:  # the case's process died
         return Result(name, args.mode, tokens, "failed", dict(common, num_tokens=tokens), message=str(exc))
+    counted = sectors.sector_bytes(case) if r.status == "ok" else None
+    if counted:  # the paged layouts: × the sector model's ideal too
+        r.x_sector_ideal = r.latency_us * 1e-6 / (counted / bw.bytes_per_s)
+    return r
 
 
 def exit_code(results: list[Result], op: str = "kv") -> int:
