@@ -17,18 +17,23 @@ def _raise(signum, frame):
 
 
 @contextlib.contextmanager
-def handled():
-    """While the block runs (the main thread only), SIGINT and SIGTERM raise Interrupted; the handlers before it
-    are restored after."""
+def _handlers(handler):
+    """SIGINT and SIGTERM go to `handler` while the block runs (the main thread only: elsewhere signals stay as
+    they are); the handlers before it are restored after."""
     try:
-        old = {s: signal.signal(s, _raise) for s in SIGNALS}
-    except ValueError:  # not the main thread: signals stay as they are
+        old = {s: signal.signal(s, handler) for s in SIGNALS}
+    except ValueError:  # not the main thread
         old = {}
     try:
         yield
     finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
+        for s, previous in old.items():
+            signal.signal(s, previous)
+
+
+def handled():
+    """While the block runs, SIGINT and SIGTERM raise Interrupted."""
+    return _handlers(_raise)
 
 
 @contextlib.contextmanager
@@ -36,15 +41,8 @@ def held():
     """Signals that arrive while the block runs (writing what was measured) wait until it has finished; the first
     is then raised as Interrupted."""
     got: list[int] = []
-    try:
-        old = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in SIGNALS}
-    except ValueError:
-        old = {}
-    try:
+    with _handlers(lambda signum, frame: got.append(signum)):
         yield
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
     if got:
         raise Interrupted(got[0])
 
