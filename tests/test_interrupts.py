@@ -64,3 +64,28 @@ def test_other_commands_end_in_one_line_too(tmp_path):
     # info either finished before the signal (then the sleep ends with the default SIGTERM action) or was stopped
     # by it with the one line and exit 143
     assert proc.returncode == -signal.SIGTERM or err.strip().splitlines()[-1] == "kvbench: interrupted (SIGTERM)"
+
+
+def test_fidelity_interrupted_keeps_its_finished_rows(monkeypatch, tmp_path, capsys):
+    """kvbench fidelity (CUDA only: its device and per-case processes stood in for) writes the rows it finished."""
+    from kvbench import cli
+    from kvbench.cli import commands
+    from kvbench.errors import Interrupted
+    from kvbench.measure.fidelity import Fidelity
+
+    done = []
+
+    def one_case(function, name, layout, tokens):
+        if done:
+            raise Interrupted(signal.SIGINT)
+        done.append(tokens)
+        return Fidelity(name, tokens, 8, 2.0, 2.02)
+
+    monkeypatch.setattr(commands, "resolve", lambda device: "cuda")
+    monkeypatch.setattr(commands, "caller", lambda device, same: one_case)
+    out = tmp_path / "f.json"
+    assert cli.main(["fidelity", "--num-tokens", "2", "16", "--json", str(out)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"kvbench: interrupted (SIGINT) after 1 of 2 cases; the 1 are in {out} (marked partial)"
+    rows = json.loads(out.read_text())
+    assert len(rows) == 1 and rows[0]["num_tokens"] == 2 and rows[0]["partial"] is True

@@ -11,7 +11,8 @@ import sys
 from tabulate import tabulate
 
 from kvbench import config, defects, files, impls
-from kvbench.errors import KvbenchError
+from kvbench.cli import interrupts
+from kvbench.errors import Interrupted, KvbenchError
 from kvbench.cli.flags import device, flag, positive, same_process
 from kvbench.cli.sweep import available, caller, header, print_header
 from kvbench.measure.device import resolve
@@ -127,19 +128,33 @@ def cmd_fidelity(args) -> int:
     out = files.check_writable(args.json, "--json") if args.json else None
     resolve("cuda")
     call = caller("cuda", args.same_process)
+    planned = len(args.implementation) * len(args.num_tokens)
     rows = []
-    for name in args.implementation:
-        for tokens in args.num_tokens:
-            f = call(_fidelity_case, name, args.layout, tokens)
-            rows.append(f)
-            print(f"{name} {tokens}: ratio {f.ratio:.4f}", file=sys.stderr, flush=True)
+    try:
+        for name in args.implementation:
+            for tokens in args.num_tokens:
+                f = call(_fidelity_case, name, args.layout, tokens)
+                rows.append(f)
+                print(f"{name} {tokens}: ratio {f.ratio:.4f}", file=sys.stderr, flush=True)
+    except Interrupted as exc:  # keep what was finished: the table, and the file marked partial
+        with interrupts.held():
+            _fidelity_report(rows, out, partial=True)
+        where = f"{out} (marked partial)" if out else "the table above"
+        exc.detail = f"after {len(rows)} of {planned} cases; the {len(rows)} are in {where}"
+        raise
+    _fidelity_report(rows, out)
+    return 0 if all(abs(f.ratio - 1) <= args.tolerance for f in rows) else 1
+
+
+def _fidelity_report(rows, out, partial: bool = False) -> None:
+    """The comparison's table, and the JSON list `asv-report --fidelity` reads (each row `partial` when the run
+    was interrupted)."""
     headers = ("implementation", "num_tokens", "calls/replay", "kvbench (µs)", "independent (µs)", "ratio")
     print(tabulate([(f.implementation, f.num_tokens, f.calls_per_replay, f"{f.kvbench_us:.3f}",
                      f"{f.independent_us:.3f}", f"{f.ratio:.4f}") for f in rows], headers, tablefmt="github"))
     if out:
         with files.atomic(out) as f:
-            json.dump([dict(vars(r), ratio=r.ratio) for r in rows], f, indent=1)
-    return 0 if all(abs(f.ratio - 1) <= args.tolerance for f in rows) else 1
+            json.dump([dict(vars(r), ratio=r.ratio, partial=partial) for r in rows], f, indent=1)
 
 
 def cmd_asv_report(args) -> int:
