@@ -18,30 +18,19 @@ from typing import ClassVar
 import torch
 
 from kvbench.ops import fp8, reads
-from kvbench.ops.base import Output, Workload, positive
+from kvbench.ops.base import Output
 
 KV_CACHE_DTYPES = {"auto": None, "fp8": "e4m3"}  # fp8: the cache is uint8 codes (copied as bytes)
 
 
 @dataclasses.dataclass(frozen=True)
-class Case(reads.ReadCase):
+class Case(reads.MLARowsCase):
     """`num_tokens` MLA latent rows copied out of a cache of num_blocks x block_size."""
 
     OP: ClassVar[str] = "cp-gather"
     START_ALIGN: ClassVar[int | None] = 1
     FP8_FORMATS: ClassVar[dict[str, str | None]] = {}  # no conversion: the bytes are copied
     KV_CACHE_DTYPES: ClassVar[tuple[str, ...]] = tuple(KV_CACHE_DTYPES)
-
-    kv_lora_rank: int = 512
-    pe_dim: int = 64
-
-    def __post_init__(self):
-        super().__post_init__()
-        positive(self, "kv_lora_rank", "pe_dim")
-
-    @property
-    def entry(self) -> int:
-        return self.kv_lora_rank + self.pe_dim
 
     @property
     def cache_dtype(self) -> torch.dtype:
@@ -66,19 +55,8 @@ class Case(reads.ReadCase):
 
 
 @dataclasses.dataclass
-class CpGatherWorkload(Workload):
-    INPUT_NAMES: ClassVar[tuple[str, ...]] = ("src_cache", "block_table", "cu_seq_lens", "seq_starts")
-
-    src_cache: torch.Tensor  # [num_blocks, block_size, entry]
-    dst: torch.Tensor  # [num_tokens + DENSE_SLACK, entry], the cache's dtype
-    batch: reads.Batch
-
-    def inputs(self) -> list[torch.Tensor]:
-        b = self.batch
-        return [self.src_cache, b.block_table, b.cu_seq_lens, b.seq_starts]
-
-    def outputs(self) -> list[torch.Tensor]:
-        return [self.dst]
+class CpGatherWorkload(reads.SeqGatherWorkload):
+    """src_cache [num_blocks, block_size, entry]; dst [num_tokens + DENSE_SLACK, entry], the cache's dtype."""
 
     def expected(self) -> list[Output]:
         return [reads.dense_output("gathered rows", self.dst, gathered(self), ("element",))]

@@ -20,32 +20,19 @@ from typing import ClassVar
 import torch
 
 from kvbench.ops import fp8, reads
-from kvbench.ops.base import Output, Workload, positive
+from kvbench.ops.base import Output, Workload
 
 KV_CACHE_DTYPES = {"auto": None, "fp8": "e4m3", "fp8_e4m3": "e4m3"}
 
 
 @dataclasses.dataclass(frozen=True)
-class Case(reads.ReadCase):
+class Case(reads.MLARowsCase):
     """`num_tokens` MLA latent rows gathered (and dequantized from fp8) out of a cache of num_blocks x block_size."""
 
     OP: ClassVar[str] = "gather"
     START_ALIGN: ClassVar[int | None] = 0  # per block
     FP8_FORMATS: ClassVar[dict[str, str | None]] = KV_CACHE_DTYPES
     KV_CACHE_DTYPES: ClassVar[tuple[str, ...]] = tuple(KV_CACHE_DTYPES)
-
-    kv_lora_rank: int = 512
-    pe_dim: int = 64
-
-    def __post_init__(self):
-        super().__post_init__()
-        positive(self, "kv_lora_rank", "pe_dim")
-
-    @property
-    def entry(self) -> int:
-        return self.kv_lora_rank + self.pe_dim
-
-
 
     @property
     def cache_bytes(self) -> int:

@@ -64,9 +64,7 @@ class Case(WriteCase):
         if self.dtype == "float":
             raise CaseError("dtype 'float' is not supported for op 'mla-rope': vLLM's kernel leaves float32 "
                             "arithmetic to the compiler's multiply-add contraction; choose half or bfloat16")
-        if self.l2 != "warm":
-            raise CaseError(f"l2 {self.l2!r} is not supported for op {self.OP!r}: it rotates its inputs in place "
-                            f"(choose: warm)")
+        self.require_warm(": it rotates its inputs in place")
 
     @property
     def entry(self) -> int:

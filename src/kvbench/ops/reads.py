@@ -25,7 +25,7 @@ from typing import ClassVar
 import torch
 
 from kvbench.errors import CaseError
-from kvbench.ops.base import Output, WriteCase, choose
+from kvbench.ops.base import Output, Workload, WriteCase, choose, positive
 
 BATCHES = ("mixed", "uniform", "contiguous")
 MIXED_SEQS = 8  # mixed: the mean length is num_tokens / MIXED_SEQS ...
@@ -50,9 +50,7 @@ class ReadCase(WriteCase):
     def __post_init__(self):
         super().__post_init__()
         choose("batch", self.batch, BATCHES)
-        if self.l2 != "warm":
-            raise CaseError(f"l2 {self.l2!r} is not supported for op {self.OP!r}; it reads its batch from a cache "
-                            f"of its own (choose: warm)")
+        self.require_warm("; it reads its batch from a cache of its own")
         need = blocks_of(self.plan(), self.block_size)
         if need > self.num_blocks:
             raise CaseError(f"num_tokens {self.num_tokens} in batch {self.batch!r} take {need} blocks of "
@@ -65,6 +63,22 @@ class ReadCase(WriteCase):
     def plan(self) -> list[tuple[int, int]]:
         """(start, length) of each sequence of the batch (from the case's seed: the same batch every time)."""
         return seq_plan(self.batch, self.num_tokens, self.block_size, self.start_align, self.seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class MLARowsCase(ReadCase):
+    """A read of MLA latent rows: kv_lora_rank + pe_dim values a token (DeepSeek's 512 + 64)."""
+
+    kv_lora_rank: int = 512
+    pe_dim: int = 64
+
+    def __post_init__(self):
+        super().__post_init__()
+        positive(self, "kv_lora_rank", "pe_dim")
+
+    @property
+    def entry(self) -> int:
+        return self.kv_lora_rank + self.pe_dim
 
 
 def seq_plan(batch: str, num_tokens: int, block_size: int, align: int | None, seed: int) -> list[tuple[int, int]]:
@@ -104,6 +118,25 @@ class Batch:
     @property
     def num_seqs(self) -> int:
         return self.seq_lens.shape[0]
+
+
+@dataclasses.dataclass
+class SeqGatherWorkload(Workload):
+    """A gather of whole cache rows by sequences (block table, cu_seq_lens, seq_starts) into a dense `dst`; each
+    op names its inputs (INPUT_NAMES, in `inputs()`' order) and gives `expected()`."""
+
+    INPUT_NAMES: ClassVar[tuple[str, ...]] = ("src_cache", "block_table", "cu_seq_lens", "seq_starts")
+
+    src_cache: torch.Tensor  # [num_blocks, block_size, entry]
+    dst: torch.Tensor  # [num_tokens + DENSE_SLACK, ...]
+    batch: Batch
+
+    def inputs(self) -> list[torch.Tensor]:
+        b = self.batch
+        return [self.src_cache, b.block_table, b.cu_seq_lens, b.seq_starts]
+
+    def outputs(self) -> list[torch.Tensor]:
+        return [self.dst]
 
 
 def make_batch(case: ReadCase) -> Batch:

@@ -22,7 +22,7 @@ import torch
 
 from kvbench.errors import CaseError
 from kvbench.ops import fp8, reads
-from kvbench.ops.base import Output, Workload
+from kvbench.ops.base import Output
 
 ROW_BYTES, RANK, PE, TILE = 656, 512, 64, 128
 
@@ -58,19 +58,10 @@ class Case(reads.ReadCase):
 
 
 @dataclasses.dataclass
-class UpconvertWorkload(Workload):
+class UpconvertWorkload(reads.SeqGatherWorkload):
+    """src_cache uint8 [num_blocks, block_size, 656]; dst bf16 [num_tokens + DENSE_SLACK, 576]."""
+
     INPUT_NAMES: ClassVar[tuple[str, ...]] = ("src_cache", "block_table", "workspace_starts", "seq_starts")
-
-    src_cache: torch.Tensor  # uint8 [num_blocks, block_size, 656]
-    dst: torch.Tensor  # bf16 [num_tokens + DENSE_SLACK, 576]
-    batch: reads.Batch
-
-    def inputs(self) -> list[torch.Tensor]:
-        b = self.batch
-        return [self.src_cache, b.block_table, b.cu_seq_lens, b.seq_starts]
-
-    def outputs(self) -> list[torch.Tensor]:
-        return [self.dst]
 
     def expected(self) -> list[Output]:
         return [reads.dense_output("upconverted rows", self.dst, upconverted(self), ("element",))]
