@@ -245,6 +245,14 @@ class _VllmCacheOp(Implementation):
     def has(self, argument: str) -> bool:
         return argument in argument_names(cache_op(self.op_name))
 
+    def call_args(self, w) -> tuple:
+        """The arguments one call passes, from the workload `w`."""
+        raise NotImplementedError
+
+    def bind(self, w) -> Writer:
+        op, args = self._op(), self.call_args(w)
+        return lambda: op(*args)
+
 
 class VllmConvertFp8(_VllmCacheOp):
     name, op = "vllm", "convert-fp8"
@@ -268,10 +276,8 @@ class VllmConvertFp8(_VllmCacheOp):
             return f"this vLLM ({vllm_version()}) refuses kv_cache_dtype 'fp8_e5m2' ({str(exc).splitlines()[0]})"
         return None
 
-    def bind(self, w) -> Writer:
-        op = self._op()
-        args = (w.dst, w.src, w.scale_value, w.case.kv_cache_dtype)
-        return lambda: op(*args)
+    def call_args(self, w) -> tuple:
+        return w.dst, w.src, w.scale_value, w.case.kv_cache_dtype
 
 
 class VllmGather(_VllmCacheOp):
@@ -287,11 +293,10 @@ class VllmGather(_VllmCacheOp):
             return f"vLLM's kernel takes 576-wide rows only (kv_lora_rank + pe_dim = {case.entry})"
         return super().unsupported_reason(case)
 
-    def bind(self, w) -> Writer:
-        op, b = self._op(), w.batch
-        args = (w.src_cache, w.dst, b.block_table, b.cu_seq_lens, b.token_to_seq, w.case.num_tokens,
+    def call_args(self, w) -> tuple:
+        b = w.batch
+        return (w.src_cache, w.dst, b.block_table, b.cu_seq_lens, b.token_to_seq, w.case.num_tokens,
                 w.case.kv_cache_dtype, w.scale, b.seq_starts)
-        return lambda: op(*args)
 
 
 class VllmCpGather(_VllmCacheOp):
@@ -301,10 +306,10 @@ class VllmCpGather(_VllmCacheOp):
     op_name = "cp_gather_cache"
     arguments = ("src_cache", "dst", "block_table", "cu_seq_lens", "batch_size", "seq_starts")
 
-    def bind(self, w) -> Writer:
-        op, b = self._op(), w.batch
-        args = (w.src_cache, w.dst, b.block_table, b.cu_seq_lens, b.num_seqs, b.seq_starts)
-        return lambda: op(*args)
+    def call_args(self, w) -> tuple:
+        """(also the upconverting gather's: its workspace_starts are the batch's cu_seq_lens)"""
+        b = w.batch
+        return w.src_cache, w.dst, b.block_table, b.cu_seq_lens, b.num_seqs, b.seq_starts
 
 
 class VllmSwapBlocks(_VllmCacheOp):
@@ -355,10 +360,9 @@ class VllmIndexerGather(_VllmCacheOp):
     op_name = "cp_gather_indexer_k_quant_cache"
     arguments = ("kv_cache", "dst_k", "dst_scale", "block_table", "cu_seq_lens")
 
-    def bind(self, w) -> Writer:
-        op, b = self._op(), w.batch
-        args = (w.kv_cache, w.dst_k, w.dst_scale, b.block_table, b.cu_seq_lens)
-        return lambda: op(*args)
+    def call_args(self, w) -> tuple:
+        b = w.batch
+        return w.kv_cache, w.dst_k, w.dst_scale, b.block_table, b.cu_seq_lens
 
 
 class VllmUpconvertGather(_VllmCacheOp):
@@ -367,11 +371,7 @@ class VllmUpconvertGather(_VllmCacheOp):
     kv_cache_dtypes = ("fp8_ds_mla",)
     op_name = "cp_gather_and_upconvert_fp8_kv_cache"
     arguments = ("src_cache", "dst", "block_table", "workspace_starts", "batch_size", "seq_starts")
-
-    def bind(self, w) -> Writer:
-        op, b = self._op(), w.batch
-        args = (w.src_cache, w.dst, b.block_table, b.cu_seq_lens, b.num_seqs, b.seq_starts)
-        return lambda: op(*args)
+    call_args = VllmCpGather.call_args
 
 
 class VllmMLAGrouped(_VllmCacheOp):
@@ -386,13 +386,10 @@ class VllmMLAGrouped(_VllmCacheOp):
             return f"this vLLM ({vllm_version()}) takes no kv_cache_dtype here (bf16 caches only, before 0.30)"
         return None
 
-    def bind(self, w) -> Writer:
-        op, c = self._op(), w.case
-        cache = w.caches[0]
+    def call_args(self, w) -> tuple:
+        c, cache = w.case, w.caches[0]
         args = (w.kv_c, w.k_pe, w.kv_cache_ptrs, w.layer_slots, c.block_size, cache.stride(0), cache.stride(1))
-        if self.has("kv_cache_dtype"):
-            args += (w.kv_scales, c.kv_cache_dtype)
-        return lambda: op(*args)
+        return args + ((w.kv_scales, c.kv_cache_dtype) if self.has("kv_cache_dtype") else ())
 
 
 class VllmConcatMLAQ(_VllmCacheOp):
@@ -408,10 +405,8 @@ class VllmConcatMLAQ(_VllmCacheOp):
                    f"{case.pe_dim})"
         return super().unsupported_reason(case)
 
-    def bind(self, w) -> Writer:
-        op = self._op()
-        args = (w.ql_nope, w.q_pe, w.q_out)
-        return lambda: op(*args)
+    def call_args(self, w) -> tuple:
+        return w.ql_nope, w.q_pe, w.q_out
 
 
 class VllmMLARope(_VllmCacheOp):
@@ -422,8 +417,7 @@ class VllmMLARope(_VllmCacheOp):
     arguments = ("positions", "q_pe", "k_pe", "kv_c", "cos_sin_cache", "is_neox", "slot_mapping", "kv_cache",
                  "kv_cache_dtype", "kv_cache_scale")
 
-    def bind(self, w) -> Writer:
-        op, c = self._op(), w.case
-        args = (w.positions, w.q_pe, w.k_pe, w.kv_c, w.cos_sin_cache, c.is_neox, w.slot_mapping, w.kv_cache,
+    def call_args(self, w) -> tuple:
+        c = w.case
+        return (w.positions, w.q_pe, w.k_pe, w.kv_c, w.cos_sin_cache, c.is_neox, w.slot_mapping, w.kv_cache,
                 c.kv_cache_dtype, w.scale)
-        return lambda: op(*args)
