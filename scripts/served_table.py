@@ -34,14 +34,13 @@ SLOTS_PER_CACHE = 16384 * 16  # as many slots as vLLM's benchmark's cache
 def case_for(implementation, op, shapes, tokens, batch, kv, served_layout: bool):
     """The served case (layout "served", the batch's slots) or the benchmarked one (nhd, block 16, random)."""
     if served_layout:
-        block = served.resolve(op, implementation, "cuda", kv_cache_dtype=kv)[0].get("block_size", 16)
-        fields = dict(slots=batch, layout="served")
+        resolved = served.resolve(op, implementation, "cuda", kv_cache_dtype=kv)[0]
+        layout, block, pattern = resolved.get("layout"), resolved.get("block_size", 16), batch
     else:
-        block, fields = 16, dict(slots="random", layout="nhd" if op == "kv" else None)
-    need = slots.blocks_needed(fields["slots"], tokens, block)
-    layout = fields.pop("layout")
+        layout, block, pattern = ("nhd" if op == "kv" else None), 16, "random"
+    need = slots.blocks_needed(pattern, tokens, block)
     return make_case(implementation, layout, op, num_tokens=tokens, num_blocks=max(SLOTS_PER_CACHE // block, need),
-                     block_size=block, kv_cache_dtype=kv, device="cuda", **fields, **shapes)
+                     block_size=block, kv_cache_dtype=kv, device="cuda", slots=pattern, **shapes)
 
 
 def measure(case, implementation, iters, bw) -> dict:

@@ -91,10 +91,12 @@ def served_case(model: str, implementation: str, op: str | None = None, **fields
     name, _, tp = model.partition(":tp")
     op, shapes = models.get(name).fields(int(tp or 1), op)
     resolved, _ = served.resolve(op, implementation, DEVICE, kv_cache_dtype=fields.get("kv_cache_dtype"))
+    layout = resolved.pop("layout", None)  # resolved once here: the layout and block size go to the case as they are
     block = resolved.get("block_size", 16)
     need = slots.blocks_needed(fields.get("slots", "random"), fields["num_tokens"], block)
     num_blocks = max(SERVED_SLOTS // block, need)
-    return runner.make_case(implementation, "served", op, num_blocks=num_blocks, device=DEVICE, **shapes, **fields)
+    return runner.make_case(implementation, layout, op, num_blocks=num_blocks, device=DEVICE, **resolved, **shapes,
+                            **fields)
 
 
 def _process_age() -> float:
