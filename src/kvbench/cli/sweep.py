@@ -156,8 +156,7 @@ def survey(device: str, op: str, names: list[str]) -> tuple[dict, bandwidth.Copy
     """The header's machine facts and copy bandwidth, and why each of `names` cannot run on `device` here at all
     (found in one child process on CUDA: loading an implementation may touch CUDA)."""
     facts, bw = header(device)
-    reasons = {name: impls.get(name, op).unavailable_reason(device) for name in names}
-    return facts, bw, {name: reason for name, reason in reasons.items() if reason}
+    return facts, bw, {name: reason for name, reason in available(device, op, names).items() if reason}
 
 
 def print_header(facts: dict) -> None:
@@ -166,8 +165,10 @@ def print_header(facts: dict) -> None:
             print(f"{key:>22}: {value}")
 
 
-def available(device: str, op: str = "kv") -> dict[str, str | None]:
-    return {name: impl.unavailable_reason(device) for name, impl in impls.of(op).items()}
+def available(device: str, op: str = "kv", names=None) -> dict[str, str | None]:
+    """Why each of `op`'s implementations (or just `names`) cannot run on `device` here; None where it can."""
+    return {name: impl.unavailable_reason(device) for name, impl in impls.of(op).items()
+            if names is None or name in names}
 
 
 def _check_some_case_is_valid(names, args, common) -> None:
