@@ -26,21 +26,33 @@ def require_chromium() -> None:
         pytest.skip(f"needs {CHROMIUM} (apt-get install chromium)")
 
 
+def _serve(site: pathlib.Path):
+    """A local HTTP server of `site` in a thread; returns it (shut it down after)."""
+    handler = functools.partial(QuietHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _page(p, errors: list):
+    """(browser, page): headless Chromium whose console and page errors are appended to `errors`."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return browser, page
+
+
 def graph_points(site: pathlib.Path, benchmark: str, screenshot: pathlib.Path) -> tuple[list[int], list[str]]:
     """(points plotted per series of `benchmark`'s graph, JavaScript errors), keeping a screenshot."""
     require_chromium()
     from playwright.sync_api import sync_playwright
 
-    handler = functools.partial(QuietHandler, directory=str(site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = _serve(site)
     errors = []
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
+            browser, page = _page(p, errors)
             page.goto(f"http://127.0.0.1:{server.server_address[1]}/#{benchmark}")
             page.wait_for_selector("#main-graph canvas.flot-base", timeout=30000)
             page.wait_for_function("() => $('#main-graph').data('plot') !== undefined", timeout=30000)
@@ -53,14 +65,6 @@ def graph_points(site: pathlib.Path, benchmark: str, screenshot: pathlib.Path) -
     finally:
         server.shutdown()
     return points, errors
-
-
-def _serve(site: pathlib.Path):
-    """A local HTTP server of `site` in a thread; returns it (shut it down after)."""
-    handler = functools.partial(QuietHandler, directory=str(site))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 # Every chart <img> of the page, loaded: its size and the pixels of it that are not white (drawn on a canvas).
@@ -106,10 +110,7 @@ def landing_page(site: pathlib.Path, screenshot: pathlib.Path, follow: int = 0) 
     errors, failed = [], []
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
+            browser, page = _page(p, errors)
             page.on("requestfailed", lambda r: failed.append(r.url))
             page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
             base = f"http://127.0.0.1:{server.server_address[1]}/"
