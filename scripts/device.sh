@@ -7,7 +7,8 @@
 #   readops  the other cache ops: GPU tests (vLLM 0.34.0) and each op's sweep -> gpu-tests-readops.txt, tables/
 #   releases kvbench vllm-history --releases $RELEASES with the packed kernels in .kernels -> releases.tgz
 #   tables   each op's sweep: vLLM's kernels, kvbench's, torch; 8 sizes   -> tables.tgz (JSON + text)
-#   tune     launch-parameter variants of kvbench's Triton kernels         -> tune.txt
+#   tune     launch-parameter variants of kvbench's Triton kernels, the sector model's check -> tune.txt
+#            (TUNE_TABLES=flash,served,mla,indexer,paged,sectors to choose; TUNE_S: time limit, default 300)
 #   history  vLLM 0.31.0, 0.32.0 and 0.33.0 through `kvbench vllm-history` (git tags stand in for vLLM's repository)
 #            -> history.tgz (asv results + machine file)
 #   lanes GPU:JOBS...  jobs run one after another per GPU, the GPUs in parallel (JOBS: tests, tables, tune, aa,
@@ -54,7 +55,10 @@ served_table() {  # PACK: scripts/served_table.py with that vLLM pack -> served-
   ( . "$1"/activate.sh; timeout "${SERVED_S:-240}" python3 scripts/served_table.py "$OUT" 2> "$OUT/served-table.log" \
     | tail -n 60 )
 }
-tune() { step tune; timeout 200 python3 scripts/tune_triton.py --quick > "$OUT/tune.txt" 2>&1; echo "tune done"; }
+tune() {  # TUNE_TABLES (default all: flash,served,mla,indexer,paged,sectors), TUNE_S (default 300) -> tune.txt
+  step "tune ${TUNE_TABLES:-all tables}"
+  timeout "${TUNE_S:-300}" python3 scripts/tune_triton.py --quick ${TUNE_TABLES:+--tables "$TUNE_TABLES"} \
+    > "$OUT/tune.txt" 2>&1; echo "tune: exit $?"; grep -c "^|" "$OUT/tune.txt"; }
 copy_tree() {  # DIR: this tree's code in DIR, a git repository of its own (asv files results under its commit)
   rm -rf "$1"; mkdir -p "$1"
   cp -r "$root/src" "$root/benchmarks" "$root/scripts" "$root/.vllm" "$root"/asv*.json "$root/pyproject.toml" "$1/"

@@ -1,8 +1,15 @@
-"""Launch-parameter variants of kvbench's Triton kernels on a GPU, each verified before it is timed: the flash write
-(auto and fp8), the MLA write and the indexer write, at large token counts, warm and cold L2. The defaults in
-kvbench.impls.kernels come from these tables (notes/triton.md).
+"""Launch-parameter variants of kvbench's Triton kernels on a GPU, each verified before it is timed, against the copy
+bandwidth measured in the same process. The defaults in kvbench.impls.kernels come from these tables
+(notes/triton.md). Tables (--tables, default all):
+- flash: the flash write (auto and fp8; launch shapes, eviction hints, the Markstein division DIV 1), warm and cold;
+- served: the write in vLLM's served layout (nhd-packed, block 64) at 8 KV heads x 128, the shape models serve;
+- mla: the MLA write (tokens per program, warps, the division, eviction hints), cold L2;
+- indexer: the indexer write;
+- paged: the paged write (value stored transposed or not), "x ideal" and "x sector ideal" (kvbench.ops.sectors);
+- sectors: the sector model checked: a whole fill and a 2-bytes-per-sector strided write of one region, measured
+  against what the model predicts at the copy rate.
 
-Usage (GPU machine): PYTHONPATH=src python3 scripts/tune_triton.py [--quick]
+Usage (GPU machine): PYTHONPATH=src python3 scripts/tune_triton.py [--quick] [--tables flash,mla,...]
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from tabulate import tabulate
 from kvbench.impls.kernels import cache_write, indexer, mla
 from kvbench.measure import bandwidth
 from kvbench.measure.timing import GraphSampler
+from kvbench.ops import sectors
 from kvbench.ops.verify import verify
 from kvbench.runner import _round_robin, make_case, prepare
 
@@ -40,18 +48,46 @@ def flash_variants(p):
         cfg = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, c.is_fp8, elements, warps)
         out[f"{elements} el/{warps} w, evict_first"] = {**cfg, "EVICT": "evict_first"}
         out[f"{elements} el/{warps} w, cached"] = {**cfg, "EVICT": ""}
+    if c.is_fp8:
+        for elements, warps in ((2048, 2), (4096, 4), (8192, 4), (8192, 8)):
+            cfg = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, True, elements, warps)
+            out[f"{elements} el/{warps} w, DIV 1"] = {**cfg, "DIV": 1}
+            out[f"{elements} el/{warps} w, DIV 1, cached"] = {**cfg, "DIV": 1, "EVICT": ""}
+    return _flash_writers(out)
+
+
+def _flash_writers(configs):
     return {name: (lambda w, cfg=cfg: lambda: cache_write.reshape_and_cache(
         w.key, w.value, w.key_cache, w.value_cache, w.slot_mapping, w.case.fp8_format, w.k_scale, w.v_scale,
-        w.case.layout, config=cfg)) for name, cfg in out.items()}
+        w.case.layout, config=cfg)) for name, cfg in configs.items()}
+
+
+def paged_variants(p):
+    c = p.case
+    sm = torch.cuda.get_device_properties(0).multi_processor_count
+    out = {}
+    for elements, warps in ((1024, 1), (2048, 2), (4096, 4), (16384, 8)):
+        cfg = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, c.is_fp8, elements, warps)
+        out[f"{elements} el/{warps} w"] = cfg
+        out[f"{elements} el/{warps} w, value transposed"] = {**cfg, "VALUE_T": True}
+    return _flash_writers(out)
 
 
 def mla_variants(p):
+    """Tokens per program x warps; for fp8 also the Markstein division, and eviction hints (not fp8_ds_mla's
+    kernel, which takes neither)."""
     out = {}
-    for tokens in (1, 2, 4, 8, 16):
-        for warps in (2, 4, 8):
-            out[f"{tokens} tok/{warps} w"] = (lambda w, t=tokens, n=warps: lambda: mla.concat_and_cache_mla(
-                w.kv_c, w.k_pe, w.kv_cache, w.slot_mapping, w.case.kv_cache_dtype, w.scale, w.case.skip_scale,
-                tokens=t, num_warps=n))
+    kv = p.case.kv_cache_dtype
+    divs = (0, 1) if kv in ("fp8", "fp8_e5m2") else (0,)
+    evicts = ("", "evict_first") if kv != "fp8_ds_mla" else ("",)
+    for tokens in (1, 2, 4, 8):
+        for warps in (1, 2, 4):
+            for div in divs:
+                for evict in evicts:
+                    name = f"{tokens} tok/{warps} w" + (", DIV 1" if div else "") + (f", {evict}" if evict else "")
+                    out[name] = (lambda w, t=tokens, n=warps, d=div, e=evict: lambda: mla.concat_and_cache_mla(
+                        w.kv_c, w.k_pe, w.kv_cache, w.slot_mapping, w.case.kv_cache_dtype, w.scale,
+                        w.case.skip_scale, tokens=t, num_warps=n, div=d, evict=e))
     return out
 
 
@@ -65,35 +101,90 @@ def indexer_variants(p):
 
 
 def table(title, cases, variants, bw):
+    """Each case's variants, verified then timed: µs, ideal / time (the fraction of the copy limit reached) and,
+    where the sector model applies, sector ideal / time."""
     rows = []
     for case in cases:
-        p = prepare(case, "triton")
+        try:
+            p = prepare(case, "triton")
+        except Exception as exc:  # the default launch failed to verify or to fit: the case's row says so
+            rows.append(("", case.kv_cache_dtype, case.num_tokens, case.l2, "default", "failed", str(exc)[:120], ""))
+            continue
         ideal_us = bw.ideal_s(case) * 1e6
+        sector = sectors.sector_bytes(case)
+        sector_us = sector / bw.bytes_per_s * 1e6 if sector else None
+        shape = f"{case.num_heads}x{case.head_size} {getattr(case, 'layout', '')}".strip() if case.OP == "kv" else ""
         for name, bind in variants(p).items():
             try:
                 us = timed(p, bind)
-                rows.append((case.kv_cache_dtype, case.num_tokens, case.l2, name, f"{us:.2f}", f"{ideal_us / us:.3f}"))
+                rows.append((shape, case.kv_cache_dtype, case.num_tokens, case.l2, name, f"{us:.2f}",
+                             f"{ideal_us / us:.3f}", f"{sector_us / us:.3f}" if sector_us else ""))
             except Exception as exc:  # a variant that does not compile or verify: shown, not fatal
-                rows.append((case.kv_cache_dtype, case.num_tokens, case.l2, name, "failed", str(exc)[:80]))
+                rows.append((shape, case.kv_cache_dtype, case.num_tokens, case.l2, name, "failed", str(exc)[:80], ""))
         del p
         torch.cuda.empty_cache()
     print(f"\n{title}")
-    print(tabulate(rows, ["kv", "tokens", "L2", "variant", "µs", "ideal/time"], tablefmt="github"))
+    print(tabulate(rows, ["shape", "kv", "tokens", "L2", "variant", "µs", "ideal/time", "sector ideal/time"],
+                   tablefmt="github"), flush=True)
+
+
+def sector_check(bw, region_bytes: int = 512 << 20, samples: int = 15, device: str = "cuda"):
+    """The sector model against the GPU: a whole fill of a region (32 bytes per sector written) and a write of
+    2 bytes into each of its 32-byte sectors (the paged value cache's pattern: the model counts 64 bytes per sector,
+    read for ownership then written, plus the source read), each timed in a CUDA graph."""
+    region = torch.empty(region_bytes // 2, dtype=torch.bfloat16, device=device)
+    column = region.view(-1, 16)[:, 0]  # one bf16 element in each 32-byte sector
+    source = torch.randn(column.numel(), device=device).to(torch.bfloat16)
+    sectors_n = region_bytes // sectors.SECTOR
+    rows = []
+    for name, write, model_bytes in (
+            ("whole fill", lambda: region.fill_(1.0), region_bytes),
+            ("2 B per sector", lambda: column.copy_(source), sectors_n * 2 * sectors.SECTOR + source.numel() * 2)):
+        us = statistics.median(GraphSampler(write).measure(samples)) * 1e6
+        model_us = model_bytes / bw.bytes_per_s * 1e6
+        rows.append((name, region_bytes >> 20, f"{us:.1f}", f"{model_us:.1f}", f"{us / model_us:.2f}"))
+    print("\nsector model check (a region's sectors written whole or in part)")
+    print(tabulate(rows, ["write", "MiB", "µs", "model µs at copy rate", "measured / model"], tablefmt="github"),
+          flush=True)
+
+
+TABLES = ("flash", "served", "mla", "indexer", "paged", "sectors")
 
 
 def main():
     args = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     args.add_argument("--quick", action="store_true", help="fewer token counts")
-    quick = args.parse_args().quick
+    args.add_argument("--tables", default=",".join(TABLES), help=f"comma-separated, of: {', '.join(TABLES)}")
+    parsed = args.parse_args()
+    chosen = parsed.tables.split(",")
+    unknown = [t for t in chosen if t not in TABLES]
+    if unknown:
+        args.error(f"unknown table {unknown[0]!r}; choose from: {', '.join(TABLES)}")
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__)
     bw = bandwidth.CopyBandwidth(bandwidth.measure_copy("cuda"), "measured now")
-    print(f"copy bandwidth {bw.bytes_per_s / 1e9:.1f} GB/s")
-    tokens = [16384, 65536] if quick else [4096, 16384, 65536]
-    table("flash NHD", [make_case("triton", "nhd", num_tokens=n, kv_cache_dtype=kv, l2=l2)
-                        for kv in ("auto", "fp8") for n in tokens for l2 in ("warm", "cold")], flash_variants, bw)
-    table("MLA", [make_case("triton", op="mla", num_tokens=n, kv_cache_dtype=kv, l2=l2)
-                  for kv in ("auto", "fp8", "fp8_ds_mla") for n in tokens for l2 in ("cold",)], mla_variants, bw)
-    table("indexer", [make_case("triton", op="indexer", num_tokens=n) for n in [1024] + tokens], indexer_variants, bw)
+    print(f"copy bandwidth {bw.bytes_per_s / 1e9:.1f} GB/s", flush=True)
+    tokens = [16384, 65536] if parsed.quick else [4096, 16384, 65536]
+    if "flash" in chosen:
+        table("flash NHD", [make_case("triton", "nhd", num_tokens=n, kv_cache_dtype=kv, l2=l2)
+                            for kv in ("auto", "fp8") for n in tokens for l2 in ("warm", "cold")], flash_variants, bw)
+    if "served" in chosen:
+        table("served layout (nhd-packed, block 64), 8 KV heads x 128",
+              [make_case("triton", "nhd-packed", num_tokens=n, num_heads=8, block_size=64, num_blocks=4096,
+                         kv_cache_dtype=kv) for kv in ("auto", "fp8") for n in (2048, 8192, 65536)],
+              flash_variants, bw)
+    if "mla" in chosen:
+        table("MLA", [make_case("triton", op="mla", num_tokens=n, kv_cache_dtype=kv, l2=l2)
+                      for kv in ("auto", "fp8", "fp8_ds_mla") for n in tokens for l2 in ("cold", "warm")
+                      if l2 == "cold" or n == 65536], mla_variants, bw)
+    if "indexer" in chosen:
+        table("indexer", [make_case("triton", op="indexer", num_tokens=n) for n in [1024] + tokens],
+              indexer_variants, bw)
+    if "paged" in chosen:
+        table("paged (random slots)", [make_case("triton", "paged", num_tokens=n, num_heads=h, kv_cache_dtype=kv)
+                                       for h in (128, 8) for n in (1024, 16384) for kv in ("auto", "fp8")],
+              paged_variants, bw)
+    if "sectors" in chosen:
+        sector_check(bw)
 
 
 if __name__ == "__main__":

@@ -187,6 +187,23 @@ def exact_inputs(shape, per, dtype, top=448.0):
     return (y * 0.125).to(dtype)
 
 
+@pytest.mark.parametrize("kv, div, evict", [("fp8", 1, "evict_first"), ("auto", 0, "evict_last")])
+def test_mla_tuning_variants_match_the_reference_in_the_interpreter(kv, div, evict):
+    """scripts/tune_triton.py's MLA variants: the Markstein division and eviction hints write the same rows."""
+    from kvbench.impls.kernels.mla import concat_and_cache_mla
+
+    impl = get("triton", "mla")
+    case = make_case("triton", op="mla", num_tokens=40, num_blocks=8, block_size=16, device="cpu", slots="padded",
+                     kv_cache_dtype=kv)
+    w = ops.workload(case, seed=9)
+    w.kv_c.copy_(exact_inputs(w.kv_c.shape, 128, w.kv_c.dtype, top=56.0))
+    w.k_pe.copy_(exact_inputs(w.k_pe.shape, 64, w.k_pe.dtype, top=56.0))
+    w.scale.fill_(0.125)
+    write = lambda: concat_and_cache_mla(w.kv_c, w.k_pe, w.kv_cache, w.slot_mapping, kv, w.scale, div=div,
+                                         evict=evict)
+    assert verify(impl.name, [w], write, impl.compare).method == "bit-exact"
+
+
 INTERPRETED = [("mla", dict(kv_cache_dtype="auto")), ("mla", dict(kv_cache_dtype="fp8_ds_mla")),
                ("mla", dict(kv_cache_dtype="fp8", skip_scale=True)), ("indexer", dict(scale_fmt="ue8m0")),
                ("indexer", dict(scale_fmt="mxfp8")), ("indexer", dict(scale_fmt="fp32", head_dim=512)), ("token-head-quant", dict(kv_cache_dtype="int8")),

@@ -71,14 +71,35 @@ def test_interpreter_odd_head_sizes_and_block_32(head_size, block_size, layout):
     assert verify(TRITON.name, [w], TRITON.bind(w), TRITON.compare).tokens_checked == 3  # tokens 1 and 4 are padding
 
 
+# Tuning variants (scripts/tune_triton.py): the Markstein division (DIV 1) and the transposed value store (VALUE_T)
+VARIANTS = [("nhd", "fp8", "tensor", dict(DIV=1)), ("hnd", "fp8", "head", dict(DIV=1)),
+            ("paged", "auto", "tensor", dict(VALUE_T=True)), ("paged", "fp8_e5m2", "tensor", dict(DIV=1, VALUE_T=True))]
+
+
+def variant_writer(w, config):
+    from kvbench.impls.kernels.cache_write import reshape_and_cache
+
+    return lambda: reshape_and_cache(w.key, w.value, w.key_cache, w.value_cache, w.slot_mapping, w.case.fp8_format,
+                                     w.k_scale, w.v_scale, w.case.layout, config=config)
+
+
+@pytest.mark.parametrize("layout, kv, scales, config", VARIANTS)
+def test_interpreter_tuning_variants_match_reference(layout, kv, scales, config):
+    case = make_case("triton", layout, num_tokens=7, num_heads=3, head_size=64, num_blocks=3, dtype="bfloat16",
+                     kv_cache_dtype=kv, fp8_scales=scales, device="cpu")
+    w = interpreter_workload(case, noncontiguous=True, padding=True)
+    assert verify(TRITON.name, [w], variant_writer(w, config), TRITON.compare).method == "bit-exact"
+
+
 def test_launch_heuristic():
     from kvbench.impls.kernels.cache_write import launch_config
 
-    assert launch_config(65536, 128, 128, 132) == dict(BLOCK_H=16, BLOCK_D=128, num_warps=2, EVICT="")
+    assert launch_config(65536, 128, 128, 132) == dict(BLOCK_H=16, BLOCK_D=128, num_warps=2, EVICT="", DIV=0,
+                                                       VALUE_T=False)
     assert launch_config(256, 128, 128, 132)["BLOCK_H"] == 16  # 2048 programs: at least 4 per SM (528)
     assert launch_config(32, 128, 128, 132)["BLOCK_H"] == 4  # 256, then 512 programs were too few: halved twice
     assert launch_config(65536, 128, 128, 132, fp8=True) == dict(BLOCK_H=32, BLOCK_D=128, num_warps=4,
-                                                                 EVICT="evict_first")
+                                                                 EVICT="evict_first", DIV=0, VALUE_T=False)
     small = launch_config(2, 128, 128, 132)
     assert small["BLOCK_H"] == 1 and small["num_warps"] == 1  # 256 programs for 2 tokens
     assert launch_config(16, 32, 80, 132)["BLOCK_D"] == 128
@@ -120,3 +141,12 @@ def test_gpu_shapes_noncontiguous_padding_per_head(head_size, block_size, layout
         w.k_scale, w.v_scale = fp8.scales(w.key, per_head), fp8.scales(w.value, per_head)
     w.slot_mapping[::7] = -1
     assert verify(TRITON.name, [w], TRITON.bind(w), TRITON.compare).tokens_checked == 1000 - len(range(0, 1000, 7))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout, kv, scales, config", VARIANTS)
+def test_gpu_tuning_variants_bit_exact_on_random_inputs(layout, kv, scales, config):
+    case = make_case("triton", layout, num_tokens=4096, num_blocks=4096, num_heads=8, kv_cache_dtype=kv,
+                     fp8_scales=scales)
+    w = make(case, seed=17)
+    assert verify(TRITON.name, [w], variant_writer(w, config), TRITON.compare).method == "bit-exact"

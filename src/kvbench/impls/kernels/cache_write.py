@@ -34,13 +34,27 @@ EVICTION_POLICY = {False: "", True: "evict_first"}  # by "is the cache fp8" (not
 
 
 @triton.jit
-def _fp8_codes(x, scale_ptr, heads, FP8: tl.constexpr, PER_HEAD: tl.constexpr):
+def divide_rn(x, scale, DIV: tl.constexpr):
+    """x / scale rounded to nearest (IEEE), as the reference divides. DIV 0: `div_rn` per element; DIV 1: the
+    reciprocal once, then q = x * r corrected by one fused multiply-add (Markstein: with r = 1/scale correctly
+    rounded, q + (x - q * scale) * r rounds to the correctly rounded quotient, barring underflow), three
+    instructions per element instead of div_rn's sequence. A tuning variant (scripts/tune_triton.py)."""
+    if DIV == 0:
+        return tl.math.div_rn(x, scale)
+    r = tl.math.div_rn(scale * 0.0 + 1.0, scale)  # once per scale, not per element
+    s = tl.zeros_like(x) + scale
+    q = x * r
+    return tl.math.fma(tl.math.fma(-q, s, x), tl.zeros_like(x) + r, q)
+
+
+@triton.jit
+def _fp8_codes(x, scale_ptr, heads, FP8: tl.constexpr, PER_HEAD: tl.constexpr, DIV: tl.constexpr):
     """The fp8 codes (uint8) of saturate(x / scale), rounded to nearest; FP8 1 = e4m3fn, 2 = e5m2."""
     if PER_HEAD:
         scale = tl.load(scale_ptr + heads)[:, None]
     else:
         scale = tl.load(scale_ptr)
-    y = tl.math.div_rn(x.to(tl.float32), scale)  # IEEE division, as the reference's x / scale
+    y = divide_rn(x.to(tl.float32), scale, DIV)
     if FP8 == 1:
         y = tl.clamp(y, -448.0, 448.0)
         return y.to(tl.float8e4nv).to(tl.uint8, bitcast=True)
@@ -57,6 +71,7 @@ def _write_kernel(
     NUM_HEADS: tl.constexpr, HEAD_SIZE: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
     PAGED: tl.constexpr, X: tl.constexpr, FP8: tl.constexpr, PER_HEAD: tl.constexpr, EVICT: tl.constexpr,
+    DIV: tl.constexpr, VALUE_T: tl.constexpr,
 ):
     token = tl.program_id(0).to(tl.int64)
     slot = tl.load(slot_ptr + token)
@@ -76,14 +91,14 @@ def _write_kernel(
     else:
         k_dst = block * kc_sb + offset * kc_so + h * kc_sh + d
     v_dst = block * vc_sb + offset * vc_so + h * vc_sh + d * vc_sd  # paged: vc_sd = block_size (transposed)
-    if FP8 == 0:
-        tl.store(key_cache_ptr + k_dst, k, mask=mask, eviction_policy=EVICT)
-        tl.store(value_cache_ptr + v_dst, v, mask=mask, eviction_policy=EVICT)
+    if FP8 != 0:
+        k = _fp8_codes(k, k_scale_ptr, heads, FP8, PER_HEAD, DIV)
+        v = _fp8_codes(v, v_scale_ptr, heads, FP8, PER_HEAD, DIV)
+    tl.store(key_cache_ptr + k_dst, k, mask=mask, eviction_policy=EVICT)
+    if VALUE_T:  # the value tile stored as [dims, heads]: a tuning variant for the paged value's scattered stores
+        tl.store(value_cache_ptr + tl.trans(v_dst), tl.trans(v), mask=tl.trans(mask), eviction_policy=EVICT)
     else:
-        k8 = _fp8_codes(k, k_scale_ptr, heads, FP8, PER_HEAD)
-        v8 = _fp8_codes(v, v_scale_ptr, heads, FP8, PER_HEAD)
-        tl.store(key_cache_ptr + k_dst, k8, mask=mask, eviction_policy=EVICT)
-        tl.store(value_cache_ptr + v_dst, v8, mask=mask, eviction_policy=EVICT)
+        tl.store(value_cache_ptr + v_dst, v, mask=mask, eviction_policy=EVICT)
 
 
 @functools.lru_cache(maxsize=None)
@@ -103,7 +118,8 @@ def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int
     while block_h > 1 and num_tokens * triton.cdiv(num_heads, block_h) < PROGRAMS_PER_SM * sm_count:
         block_h //= 2
     num_warps = max(1, min(max_warps, block_h * block_d // 1024))
-    return dict(BLOCK_H=block_h, BLOCK_D=block_d, num_warps=num_warps, EVICT=EVICTION_POLICY[fp8])
+    return dict(BLOCK_H=block_h, BLOCK_D=block_d, num_warps=num_warps, EVICT=EVICTION_POLICY[fp8], DIV=0,
+                VALUE_T=False)
 
 
 def _cache_strides(layout: str, key_cache: torch.Tensor, value_cache: torch.Tensor) -> tuple[int, ...]:
@@ -133,7 +149,8 @@ def reshape_and_cache(
 ) -> None:
     """Write key/value [: len(slot_mapping)] into the caches of `layout` (see the module docstring).
 
-    `config` overrides launch parameters (BLOCK_H, num_warps, EVICT) for experiments (scripts/tune_triton.py).
+    `config` overrides launch parameters (BLOCK_H, num_warps, EVICT, DIV, VALUE_T) for experiments
+    (scripts/tune_triton.py).
     """
     num_tokens = slot_mapping.shape[0]
     _, num_heads, head_size = key.shape

@@ -16,18 +16,23 @@ import torch
 import triton
 import triton.language as tl
 
+from kvbench.impls.kernels.cache_write import divide_rn
+
 FP8_CODES = {None: 0, "e4m3": 1, "e5m2": 2}
 MAX_TOKENS_PER_PROGRAM = 4  # with 2 warps: the best of 1-16 tokens x 2-8 warps on an H200 (notes/triton.md)
 PROGRAMS_PER_SM = 4
 
 
 @triton.jit
-def _quantize(x, scale_ptr, FP8: tl.constexpr, SKIP_SCALE: tl.constexpr):
-    """fp8 codes (uint8) of saturate(x / scale) rounded to nearest (IEEE division; none with SKIP_SCALE);
-    FP8 1 = e4m3fn, 2 = e5m2."""
+def _quantize(x, scale_ptr, FP8: tl.constexpr, SKIP_SCALE: tl.constexpr, DIV: tl.constexpr):
+    """fp8 codes (uint8) of saturate(x / scale) rounded to nearest (IEEE division, DIV as in cache_write.divide_rn;
+    none with SKIP_SCALE); FP8 1 = e4m3fn, 2 = e5m2."""
     y = x.to(tl.float32)
     if not SKIP_SCALE:
-        y = tl.math.div_rn(y, tl.zeros_like(y) + tl.load(scale_ptr))
+        if DIV == 0:
+            y = tl.math.div_rn(y, tl.zeros_like(y) + tl.load(scale_ptr))
+        else:
+            y = divide_rn(y, tl.load(scale_ptr), DIV)
     if FP8 == 1:
         return tl.clamp(y, -448.0, 448.0).to(tl.float8e4nv).to(tl.uint8, bitcast=True)
     return tl.clamp(y, -57344.0, 57344.0).to(tl.float8e5).to(tl.uint8, bitcast=True)
@@ -36,20 +41,21 @@ def _quantize(x, scale_ptr, FP8: tl.constexpr, SKIP_SCALE: tl.constexpr):
 @triton.jit
 def _mla_kernel(kv_c_ptr, k_pe_ptr, cache_ptr, slot_ptr, scale_ptr, num_tokens, kv_c_st, k_pe_st, c_sb, c_so,
                 RANK: tl.constexpr, PE: tl.constexpr, RANK_BLOCK: tl.constexpr, PE_BLOCK: tl.constexpr,
-                BLOCK_SIZE: tl.constexpr, TOKENS: tl.constexpr, FP8: tl.constexpr, SKIP_SCALE: tl.constexpr):
+                BLOCK_SIZE: tl.constexpr, TOKENS: tl.constexpr, FP8: tl.constexpr, SKIP_SCALE: tl.constexpr,
+                DIV: tl.constexpr, EVICT: tl.constexpr):
     tokens = tl.program_id(0).to(tl.int64) * TOKENS + tl.arange(0, TOKENS)
     slots = tl.load(slot_ptr + tokens, mask=tokens < num_tokens, other=-1)
     row = (slots // BLOCK_SIZE) * c_sb + (slots % BLOCK_SIZE) * c_so
     ok = (slots >= 0)[:, None]
     r, p = tl.arange(0, RANK_BLOCK)[None, :], tl.arange(0, PE_BLOCK)[None, :]
     r_mask, p_mask = ok & (r < RANK), ok & (p < PE)
-    kv_c = tl.load(kv_c_ptr + tokens[:, None] * kv_c_st + r, mask=r_mask)
-    k_pe = tl.load(k_pe_ptr + tokens[:, None] * k_pe_st + p, mask=p_mask)
+    kv_c = tl.load(kv_c_ptr + tokens[:, None] * kv_c_st + r, mask=r_mask, eviction_policy=EVICT)
+    k_pe = tl.load(k_pe_ptr + tokens[:, None] * k_pe_st + p, mask=p_mask, eviction_policy=EVICT)
     if FP8 != 0:
-        kv_c = _quantize(kv_c, scale_ptr, FP8, SKIP_SCALE)
-        k_pe = _quantize(k_pe, scale_ptr, FP8, SKIP_SCALE)
-    tl.store(cache_ptr + row[:, None] + r, kv_c, mask=r_mask)
-    tl.store(cache_ptr + row[:, None] + RANK + p, k_pe, mask=p_mask)
+        kv_c = _quantize(kv_c, scale_ptr, FP8, SKIP_SCALE, DIV)
+        k_pe = _quantize(k_pe, scale_ptr, FP8, SKIP_SCALE, DIV)
+    tl.store(cache_ptr + row[:, None] + r, kv_c, mask=r_mask, eviction_policy=EVICT)
+    tl.store(cache_ptr + row[:, None] + RANK + p, k_pe, mask=p_mask, eviction_policy=EVICT)
 
 
 @triton.jit
@@ -95,9 +101,10 @@ def tokens_per_program(num_tokens: int, sm_count: int, most: int = MAX_TOKENS_PE
 
 
 def concat_and_cache_mla(kv_c, k_pe, kv_cache, slot_mapping, kv_cache_dtype: str, scale, skip_scale: bool = False,
-                         tokens: int | None = None, num_warps: int | None = None) -> None:
+                         tokens: int | None = None, num_warps: int | None = None, div: int = 0,
+                         evict: str = "") -> None:
     """Write kv_c [T, R] and k_pe [T, P] rows into kv_cache [blocks, block_size, entry] (see kvbench.ops.mla);
-    `tokens` and `num_warps` override the launch heuristic (scripts/tune_triton.py)."""
+    `tokens`, `num_warps`, `div` and `evict` override the launch heuristic (scripts/tune_triton.py)."""
     from kvbench.ops.mla import KV_CACHE_DTYPES
 
     num_tokens = slot_mapping.shape[0]
@@ -117,4 +124,4 @@ def concat_and_cache_mla(kv_c, k_pe, kv_cache, slot_mapping, kv_cache_dtype: str
     _mla_kernel[grid](kv_c, k_pe, kv_cache, slot_mapping, scale, num_tokens, *common, RANK=rank, PE=pe,
                       RANK_BLOCK=triton.next_power_of_2(rank), PE_BLOCK=triton.next_power_of_2(pe),
                       BLOCK_SIZE=kv_cache.shape[1], TOKENS=tokens, FP8=FP8_CODES[KV_CACHE_DTYPES[kv_cache_dtype]],
-                      SKIP_SCALE=skip_scale, num_warps=num_warps or 2)
+                      SKIP_SCALE=skip_scale, DIV=div, EVICT=evict, num_warps=num_warps or 2)
