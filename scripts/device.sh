@@ -2,10 +2,10 @@
 # kvbench on a GPU machine without network (the device tool): carry .whl (asv's wheels) and the vLLM kernel packs
 # (.vllm = 0.33.0, .vllm-0.34.0, ...), then `bash scripts/device.sh PHASE...`. Outputs go to $OUT.
 #   tests    every GPU test (vLLM 0.33's real kernels loaded)            -> gpu-tests.txt
-#   tests33 / tests34  the same with vLLM 0.33.0 (.vllm) / 0.34.0 (.vllm-0.34.0) -> gpu-tests-0.3X.0.txt
+#   tests33 / tests34  the same but the read ops (readops has them) with vLLM 0.33.0 (.vllm) / 0.34.0 -> gpu-tests-0.3X.0.txt
 #   served   scripts/served_table.py with vLLM 0.34.0: as served vs as benchmarked -> served-table.md/.json
-#   readops  the other cache ops: GPU tests (vLLM 0.34.0) and each op's sweep -> gpu-tests-readops.txt, tables/
-#   releases kvbench vllm-history --releases $RELEASES with the packed kernels in .kernels -> releases.tgz
+#   readops  the other cache ops: GPU tests (vLLM 0.34.0) and each op's sweep -> gpu-tests-readops.txt, readops.txt/.tgz
+#   releases kvbench vllm-history --releases $RELEASES with the packed kernels in .kernels -> releases-gpuN.tgz
 #   tables   each op's sweep: vLLM's kernels, kvbench's, torch; 8 sizes   -> tables.tgz (JSON + text)
 #   tune     launch-parameter variants of kvbench's Triton kernels, the sector model's check -> tune.txt
 #            (TUNE_TABLES=flash,served,mla,indexer,paged,sectors to choose; TUNE_S: time limit, default 300)
@@ -26,10 +26,21 @@ set -uo pipefail
 TOKENS="2 16 64 256 1024 4096 16384 65536"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
 asv machine --yes --machine h200-device >/dev/null; kvbench asv-machine --machine h200-device >/dev/null
+use_vllm() {  # VERSION: that vLLM release's kernels for this shell and asv's benchmark processes: kvbench's own pack
+  # .kernels/VERSION (kvbench vllm-kernels VERSION --gpu sm_90 --xz --into .kernels) when carried, else .vllm-VERSION
+  # or .vllm (0.33.0) made by the packing tool with an activate.sh
+  local dir=$root/.kernels/$1
+  if [ -d "$dir/vllm" ]; then
+    export PYTHONPATH="$dir${PYTHONPATH:+:$PYTHONPATH}" ASV_PYTHONPATH="$dir${ASV_PYTHONPATH:+:$ASV_PYTHONPATH}"
+  elif [ -f "$root/.vllm-$1/activate.sh" ]; then . "$root/.vllm-$1/activate.sh"
+  elif [ "$1" = 0.33.0 ] && [ -f "$root/.vllm/activate.sh" ]; then . "$root/.vllm/activate.sh"
+  else echo "no kernels of vLLM $1 carried (.kernels/$1 or .vllm-$1)"; return 1; fi
+}
 sweep() {  # name args...: one sweep, its table on stdout, JSON kept
   local name=$1; shift
   echo "--- $name: $*"
-  kvbench sweep --num-tokens $TOKENS --iters 30 --json "$OUT/tables/$name.json" "$@" 2>/dev/null | grep -v "^ *[a-z_]*: "
+  timeout -k 10 "${SWEEP_S:-150}" python3 -m kvbench.cli sweep --num-tokens $TOKENS --iters 30 \
+    --json "$OUT/tables/$name.json" "$@" 2> "$OUT/tables/$name.log" | grep -v "^ *[a-z_]*: "
 }
 tables() {  # each op's sweep: vLLM's kernels, kvbench's, torch; 8 sizes -> tables.tgz
   step tables; mkdir -p "$OUT/tables"
@@ -44,16 +55,16 @@ tables() {  # each op's sweep: vLLM's kernels, kvbench's, torch; 8 sizes -> tabl
       --kv-cache-dtype $kv; done ) > "$OUT/tables/tables.txt" 2>&1
   tar -czf "$OUT/tables.tgz" -C "$OUT" tables && rm -rf "$OUT/tables"; echo "tables done"
 }
-gpu_tests() {  # [PACK [NAME]]: the GPU tests with that vLLM pack (default .vllm) -> NAME.txt (gpu-tests)
-  local pack=${1:-.vllm} name=${2:-gpu-tests}
-  step "GPU tests with $pack"
-  ( . "$pack"/activate.sh; timeout "${GPU_TESTS_S:-290}" python3 -m pytest -m gpu tests -q -p no:cacheprovider -rf \
-    2>&1 ) | tee "$OUT/$name.txt" | tail -n 25
+gpu_tests() {  # [VERSION [NAME [PYTEST ARGS...]]]: the GPU tests with that vLLM's kernels (default 0.33.0) -> NAME.txt
+  local version=${1:-0.33.0} name=${2:-gpu-tests}
+  step "GPU tests with vLLM $version"
+  ( use_vllm "$version" || exit 1; timeout -s INT -k 20 "${GPU_TESTS_S:-290}" python3 -m pytest -m gpu tests -q \
+    -p no:cacheprovider -rf --durations=15 "${@:3}" 2>&1 ) | tee "$OUT/$name.txt" | tail -n 45
 }
-served_table() {  # PACK: scripts/served_table.py with that vLLM pack -> served-table.md / .json
-  step "served table with $1"
-  ( . "$1"/activate.sh; timeout "${SERVED_S:-240}" python3 scripts/served_table.py "$OUT" 2> "$OUT/served-table.log" \
-    | tail -n 60 )
+served_table() {  # VERSION: scripts/served_table.py with that vLLM's kernels -> served-table.md / .json
+  step "served table with vLLM $1"
+  ( use_vllm "$1" || exit 1; timeout "${SERVED_S:-240}" python3 scripts/served_table.py "$OUT" 2> "$OUT/served-table.log" \
+    | tail -n 90 ) || tail -n 5 "$OUT/served-table.log"
 }
 tune() {  # TUNE_TABLES (default all: flash,served,mla,indexer,paged,sectors), TUNE_S (default 300) -> tune.txt
   step "tune ${TUNE_TABLES:-all tables}"
@@ -98,7 +109,8 @@ timed_run() {  # NAME LIMIT_S COMMAND...: run it with a time limit, say how long
   echo "$name: exit $rc in $(( $(date +%s) - start )) s ($(cat "$KVBENCH_STATE_LOG" 2>/dev/null | wc -l) processes logged)"
 }
 new_commit() { git -c user.name=d -c user.email=d@d commit -q --allow-empty -m "$1"; git rev-parse HEAD; }
-PARTS=('IndexerWrite|KVCacheWrite\.|KVCacheWriteBF16' 'InterleavedV|Patterns|Shapes|MLAWrite|TokenHeadQuantWrite')
+PARTS=('IndexerWrite|KVCacheWrite\.|KVCacheWriteBF16'  # the whole default suite in two parts (every class)
+       'InterleavedV|Patterns|Shapes|MLAWrite|TokenHeadQuantWrite|Served|ConvertFp8|Gather|SwapBlocks|MLAGrouped|ConcatMLAQ|MLARope')
 suite_run() {  # NAME COMMIT DEADLINE_S: the whole default suite in two asv runs (a part cut off by the deadline
   # loses only itself), timed, state log in log/NAME.jsonl
   local start=$SECONDS i=0; export KVBENCH_STATE_LOG=$PWD/log/$1.jsonl
@@ -147,25 +159,37 @@ beforeafter() {
 }
 root=$PWD
 for phase in "$@"; do case $phase in
-releases)  # vLLM's history, release by release: RELEASES="0.20.0 0.20.1 ..." whose kernels were packed into .kernels
-  # beforehand (kvbench vllm-kernels $RELEASES --gpu sm_90 --xz --into .kernels: ~16 MB each, four to a call)
+releases)  # vLLM's history, release by release: RELEASES="0.20.0 0.21.0 ..." whose kernels were packed into .kernels
+  # beforehand (kvbench vllm-kernels $RELEASES --gpu sm_90 --xz --into .kernels: 8-17 MB each, three to a call
+  # beside .whl). The history's grid: HISTORY_TOKENS (default 2,64,1024,16384,65536), HISTORY_DTYPES (bfloat16).
+  # With several GPUs the releases are dealt out to them, one lane (its own tree) per GPU -> releases-gpuN.tgz
   step "vLLM history: ${RELEASES:?set RELEASES}"
-  ( export KVBENCH_DEVICE=cuda; start=$SECONDS
-    timeout "${RELEASES_S:-560}" python3 -m kvbench.cli vllm-history --releases $RELEASES --kernels-dir .kernels \
-      --machine h200-device 2>&1 | grep -E "^vllm |error" ; echo "releases: $(( SECONDS - start )) s"
-    cp ~/.asv-machine.json .asv/vllm/ 2>/dev/null
-    tar -czf "$OUT/releases.tgz" -C .asv/vllm results asv-machine.json ) ;;
-tests34) GPU_TESTS_S=${GPU_TESTS_S:-200} gpu_tests .vllm-0.34.0 gpu-tests-0.34.0 ;;
-tests33) GPU_TESTS_S=${GPU_TESTS_S:-200} gpu_tests .vllm gpu-tests-0.33.0 ;;
-served) served_table .vllm-0.34.0 ;;
+  export KVBENCH_DEVICE=cuda KVBENCH_NUM_TOKENS=${HISTORY_TOKENS:-2,64,1024,16384,65536} \
+    KVBENCH_DTYPES=${HISTORY_DTYPES:-bfloat16}
+  gpus=$(nvidia-smi -L 2>/dev/null | wc -l); gpus=$(( gpus > 0 ? gpus : 1 )); i=0; lanes=()
+  for v in $RELEASES; do lanes[i % gpus]="${lanes[i % gpus]:-} $v"; i=$((i + 1)); done
+  for gpu in "${!lanes[@]}"; do
+    ( export CUDA_VISIBLE_DEVICES=$gpu; dir=/tmp/releases-$gpu; start=$SECONDS; copy_tree $dir 2>/dev/null; cd $dir
+      timeout "${RELEASES_S:-560}" python3 -m kvbench.cli vllm-history --releases ${lanes[gpu]} \
+        --kernels-dir "$root/.kernels" --machine h200-device 2>&1 | grep -E "^vllm |error" | sed "s/^/[GPU $gpu] /"
+      echo "[GPU $gpu] releases${lanes[gpu]}: $(( SECONDS - start )) s"
+      cp ~/.asv-machine.json .asv/vllm/asv-machine.json 2>/dev/null
+      tar -czf "$OUT/releases-gpu$gpu.tgz" -C .asv/vllm results asv-machine.json ) &
+    sleep 2  # the lanes write the same asv machine file at their start
+  done
+  wait ;;
+tests34) GPU_TESTS_S=${GPU_TESTS_S:-280} gpu_tests 0.34.0 gpu-tests-0.34.0 --ignore=tests/test_read_ops.py ;;
+tests33) GPU_TESTS_S=${GPU_TESTS_S:-280} gpu_tests 0.33.0 gpu-tests-0.33.0 --ignore=tests/test_read_ops.py ;;
+served) served_table 0.34.0 ;;
 readops)  # the other cache ops: their GPU tests with vLLM 0.34.0, then each op's sweep (vLLM, kvbench, torch)
   step "read side and other cache ops"; mkdir -p "$OUT/tables"
-  ( . .vllm-0.34.0/activate.sh
-    timeout 150 python3 -m pytest -m gpu tests/test_read_ops.py tests/test_coverage.py -q -p no:cacheprovider -rf \
-      2>&1 | tee "$OUT/gpu-tests-readops.txt" | tail -n 15
+  ( use_vllm 0.34.0 || exit 1
+    timeout -s INT -k 20 "${READOPS_TESTS_S:-240}" python3 -m pytest -m gpu tests/test_read_ops.py \
+      tests/test_coverage.py -q -p no:cacheprovider -rf --durations=10 2>&1 | tee "$OUT/gpu-tests-readops.txt" | tail -n 25
     for op in convert-fp8 gather cp-gather indexer-gather upconvert-gather swap-blocks mla-grouped concat-mla-q mla-rope
-    do sweep "$op" --op "$op"; done > "$OUT/tables/readops.txt" 2>&1
-    tail -n 40 "$OUT/tables/readops.txt" ) ;;
+    do sweep "$op" --op "$op"; done > "$OUT/readops.txt" 2>&1
+    tar -czf "$OUT/readops.tgz" -C "$OUT" tables && rm -rf "$OUT/tables"  # $OUT brings back 8 files at most
+    tail -n 40 "$OUT/readops.txt" ) ;;
 fullaa) fullaa ;;
 final) final ;;
 beforeafter) beforeafter ;;
@@ -181,7 +205,7 @@ history)
       KVBENCH_DTYPES=bfloat16 timeout 70 python3 -m kvbench.cli vllm-history --vllm-repo $repo --machine h200-device \
       -- -b 'KVCacheWrite\.time_cudagraph|KVCacheWriteBF16' 2>&1 | tail -n 4 )
   done
-  cp ~/.asv-machine.json .asv/vllm/ 2>/dev/null
+  cp ~/.asv-machine.json .asv/vllm/asv-machine.json 2>/dev/null
   tar -czf "$OUT/history.tgz" -C .asv/vllm results asv-machine.json && echo "history done" ;;
 lanes)  # the remaining arguments: GPU:JOB,JOB... for each GPU, run in parallel; jobs: tests tables tune aa
   # main (the main grid KVCacheWrite + KVCacheWriteBF16) family (every other class)

@@ -7,6 +7,9 @@ timed in cudagraph mode (warm L2). Ideal = bytes moved / the copy bandwidth meas
 indexer writes as served. Writes JSON (every row) and a markdown table.
 
 Usage (GPU machine, vLLM's kernels installed): PYTHONPATH=src python3 scripts/served_table.py OUT_DIR [--iters N]
+The files are rewritten after each row of the table, so a run cut off (timeout's SIGTERM) keeps what it measured,
+marked partial. A dry run of the script without a GPU: --device cpu --small (tiny batches and caches, no_graph;
+vLLM's and kvbench's GPU kernels then skip with their reasons).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import signal
 import sys
 
 from tabulate import tabulate
@@ -29,22 +33,27 @@ KV_IMPLEMENTATIONS = ["vllm-flash", "vllm-triton", "triton"]
 MLA_WRITES = [("deepseek-v3", "mla", "auto"), ("deepseek-v3", "mla", "fp8"), ("deepseek-v3.2", "mla", "fp8_ds_mla"),
               ("deepseek-v3.2", "indexer", "fp8")]
 SLOTS_PER_CACHE = 16384 * 16  # as many slots as vLLM's benchmark's cache
+# --small (a dry run): tiny batches and caches
+SMALL_BATCHES = [("decode-padded", 64), ("mixed", 512), ("prefill", 1024)]
+SMALL_SLOTS_PER_CACHE = 256 * 16
+DEVICE = "cuda"  # --device
+MODE = {"cuda": "cudagraph", "cpu": "no_graph"}
 
 
 def case_for(implementation, op, shapes, tokens, batch, kv, served_layout: bool):
     """The served case (layout "served", the batch's slots) or the benchmarked one (nhd, block 16, random)."""
-    if served_layout:
+    if served_layout:  # the GPU's served layout also on --device cpu (vLLM's CPU backend has its own)
         resolved = served.resolve(op, implementation, "cuda", kv_cache_dtype=kv)[0]
         layout, block, pattern = resolved.get("layout"), resolved.get("block_size", 16), batch
     else:
         layout, block, pattern = ("nhd" if op == "kv" else None), 16, "random"
     need = slots.blocks_needed(pattern, tokens, block)
     return make_case(implementation, layout, op, num_tokens=tokens, num_blocks=max(SLOTS_PER_CACHE // block, need),
-                     block_size=block, kv_cache_dtype=kv, device="cuda", slots=pattern, **shapes)
+                     block_size=block, kv_cache_dtype=kv, device=DEVICE, slots=pattern, **shapes)
 
 
 def measure(case, implementation, iters, bw) -> dict:
-    r = run_case(case, implementation, "cudagraph", iters, bw)
+    r = run_case(case, implementation, MODE[DEVICE], iters, bw)
     row = {"implementation": implementation, "case": case.label(), "status": r.status, "message": r.message,
            "latency_us": r.latency_us, "ideal_us": bw.ideal_s(case) * 1e6, "bytes": case.bytes_moved}
     print(f"{implementation:12} {case.label()}: {r.status} {r.latency_us or r.message}", file=sys.stderr, flush=True)
@@ -55,16 +64,59 @@ def fmt(row) -> str:
     return f"{row['latency_us']:.1f}" if row["status"] == "ok" else row["status"]
 
 
+KV_HEADERS = ["model (per GPU)", "batch, tokens", "kv", "vllm-flash served (bench)", "vllm-triton served (bench)",
+              "triton served (bench)", "ideal", "flash served/bench", "vllm-triton served/bench", "triton % of copy",
+              "triton / best vLLM"]
+MLA_HEADERS = ["write", "batch, tokens", "kv", "vllm", "triton", "ideal"]
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> int:
+    global DEVICE, SLOTS_PER_CACHE, BATCHES
     p = argparse.ArgumentParser()
     p.add_argument("out")
     p.add_argument("--iters", type=int, default=30)
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                   help="cpu: a dry run of the script (timed no_graph; the GPU kernels skip)")
+    p.add_argument("--small", action="store_true", help="tiny batches and caches (a dry run)")
     args = p.parse_args()
+    DEVICE = args.device
+    if args.small:
+        SLOTS_PER_CACHE, BATCHES = SMALL_SLOTS_PER_CACHE, SMALL_BATCHES
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    facts = machine.info("cuda")
-    bw = bandwidth.copy_bandwidth("cuda", machine.device_key(facts))
-    rows, table = [], []
+    facts = machine.info(DEVICE)
+    bw = bandwidth.copy_bandwidth(DEVICE, machine.device_key(facts))
+    rows, table, mla_table = [], [], []
+    head = f"{facts.get('device_name')}, copy {bw.bytes_per_s / 1e9:.0f} GB/s, {facts.get('vllm')}\n\n"
+
+    def save(done: bool) -> str:
+        """Both files with what is measured so far (marked partial until the end)."""
+        text = head if done else f"PARTIAL (cut off after {len(rows)} rows)\n" + head
+        text += tabulate(table, KV_HEADERS, tablefmt="github") + "\n"
+        if mla_table or done:
+            text += "\n" + tabulate(mla_table, MLA_HEADERS, tablefmt="github") + "\n"
+        (out / "served-table.md").write_text(text)
+        (out / "served-table.json").write_text(json.dumps({"machine": facts, "copy_bytes_per_s": bw.bytes_per_s,
+                                                           "complete": done, "rows": rows}, indent=1))
+        return text
+
+    signal.signal(signal.SIGTERM, _sigterm)  # timeout(1): keep what was measured
+    try:
+        _kv_rows(args.iters, bw, rows, table, save)
+        _mla_rows(args.iters, bw, rows, mla_table, save)
+    except KeyboardInterrupt as exc:
+        print(save(False))
+        print(f"served table cut off ({exc or 'interrupted'}) after {len(rows)} rows", file=sys.stderr)
+        return 124
+    print(save(True))
+    return 0
+
+
+def _kv_rows(iters, bw, rows, table, save):
     for name, tp in PRESETS:
         op, shapes = models.get(name).fields(tp)
         for batch, tokens in BATCHES:
@@ -72,7 +124,7 @@ def main() -> int:
                 got = {}
                 for impl in KV_IMPLEMENTATIONS:
                     for is_served in (True, False):
-                        row = measure(case_for(impl, op, shapes, tokens, batch, kv, is_served), impl, args.iters, bw)
+                        row = measure(case_for(impl, op, shapes, tokens, batch, kv, is_served), impl, iters, bw)
                         row.update(model=name, tp=tp, batch=batch, tokens=tokens, kv=kv, served=is_served)
                         rows.append(row)
                         got[impl, is_served] = row
@@ -87,29 +139,21 @@ def main() -> int:
                                 for i in KV_IMPLEMENTATIONS[:2]),
                               f"{100 * ideal / own['latency_us']:.0f} %" if own["status"] == "ok" else "-",
                               f"{own['latency_us'] / min(ok):.2f}" if ok and own["status"] == "ok" else "-"])
-    headers = ["model (per GPU)", "batch, tokens", "kv", "vllm-flash served (bench)", "vllm-triton served (bench)",
-               "triton served (bench)", "ideal", "flash served/bench", "vllm-triton served/bench",
-               "triton % of copy", "triton / best vLLM"]
-    text = f"{facts.get('device_name')}, copy {bw.bytes_per_s / 1e9:.0f} GB/s, {facts.get('vllm')}\n\n"
-    text += tabulate(table, headers, tablefmt="github") + "\n"
-    mla_table = []
+                save(False)
+
+
+def _mla_rows(iters, bw, rows, mla_table, save):
     for name, op, kv in MLA_WRITES:
         shapes = models.get(name).fields(1, op)[1]
         for batch, tokens in BATCHES:
-            got = {impl: measure(case_for(impl, op, shapes, tokens, batch, kv, True), impl, args.iters, bw)
+            got = {impl: measure(case_for(impl, op, shapes, tokens, batch, kv, True), impl, iters, bw)
                    for impl in ("vllm", "triton")}
             for impl, row in got.items():
                 row.update(model=name, op=op, batch=batch, tokens=tokens, kv=kv, served=True)
                 rows.append(row)
             mla_table.append([f"{name} {op}", f"{batch} {tokens}", kv, fmt(got["vllm"]), fmt(got["triton"]),
                               f"{got['vllm']['ideal_us']:.2f}"])
-    text += "\n" + tabulate(mla_table, ["write", "batch, tokens", "kv", "vllm", "triton", "ideal"],
-                            tablefmt="github") + "\n"
-    (out / "served-table.md").write_text(text)
-    (out / "served-table.json").write_text(json.dumps({"machine": facts, "copy_bytes_per_s": bw.bytes_per_s,
-                                                       "rows": rows}, indent=1))
-    print(text)
-    return 0
+            save(False)
 
 
 if __name__ == "__main__":
