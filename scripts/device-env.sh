@@ -3,8 +3,11 @@
 # history; fixed dates make the same tree give the same hash in every call).
 OUT=${OUT:-artifacts}
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+if [ -d .whl ] && [ ! -e /tmp/site/.kvbench-installed ]; then  # once per machine (lanes run this script again)
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && touch /tmp/site/.kvbench-installed
+fi
+if [ -d /tmp/site ] && [[ ":${PYTHONPATH:-}:" != *":/tmp/site:"* ]]; then
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PATH=/tmp/site/bin:$PATH
 fi
 export PYTHONPATH=$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 KVBENCH_CACHE_DIR=$PWD/.kvbench-cache

@@ -208,21 +208,24 @@ history)
   cp ~/.asv-machine.json .asv/vllm/asv-machine.json 2>/dev/null
   tar -czf "$OUT/history.tgz" -C .asv/vllm results asv-machine.json && echo "history done" ;;
 lanes)  # the remaining arguments: GPU:JOB,JOB... for each GPU, run in parallel; jobs: tests tables tune aa
-  # main (the main grid KVCacheWrite + KVCacheWriteBF16) family (every other class)
+  # main (the main grid KVCacheWrite + KVCacheWriteBF16) family (every other class), or any phase of this script
+  # (tests33, tests34, served, readops, suite, ...: run as `bash scripts/device.sh PHASE` on that GPU). Each
+  # lane's lines are prefixed [GPU N]; a phase's files keep their names, so give one GPU each phase at most once.
   for lane in "${@:2}"; do
     gpu=${lane%%:*}; jobs=${lane#*:}
     ( export CUDA_VISIBLE_DEVICES=$gpu
       for job in ${jobs//,/ }; do case $job in
         tests) gpu_tests ;; tables) tables ;; tune) tune ;; aa) aa ;;
         main) part main 'KVCacheWrite\.|KVCacheWriteBF16' ;;
-        family) part family 'Shapes|Patterns|InterleavedV|MLAWrite|IndexerWrite|TokenHeadQuantWrite' ;; esac
-      done ) &
+        family) part family 'Shapes|Patterns|InterleavedV|MLAWrite|IndexerWrite|TokenHeadQuantWrite' ;;
+        *) bash "$root/scripts/device.sh" "$job" ;; esac
+      done 2>&1 | sed -u "s/^/[GPU $gpu] /" ) &
     sleep 2  # the parts write the same asv machine file at their start
   done
   wait; break ;;
-suite)
-  step "whole default suite, every implementation (vLLM 0.33)"
-  ( . .vllm/activate.sh; start=$(date +%s)
+suite)  # SUITE_VLLM (default 0.34.0): the whole default suite with that vLLM's kernels, timed
+  step "whole default suite, every implementation (vLLM ${SUITE_VLLM:-0.34.0})"
+  ( use_vllm "${SUITE_VLLM:-0.34.0}" || exit 1; start=$(date +%s)
     KVBENCH_SKIP_SETUP=1 KVBENCH_DEVICE=cuda KVBENCH_MACHINE=h200-device timeout 560 bash scripts/bench.sh \
       > "$OUT/suite.txt" 2>&1
     echo "bench.sh exit $?, $(( $(date +%s) - start )) s" | tee -a "$OUT/suite.txt"
