@@ -190,7 +190,7 @@ class ServedMLA(_PrimaryTime):
               "v3.2-indexer": ("deepseek-v3.2", "indexer", "fp8")}
     params = [SERVED_TOKENS, list(WRITES), SERVED_BATCHES, suite.implementations("mla")]
     param_names = ["num_tokens", "write", "batch", "implementation"]
-    version = "servedmla-1"
+    version = "servedmla-2"  # 2: fp8 MLA served with skip_scale (scale 1.0), V3.2 at block 64
 
     def case(self, num_tokens, write, batch, implementation):
         model, op, kv_cache_dtype = self.WRITES[write]

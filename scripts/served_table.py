@@ -44,12 +44,13 @@ def case_for(implementation, op, shapes, tokens, batch, kv, served_layout: bool)
     """The served case (layout "served", the batch's slots) or the benchmarked one (nhd, block 16, random)."""
     if served_layout:  # the GPU's served layout also on --device cpu (vLLM's CPU backend has its own)
         resolved = served.resolve(op, implementation, "cuda", kv_cache_dtype=kv)[0]
-        layout, block, pattern = resolved.get("layout"), resolved.get("block_size", 16), batch
+        layout, block, pattern = resolved.pop("layout", None), resolved.pop("block_size", 16), batch
+        extra = resolved  # skip_scale for an fp8 MLA cache
     else:
-        layout, block, pattern = ("nhd" if op == "kv" else None), 16, "random"
+        layout, block, pattern, extra = ("nhd" if op == "kv" else None), 16, "random", {}
     need = slots.blocks_needed(pattern, tokens, block)
     return make_case(implementation, layout, op, num_tokens=tokens, num_blocks=max(SLOTS_PER_CACHE // block, need),
-                     block_size=block, kv_cache_dtype=kv, device=DEVICE, slots=pattern, **shapes)
+                     block_size=block, kv_cache_dtype=kv, device=DEVICE, slots=pattern, **shapes, **extra)
 
 
 def measure(case, implementation, iters, bw) -> dict:

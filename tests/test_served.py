@@ -35,6 +35,13 @@ def test_served_resolution_per_implementation_and_device():
     assert served.resolve("mla", "vllm", "cuda", version="0.33.0", kv_cache_dtype="fp8_ds_mla")[0] == {
         "block_size": 64}
     assert served.resolve("indexer", "vllm", "cuda", version="0.20.0")[0] == {"block_size": 64}
+    # DeepSeek V3.2's sparse attention needs block 64 whatever the cache dtype (read in 0.26-0.34's backends)
+    assert served.resolve("mla", "vllm", "cuda", version="0.26.0", kv_cache_dtype="auto", sparse=True)[0] == {
+        "block_size": 64}
+    # an fp8 MLA cache with scale 1.0 is written with skip_scale (vLLM's MLA layer, 0.33 and 0.34)
+    fields, line = served.resolve("mla", "vllm", "cuda", version="0.33.0", kv_cache_dtype="fp8")
+    assert fields == {"block_size": 16, "skip_scale": True} and "skip_scale" in line
+    assert "skip_scale" not in served.resolve("mla", "vllm", "cuda", version="0.34.0", kv_cache_dtype="auto")[0]
     with pytest.raises(CaseError, match="older than the releases kvbench knows"):
         served.served("flash-attn", "0.11.1.dev42+g1a2b3c4")
 
@@ -119,6 +126,16 @@ def test_sweep_a_model_as_served_on_cpu(capsys, tmp_path):
     assert "served: vLLM" in text and "CPU backend" in text
 
 
+def test_sweep_deepseek_v32_as_served_takes_its_sparse_block_and_fp8_skip_scale(tmp_path):
+    out = tmp_path / "r.json"
+    rc = cli.main(["sweep", "--device", "cpu", "--model", "deepseek-v3.2", "--layout", "served", "--kv-cache-dtype",
+                   "fp8", "--num-tokens", "16", "--iters", "3", "--num-blocks", "8", "--json", str(out),
+                   "--implementation", "torch"])
+    (row,) = json.loads(out.read_text())["results"]
+    assert rc == 0 and row["status"] == "ok", row
+    assert row["case"]["block_size"] == 64 and row["case"]["skip_scale"] is True
+
+
 def test_sweep_model_flags_that_conflict(capsys):
     for argv, words in [
         (["--model", "qwen3-8b", "--num-heads", "4"], "--num-heads conflicts with --model qwen3-8b"),
@@ -176,8 +193,10 @@ def test_the_served_layout_is_what_vllms_backend_passes(backend, monkeypatch):
     passed = {}
     record = lambda key, value, key_cache, value_cache, *rest: passed.update(key=key_cache, value=value_cache)
     monkeypatch.setattr(module, writer, record, raising=False)  # (a CPU build of vLLM does not import it)
+    monkeypatch.setenv("VLLM_KV_CACHE_LAYOUT", "NHD")  # vLLM's default without a KV connector (0.22-0.28 ask a
+    # vLLM config for it otherwise)
     fake = types.SimpleNamespace(attn_type=module.AttentionType.DECODER, head_size=head_size, kv_cache_dtype="auto",
-                                 _is_per_token_head_quant=False)
+                                 _is_per_token_head_quant=False, _set_kv_ptr_range=False)  # 0.33+: ROCm only
     layer = types.SimpleNamespace(_k_scale=torch.ones(()), _v_scale=torch.ones(()))
     x = torch.zeros(2, heads, head_size)
     impl_cls.do_kv_cache_update(fake, layer, x, x, kv_cache, torch.zeros(2, dtype=torch.int64))

@@ -28,15 +28,15 @@ MAX_ROTATION = 2048
 
 
 def make_case(implementation: str, layout: str | None = None, op: str = "kv", backend: str | None = None,
-              **fields) -> WriteCase:
+              sparse: bool = False, **fields) -> WriteCase:
     """A case of `op` for `implementation`, in its default layout unless `layout` is given. Layout "served" is what
-    the installed vLLM's attention `backend` passes (kvbench.ops.served): its layout and block size (a block size
-    given in `fields` wins)."""
+    the installed vLLM's attention `backend` passes (kvbench.ops.served; `sparse`: a model with DeepSeek's sparse
+    attention): its layout and block size (a block size given in `fields` wins)."""
     impl = impls.get(implementation, op)
     case_type = ops.get(op).Case
     if layout == "served":
         resolved, _ = served.resolve(op, implementation, fields.get("device", "cuda"), backend,
-                                     kv_cache_dtype=fields.get("kv_cache_dtype"))
+                                     kv_cache_dtype=fields.get("kv_cache_dtype"), sparse=sparse)
         layout = resolved.pop("layout", None)
         fields = {**resolved, **fields}
     if "layout" in {f.name for f in dataclasses.fields(case_type)}:

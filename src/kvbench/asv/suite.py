@@ -89,8 +89,10 @@ def served_case(model: str, implementation: str, op: str | None = None, **fields
     """A model preset's cache write on one GPU (`model` is a preset name, with `:tpN` for tensor parallelism) as
     the installed vLLM serves it (kvbench.ops.served: its backend's layout and block size)."""
     name, _, tp = model.partition(":tp")
-    op, shapes = models.get(name).fields(int(tp or 1), op)
-    resolved, _ = served.resolve(op, implementation, DEVICE, kv_cache_dtype=fields.get("kv_cache_dtype"))
+    model_preset = models.get(name)
+    op, shapes = model_preset.fields(int(tp or 1), op)
+    resolved, _ = served.resolve(op, implementation, DEVICE, kv_cache_dtype=fields.get("kv_cache_dtype"),
+                                 sparse=model_preset.sparse)
     layout = resolved.pop("layout", None)  # resolved once here: the layout and block size go to the case as they are
     block = resolved.get("block_size", 16)
     need = slots.blocks_needed(fields.get("slots", "random"), fields["num_tokens"], block)

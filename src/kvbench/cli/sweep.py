@@ -102,6 +102,11 @@ def add(sub) -> None:
     p.set_defaults(run=run, flag_defaults={a.dest: a.default for a in p._actions})
 
 
+def _sparse(args) -> bool:
+    """Whether --model attends through DeepSeek's sparse attention (its served MLA block size is 64)."""
+    return args.model is not None and models.get(args.model).sparse
+
+
 def op_fields(args, device: str) -> dict:
     """The case fields the flags give (a --model's shapes included) and args.op set; a one-line error for a flag
     of another op or one the model sets."""
@@ -177,7 +182,8 @@ def _check_some_case_is_valid(names, args, common) -> None:
     for name in names:
         for tokens in args.num_tokens:
             try:
-                make_case(name, args.layout, args.op, backend=args.backend, num_tokens=tokens, **common)
+                make_case(name, args.layout, args.op, backend=args.backend, sparse=_sparse(args),
+                          num_tokens=tokens, **common)
                 return
             except CaseError as exc:
                 first = first or exc
@@ -254,7 +260,8 @@ def _plan_cost(plan, unavailable, args, common, bw):
         if name in unavailable:
             continue
         try:
-            cases.append(make_case(name, args.layout, args.op, backend=args.backend, num_tokens=tokens, **common))
+            cases.append(make_case(name, args.layout, args.op, backend=args.backend, sparse=_sparse(args),
+                                   num_tokens=tokens, **common))
         except CaseError:
             continue
     memory = max((bytes_needed(c) for c in cases), default=0)
@@ -295,7 +302,8 @@ def _print_table(name: str, args, rows: list[Result]) -> None:
     how = f"op {args.op}, measuring with {args.mode}"
     if args.layout == "served":
         how += "; served: " + served.resolve(args.op, name, rows[0].case["device"], args.backend,
-                                             kv_cache_dtype=rows[0].case.get("kv_cache_dtype"))[1]
+                                             kv_cache_dtype=rows[0].case.get("kv_cache_dtype"),
+                                             sparse=_sparse(args))[1]
     print(f"\nBenchmark results for implementation {name} ({how}):")
     if all(r.status == "skipped" for r in rows) and len({r.message for r in rows}) == 1:
         print(f"every case skipped: {rows[0].message}")
@@ -333,7 +341,8 @@ def _save(outputs: dict, facts: dict, results: list[Result], args, bw, partial: 
 
 def _row(call, name: str, tokens: int, args, common: dict, bw) -> Result:
     try:
-        case = make_case(name, args.layout, args.op, backend=args.backend, num_tokens=tokens, **common)
+        case = make_case(name, args.layout, args.op, backend=args.backend, sparse=_sparse(args),
+                         num_tokens=tokens, **common)
     except CaseError as exc:  # e.g. more tokens than slots: this row only
         return Result(name, args.mode, tokens, "skipped", dict(common, num_tokens=tokens), message=str(exc))
     try:

@@ -30,6 +30,7 @@ class Model:
     kv_lora_rank: int = 0  # MLA
     rope_dim: int = 0  # MLA: qk_rope_head_dim
     indexer_head_dim: int = 0  # DeepSeek V3.2's indexer keys (op indexer)
+    sparse: bool = False  # attends through DeepSeek's sparse attention: its MLA caches at block 64 (kvbench.ops.served)
     note: str = ""
 
     @property
@@ -86,7 +87,7 @@ MODELS = {m.name: m for m in (
     Model("gpt-oss-120b", "openai/gpt-oss-120b", 64, 8, 64),
     Model("deepseek-v3", "deepseek-ai/DeepSeek-V3", 128, 1, 0, op="mla", kv_lora_rank=512, rope_dim=64),
     Model("deepseek-v3.2", "deepseek-ai/DeepSeek-V3.2-Exp", 128, 1, 0, op="mla", kv_lora_rank=512, rope_dim=64,
-          indexer_head_dim=128),
+          indexer_head_dim=128, sparse=True),
 )}
 
 
