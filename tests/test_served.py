@@ -185,6 +185,8 @@ def _vllm_cache(backend_cls, num_blocks, block_size, heads, head_size):
 
 @pytest.mark.parametrize("backend", list(BACKEND_MODULES))
 def test_the_served_layout_is_what_vllms_backend_passes(backend, monkeypatch):
+    monkeypatch.setenv("VLLM_KV_CACHE_LAYOUT", "NHD")  # vLLM's default without a KV connector (0.22-0.28 ask a
+    # vLLM config for it otherwise)
     module, backend_cls, impl_cls, writer = _backend(backend)
     import vllm
 
@@ -193,8 +195,6 @@ def test_the_served_layout_is_what_vllms_backend_passes(backend, monkeypatch):
     passed = {}
     record = lambda key, value, key_cache, value_cache, *rest: passed.update(key=key_cache, value=value_cache)
     monkeypatch.setattr(module, writer, record, raising=False)  # (a CPU build of vLLM does not import it)
-    monkeypatch.setenv("VLLM_KV_CACHE_LAYOUT", "NHD")  # vLLM's default without a KV connector (0.22-0.28 ask a
-    # vLLM config for it otherwise)
     fake = types.SimpleNamespace(attn_type=module.AttentionType.DECODER, head_size=head_size, kv_cache_dtype="auto",
                                  _is_per_token_head_quant=False, _set_kv_ptr_range=False)  # 0.33+: ROCm only
     layer = types.SimpleNamespace(_k_scale=torch.ones(()), _v_scale=torch.ones(()))
