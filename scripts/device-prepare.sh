@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare, on a machine with network, what GPU calls without network carry (notes/device-plan.md):
 #   .whl       asv and what it needs to run, check and publish with --python=same, and tabulate, as wheels for the
-#              GPU machine's Python 3.12 (no virtualenv: --python=same never builds an environment; 1.2 MB)
+#              GPU machine's Python 3.12 (no virtualenv: --python=same never builds an environment; 0.7 MiB)
 #   .kernels/  vLLM releases' KV-cache kernels, packed for sm_90 (kvbench vllm-kernels; 8-17 MB each)
 # Then prints the carry groups that fit one call (64 MiB with the tracked tree and .whl).
 # Usage: bash scripts/device-prepare.sh [VERSION...]   (default: the 15 minor releases 0.20.0 ... 0.34.0)

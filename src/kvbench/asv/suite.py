@@ -97,8 +97,8 @@ def served_case(model: str, implementation: str, op: str | None = None, **fields
     block = resolved.get("block_size", 16)
     need = slots.blocks_needed(fields.get("slots", "random"), fields["num_tokens"], block)
     num_blocks = max(SERVED_SLOTS // block, need)
-    return runner.make_case(implementation, layout, op, num_blocks=num_blocks, device=DEVICE, **resolved, **shapes,
-                            **fields)
+    return runner.make_case(implementation, layout, op, **{"num_blocks": num_blocks, "device": DEVICE, **resolved,
+                                                            **shapes, **fields})
 
 
 def _process_age() -> float:

@@ -10,11 +10,11 @@ gpu_model_runner / attn_utils / kv_cache_interface, and its default block size; 
 - flashinfer (FLASHINFER; `reshape_and_cache_flash`): `nhd` up to 0.25, then `nhd-packed` (on Blackwell it
   imposes HND on the whole model: `hnd-packed`, not tracked here: kvbench measures on Hopper);
 - MLA (FLASH_ATTN_MLA, the Hopper default, and the other dense MLA backends): `concat_and_cache_mla` into the whole
-  contiguous [blocks, block_size, 576] cache (kvbench's mla op as it is). An fp8 cache whose scale is 1.0 (no
-  calibrated scales in the checkpoint, as DeepSeek's) is written with skip_scale (the MLA layer passes
-  `kv_cache_dtype in fp8 dtypes and k_scale == 1.0`). DeepSeek V3.2's sparse attention backends need block 64 in
-  every release, whatever the cache dtype (fp8 caches as `fp8_ds_mla` rows); its indexer keys [blocks, 64, 132]
-  (kvbench's indexer op).
+  contiguous [blocks, block_size, 576] cache (kvbench's mla op as it is). From 0.33 an fp8 cache whose scale is 1.0
+  (no calibrated scales in the checkpoint, as DeepSeek's) is written with skip_scale (the MLA layer passes
+  `kv_cache_dtype in fp8 dtypes and k_scale == 1.0`; earlier releases have no such argument). DeepSeek V3.2's
+  sparse attention backends need block 64 in every release, whatever the cache dtype, and take an fp8 cache only
+  as `fp8_ds_mla` rows; its indexer keys [blocks, 64, 132] (kvbench's indexer op).
 vLLM's default block size is 16 up to 0.33 and 64 from 0.34 (FlashMLA's and the indexer's kernels need 64).
 On a CPU, vLLM's CPU backend writes with `cpu_attn_reshape_and_cache` into its own layout (`cpu-vec`).
 Where no vLLM is installed, the newest release kvbench knows stands for it (said in the reason).
@@ -57,7 +57,7 @@ TABLE = (
     Served("flashinfer", "0.34.0", None, "nhd-packed", 64),
 )
 MLA_BLOCK_SIZE = 64  # FlashMLA (sparse, V3.2) and the indexer need 64; vLLM 0.34's default for dense MLA too
-MLA_SKIP_SCALE_DTYPES = ("fp8", "fp8_e4m3", "fp8_e5m2")  # written with skip_scale when the scale is 1.0
+MLA_SKIP_SCALE_DTYPES = ("fp8", "fp8_e4m3", "fp8_e5m2")  # from 0.33 written with skip_scale at scale 1.0
 
 
 def version_key(version: str) -> tuple[int, int, int]:
@@ -93,9 +93,12 @@ def resolve(op: str, implementation: str, device: str, backend: str | None = Non
     known = version or NEWEST_KNOWN
     source = f"vLLM {version}" if version else f"no vLLM installed: vLLM {NEWEST_KNOWN}'s"
     if op != "kv":  # sparse attention (fp8_ds_mla rows) and the indexer need 64; dense MLA takes vLLM's default
+        if op == "mla" and sparse and kv_cache_dtype in MLA_SKIP_SCALE_DTYPES:
+            raise CaseError(f"DeepSeek's sparse attention serves an fp8 MLA cache as fp8_ds_mla rows, not "
+                            f"{kv_cache_dtype!r}; choose kv_cache_dtype fp8_ds_mla (or auto)")
         sparse = sparse or op == "indexer" or kv_cache_dtype == "fp8_ds_mla"
         block = MLA_BLOCK_SIZE if sparse or version_key(known) >= (0, 34, 0) else 16
-        if op == "mla" and kv_cache_dtype in MLA_SKIP_SCALE_DTYPES:
+        if op == "mla" and kv_cache_dtype in MLA_SKIP_SCALE_DTYPES and version_key(known) >= (0, 33, 0):
             return ({"block_size": block, "skip_scale": True},
                     f"{source} {op} cache, block {block}, scale 1.0 written with skip_scale")
         return {"block_size": block}, f"{source} {op} cache, block {block}"

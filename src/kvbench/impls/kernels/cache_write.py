@@ -38,13 +38,15 @@ def divide_rn(x, scale, DIV: tl.constexpr):
     """x / scale rounded to nearest (IEEE), as the reference divides. DIV 0: `div_rn` per element; DIV 1: the
     reciprocal once, then q = x * r corrected by one fused multiply-add (Markstein: with r = 1/scale correctly
     rounded, q + (x - q * scale) * r rounds to the correctly rounded quotient, barring underflow), three
-    instructions per element instead of div_rn's sequence. A tuning variant (scripts/tune_triton.py)."""
+    instructions per element instead of div_rn's sequence; where x * r overflows (or the scale is 0) q itself is
+    kept, infinite as the quotient. A tuning variant (scripts/tune_triton.py)."""
     if DIV == 0:
         return tl.math.div_rn(x, scale)
     r = tl.math.div_rn(scale * 0.0 + 1.0, scale)  # once per scale, not per element
     s = tl.zeros_like(x) + scale
     q = x * r
-    return tl.math.fma(tl.math.fma(-q, s, x), tl.zeros_like(x) + r, q)
+    corrected = tl.math.fma(tl.math.fma(-q, s, x), tl.zeros_like(x) + r, q)
+    return tl.where(tl.abs(q) == float("inf"), q, corrected)
 
 
 @triton.jit
