@@ -96,6 +96,7 @@ class Prepared:
         return len(self.workloads)
 
     def sampler(self, mode: str) -> timing.Sampler:
+        check_graph(self.impl, mode)
         if mode not in self._samplers:
             self._samplers[mode] = timing.sampler(mode, self.write, self.case.device, min_calls=self.rotation)
         return self._samplers[mode]
@@ -218,11 +219,18 @@ def measure(p: Prepared, mode: str, samples: int, bw: bandwidth.CopyBandwidth | 
     )
 
 
+def check_graph(impl: Implementation, mode: str) -> None:
+    """Unavailable when `mode` is cudagraph and the implementation's calls cannot be captured in a CUDA graph."""
+    if mode == "cudagraph" and impl.graph_reason:
+        raise Unavailable(f"{impl.name}: {impl.graph_reason}; measure it with mode no_graph")
+
+
 def run_case(case: WriteCase, implementation: str, mode: str, samples: int,
              bw: bandwidth.CopyBandwidth | None) -> Result:
     """prepare + measure, turning every failure into a Result so that a sweep never loses what it measured."""
     try:
         timing.check_mode(mode, case.device)  # before anything is allocated
+        check_graph(impls.get(implementation, case.OP), mode)
         return measure(prepare(case, implementation), mode, samples, bw)
     except (Unavailable, CaseError) as exc:
         status, message = "skipped", str(exc)

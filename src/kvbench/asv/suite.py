@@ -257,6 +257,7 @@ class Benchmark:
             case = self.case(*params)
             if case.num_tokens > MAX_TOKENS:
                 raise Unavailable(f"the {DEVICE} grid stops at {MAX_TOKENS} tokens (KVBENCH_MAX_TOKENS)")
+            runner.check_graph(impls.get(implementation, case.OP), self.mode)
             return runner.prepare(case, implementation)
         except (Unavailable, CaseError) as exc:  # asv: skipped, with the reason in asv's words
             return NotImplementedError(config.for_asv(str(exc)))

@@ -37,6 +37,9 @@ class Implementation:
     def load(self) -> None:
         """Import what the implementation calls; raise ImportError saying what is missing."""
 
+    # Why its calls cannot be captured in a CUDA graph (cudagraph mode is then a skip saying so), or None.
+    graph_reason: str | None = None
+
     def unavailable_reason(self, device: str) -> str | None:
         """Why this implementation cannot run on `device` here, or None if it can."""
         if device not in self.devices:

@@ -337,6 +337,8 @@ class VllmSwapBlocksBatch(_VllmCacheOp):
     kv_cache_dtypes = ("auto", "fp8")
     op_name = "swap_blocks_batch"
     arguments = ("src_ptrs", "dst_ptrs", "sizes")
+    graph_reason = ("vLLM's swap_blocks_batch submits cuMemcpyBatchAsync, which a CUDA graph cannot capture (CUDA "
+                    "error 900 with vLLM 0.34.0 on an H100)")
 
     def bind(self, w) -> Writer:
         import torch
@@ -372,7 +374,12 @@ class VllmUpconvertGather(_VllmCacheOp):
     kv_cache_dtypes = ("fp8_ds_mla",)
     op_name = "cp_gather_and_upconvert_fp8_kv_cache"
     arguments = ("src_cache", "dst", "block_table", "workspace_starts", "batch_size", "seq_starts")
-    call_args = VllmCpGather.call_args
+
+    def call_args(self, w) -> tuple:
+        """dst as exactly the rows gathered: vLLM's kernel (0.34) writes every row of dst, its row count being the
+        tokens' (rows past them would get rows of the last sequence)."""
+        b = w.batch
+        return w.src_cache, w.dst[: w.case.num_tokens], b.block_table, b.cu_seq_lens, b.num_seqs, b.seq_starts
 
 
 class VllmMLAGrouped(_VllmCacheOp):
@@ -382,15 +389,23 @@ class VllmMLAGrouped(_VllmCacheOp):
     op_name = "concat_and_cache_mla_grouped"
     arguments = ("kv_c", "k_pe", "kv_cache_ptrs", "slot_mapping", "block_size", "block_stride", "entry_stride")
 
+    def unsupported_reason(self, case) -> str | None:
+        if case.dtype != "bfloat16":
+            return (f"vLLM's grouped MLA insert takes bf16 inputs only (its kernel refuses {case.dtype}: "
+                    f"'concat_and_cache_mla_grouped requires BF16 inputs')")
+        return super().unsupported_reason(case)
+
     def capability_reason(self, case) -> str | None:
         if case.kv_cache_dtype != "auto" and not self.has("kv_cache_dtype"):
             return f"this vLLM ({vllm_version()}) takes no kv_cache_dtype here (bf16 caches only, before 0.30)"
         return None
 
     def call_args(self, w) -> tuple:
+        """kv_scales only for an fp8 cache (0.34's kernel refuses them for a bf16 one)."""
         c, cache = w.case, w.caches[0]
         args = (w.kv_c, w.k_pe, w.kv_cache_ptrs, w.layer_slots, c.block_size, cache.stride(0), cache.stride(1))
-        return args + ((w.kv_scales, c.kv_cache_dtype) if self.has("kv_cache_dtype") else ())
+        scales = w.kv_scales if c.kv_cache_dtype != "auto" else None
+        return args + ((scales, c.kv_cache_dtype) if self.has("kv_cache_dtype") else ())
 
 
 class VllmConcatMLAQ(_VllmCacheOp):
