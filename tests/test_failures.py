@@ -100,3 +100,20 @@ def test_plugins_are_registered_and_a_missing_plugin_module_is_one_line():
                          capture_output=True, text=True)
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1].startswith("kvbench: error: KVBENCH_PLUGINS: module 'no_such_module'")
+
+
+def test_a_case_the_gpu_memory_cannot_hold_is_a_skip_not_a_failure(monkeypatch):
+    """An out-of-memory error the size estimate missed (a limit of the machine) is reported as a skip with its
+    reason, and the sweep goes on."""
+    import torch
+
+    from kvbench import runner
+
+    def too_big(case, implementation):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 GiB. GPU 0 has 79 GiB")
+
+    monkeypatch.setattr(runner, "prepare", too_big)
+    case = make_case("torch", num_tokens=4, num_blocks=8, device="cpu")
+    result = runner.run_case(case, "torch", "no_graph", 3, None)
+    assert result.status == "skipped"
+    assert result.message == "torch: does not fit in this GPU's memory (CUDA out of memory)"

@@ -236,6 +236,9 @@ def run_case(case: WriteCase, implementation: str, mode: str, samples: int,
         status, message = "skipped", str(exc)
     except VerificationError as exc:
         status, message = "failed", str(exc)
+    except torch.cuda.OutOfMemoryError as exc:  # what the estimate (check_fits) missed: a limit of this GPU
+        torch.cuda.empty_cache()
+        status, message = "skipped", f"{implementation}: does not fit in this GPU's memory ({str(exc).split('.')[0]})"
     except Exception as exc:  # a crash in one case must not lose the others
         status, message = "failed", f"{implementation}: {type(exc).__name__}: {exc}".splitlines()[0]
     return Result(implementation, mode, case.num_tokens, status, dataclasses.asdict(case), message=message)
