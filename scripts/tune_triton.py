@@ -7,7 +7,9 @@ bandwidth measured in the same process. The defaults in kvbench.impls.kernels co
 - indexer: the indexer write;
 - paged: the paged write (value stored transposed or not), "x ideal" and "x sector ideal" (kvbench.ops.sectors);
 - sectors: the sector model checked: a whole fill and a 2-bytes-per-sector strided write of one region, measured
-  against what the model predicts at the copy rate.
+  against what the model predicts at the copy rate;
+- gathers: the read side's gathers (gather auto and fp8, cp-gather, upconvert-gather): rows per program, warps,
+  the piece a row is copied in.
 
 Usage (GPU machine): PYTHONPATH=src python3 scripts/tune_triton.py [--quick] [--tables flash,mla,...]
 """
@@ -100,6 +102,30 @@ def indexer_variants(p):
     return out
 
 
+def gather_variants(p):
+    """The read side's Triton gathers (gather, cp-gather, upconvert-gather): rows per program x warps, and for the
+    plain gathers the piece a row is copied in (CHUNK)."""
+    from kvbench.impls.kernels import gather, read_rows
+
+    op, out = p.case.OP, {}
+    chunks = (None, 128, 256) if op != "upconvert-gather" else (None,)
+    for tokens in (2, 4, 8, 16, 32):
+        for warps in (1, 2, 4, 8):
+            for chunk in chunks:
+                name = f"{tokens} tok/{warps} w" + (f", chunk {chunk}" if chunk else "")
+                if op == "upconvert-gather":
+                    out[name] = (lambda w, t=tokens, n=warps: lambda: read_rows.upconvert_gather(
+                        w.src_cache, w.dst, w.batch.block_table, w.batch.cu_seq_lens, w.case.num_tokens,
+                        w.batch.seq_starts, tokens=t, num_warps=n))
+                    continue
+                plain = op == "gather"  # gather: token_to_seq and dequantization; cp-gather: rows as they are
+                out[name] = (lambda w, t=tokens, n=warps, ch=chunk, g=plain: lambda: gather.gather_rows(
+                    w.src_cache, w.dst, w.batch.block_table, w.batch.cu_seq_lens, w.case.num_tokens,
+                    w.batch.seq_starts, w.batch.token_to_seq if g else None, w.case.fp8_format if g else None,
+                    w.scale if g else None, tokens=t, num_warps=n, chunk=ch))
+    return out
+
+
 def table(title, cases, variants, bw):
     """Each case's variants, verified then timed: µs, ideal / time (the fraction of the copy limit reached) and,
     where the sector model applies, sector ideal / time."""
@@ -148,7 +174,7 @@ def sector_check(bw, region_bytes: int = 512 << 20, samples: int = 15, device: s
           flush=True)
 
 
-TABLES = ("flash", "served", "mla", "indexer", "paged", "sectors")
+TABLES = ("flash", "served", "mla", "indexer", "paged", "sectors", "gathers")
 
 
 def main():
@@ -185,6 +211,11 @@ def main():
               paged_variants, bw)
     if "sectors" in chosen:
         sector_check(bw)
+    if "gathers" in chosen:
+        table("gathers (the yardstick: >= 85 % of the copy rate)",
+              [make_case("triton", op=op, num_tokens=n, **fields) for n in tokens
+               for op, fields in (("gather", {"kv_cache_dtype": "auto"}), ("gather", {"kv_cache_dtype": "fp8"}),
+                                  ("cp-gather", {}), ("upconvert-gather", {}))], gather_variants, bw)
 
 
 if __name__ == "__main__":

@@ -456,6 +456,27 @@ def test_triton_read_kernels_match_the_reference_in_the_interpreter(op, fields):
     assert result.tokens_checked == 208 and result.method == "bit-exact"
 
 
+@pytest.mark.parametrize("kv, tokens, warps, chunk", [("auto", 32, 1, 256), ("fp8", 2, 8, 128),
+                                                 ("auto", 16, 2, None)])
+def test_gather_launch_variants_match_the_reference_in_the_interpreter(kv, tokens, warps, chunk):
+    """scripts/tune_triton.py's gather variants (rows per program, warps, the piece a row is copied in) gather the
+    same rows."""
+    from kvbench.impls.kernels.gather import gather_rows
+
+    impl = impls.get("triton", "gather")
+    if impl.unavailable_reason("cpu"):
+        pytest.skip(impl.unavailable_reason("cpu"))
+    case = make_case("triton", op="gather", num_tokens=208, block_size=16, num_blocks=40, device="cpu",
+                     kv_cache_dtype=kv)
+    w = ops.workload(case, seed=7)
+    if case.is_fp8:
+        _power_of_two_scale(w)
+    b = w.batch
+    write = lambda: gather_rows(w.src_cache, w.dst, b.block_table, b.cu_seq_lens, case.num_tokens, b.seq_starts,
+                                b.token_to_seq, case.fp8_format, w.scale, tokens=tokens, num_warps=warps, chunk=chunk)
+    assert verify(impl.name, [w], write, impl.compare).method == "bit-exact"
+
+
 # --- through prepare and the timed path -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("op", ["convert-fp8", "gather", "cp-gather", "swap-blocks", "indexer-gather",

@@ -76,9 +76,10 @@ def chunk_of(entry: int) -> int:
 def gather_rows(src_cache: torch.Tensor, dst: torch.Tensor, block_table: torch.Tensor, cu_seq_lens: torch.Tensor,
                 num_tokens: int, seq_starts: torch.Tensor | None = None, token_to_seq: torch.Tensor | None = None,
                 fp8: str | None = None, scale: torch.Tensor | None = None, tokens: int | None = None,
-                num_warps: int = 4) -> None:
+                num_warps: int = 4, chunk: int | None = None) -> None:
     """dst[t] = the row of sequence b's token t - cu_seq_lens[b] (+ seq_starts[b]) for t < num_tokens, from
-    src_cache [blocks, block_size, *entry] (contiguous rows) into dst [>= num_tokens, *entry]."""
+    src_cache [blocks, block_size, *entry] (contiguous rows) into dst [>= num_tokens, *entry]. `tokens`,
+    `num_warps` and `chunk` override the launch heuristic (scripts/tune_triton.py)."""
     if num_tokens == 0:
         return
     entry = src_cache[0, 0].numel()
@@ -92,6 +93,6 @@ def gather_rows(src_cache: torch.Tensor, dst: torch.Tensor, block_table: torch.T
         src_cache, dst, block_table, cu_seq_lens, seq_starts if seq_starts is not None else cu_seq_lens,
         token_to_seq if token_to_seq is not None else cu_seq_lens, scale if scale is not None else cu_seq_lens,
         num_tokens, num_seqs, block_table.stride(0), src_cache.stride(0), src_cache.stride(1), dst.stride(0),
-        BLOCK_SIZE=src_cache.shape[1], ENTRY=entry, CHUNK=chunk_of(entry), TOKENS=tokens, STEPS=steps,
+        BLOCK_SIZE=src_cache.shape[1], ENTRY=entry, CHUNK=chunk or chunk_of(entry), TOKENS=tokens, STEPS=steps,
         HAS_T2S=token_to_seq is not None, HAS_STARTS=seq_starts is not None, FP8=FP8_CODES[fp8],
         num_warps=num_warps)
