@@ -12,6 +12,7 @@ from kvbench import cli
 from kvbench.errors import CaseError
 from kvbench.ops import layouts, models, served, slots
 from kvbench.ops.kv import Case
+from kvbench.runner import make_case
 
 
 @pytest.mark.parametrize("backend, version, layout, block", [
@@ -145,13 +146,28 @@ def test_sweep_deepseek_models_as_served_take_their_block_and_skip_scale(tmp_pat
     assert "fp8_ds_mla rows" in capsys.readouterr().err
 
 
+def test_model_presets_reach_the_other_cache_ops_of_their_caches():
+    """--model also shapes the ops that read, copy or convert a model's caches (its KV heads per GPU; MLA's latent
+    row; the query heads that tensor parallelism splits; V3.2's indexer keys)."""
+    llama, v3, v32 = models.get("llama-3.1-70b"), models.get("deepseek-v3"), models.get("deepseek-v3.2")
+    assert llama.ops == ("kv", "convert-fp8", "swap-blocks")
+    assert llama.fields(8, "swap-blocks") == ("swap-blocks", {"num_heads": 1, "head_size": 128})
+    assert v3.fields(8, "mla-rope") == ("mla-rope", {"num_heads": 16, "kv_lora_rank": 512, "pe_dim": 64})
+    assert v3.fields(1, "gather") == ("gather", {"kv_lora_rank": 512, "pe_dim": 64})
+    assert "indexer-gather" not in v3.ops and v32.fields(1, "indexer-gather") == ("indexer-gather", {"head_dim": 128})
+    for model in (llama, v3, v32):  # every op a preset names builds a case of its own
+        for op in model.ops:
+            name, fields = model.fields(1, op)
+            assert make_case("torch", op=name, num_tokens=64, device="cpu", **fields).OP == name
+
+
 def test_sweep_model_flags_that_conflict(capsys):
     for argv, words in [
         (["--model", "qwen3-8b", "--num-heads", "4"], "--num-heads conflicts with --model qwen3-8b"),
         (["--tp", "2"], "--tp needs --model"),
         (["--model", "deepseek-v3", "--layout", "nhd"], "--layout nhd applies to op kv only"),
         (["--backend", "flashinfer"], "--backend needs --layout served"),
-        (["--model", "llama-3.1-8b", "--op", "mla"], "writes op kv, not 'mla'"),
+        (["--model", "llama-3.1-8b", "--op", "mla"], "has no op 'mla': its caches go through ops kv, convert-fp8"),
     ]:
         assert cli.main(["sweep", "--device", "cpu", *argv]) == 2
         err = capsys.readouterr().err.strip()

@@ -17,6 +17,15 @@ import dataclasses
 from kvbench.errors import CaseError
 
 
+# The other cache ops a model's caches go through, by its write op: block copies and fp8 conversion of a kv cache;
+# the gathers, grouped and RoPE-fused writes and query concatenation of an MLA cache; V3.2's indexer and fp8_ds_mla
+# gathers.
+READ_OPS = {"kv": ("convert-fp8", "swap-blocks"),
+            "mla": ("gather", "cp-gather", "mla-grouped", "concat-mla-q", "mla-rope")}
+SPARSE_READ_OPS = ("indexer-gather", "upconvert-gather")
+QUERY_OPS = ("concat-mla-q", "mla-rope")
+
+
 @dataclasses.dataclass(frozen=True)
 class Model:
     """One model's attention shapes as its config.json gives them."""
@@ -35,7 +44,9 @@ class Model:
 
     @property
     def ops(self) -> tuple[str, ...]:
-        return (self.op, "indexer") if self.indexer_head_dim else (self.op,)
+        """Its cache write, then the other cache ops that touch its caches (kvbench.coverage names their vLLM ops)."""
+        ops = (self.op, *READ_OPS[self.op])
+        return ops + ("indexer", *SPARSE_READ_OPS) if self.indexer_head_dim else ops
 
     def tp_sizes(self, up_to: int = 64) -> list[int]:
         """The tensor-parallel sizes vLLM accepts for this model (powers of two up to `up_to`)."""
@@ -53,13 +64,19 @@ class Model:
         """(op, case fields) of this model's cache write on one GPU of `tp`."""
         op = op or self.op
         if op not in self.ops:
-            raise CaseError(f"model {self.name!r} writes op {' and '.join(self.ops)}, not {op!r}")
+            raise CaseError(f"model {self.name!r} has no op {op!r}: its caches go through ops {', '.join(self.ops)} "
+                            f"(choose one of them)")
         heads = self.kv_heads_per_gpu(tp)
-        if op == "kv":
+        if op in ("kv", *READ_OPS["kv"]):
             return op, {"num_heads": heads, "head_size": self.head_dim}
-        if op == "mla":
-            return op, {"kv_lora_rank": self.kv_lora_rank, "pe_dim": self.rope_dim}
-        return op, {"head_dim": self.indexer_head_dim}
+        if op in ("indexer", "indexer-gather"):
+            return op, {"head_dim": self.indexer_head_dim}
+        if op == "upconvert-gather":  # fp8_ds_mla rows: their shape is fixed (512 + 64)
+            return op, {}
+        latent = {"kv_lora_rank": self.kv_lora_rank, "pe_dim": self.rope_dim}
+        if op in QUERY_OPS:  # the query's heads, which tensor parallelism splits
+            return op, {"num_heads": self.attention_heads // tp, **latent}
+        return op, latent
 
     def describe(self, tp: int = 1) -> str:
         if self.op == "mla":
