@@ -513,6 +513,15 @@ def _run_or_skip(case, implementation):
         pytest.skip(str(exc))
 
 
+def _bit_exact_then_timed(case, implementation, tokens, timed_per_call=False):
+    """Prepared (verified bit-exact on `tokens` tokens), then timed in a CUDA graph and checked again: the timed
+    path writes `tokens` per call of a cold-L2 rotation where `timed_per_call` (else `tokens` in all)."""
+    p = _run_or_skip(case, implementation)
+    assert p.verified.method == "bit-exact" and p.verified.tokens_checked == tokens
+    p.sampler("cudagraph").measure(3)
+    assert p.check_timed("cudagraph").tokens_checked == tokens * (p.rotation if timed_per_call else 1)
+
+
 GPU_READS = ([("convert-fp8", dict(direction=d, kv_cache_dtype=kv, dtype=dt)) for d in ("dequantize", "quantize")
               for kv in ("fp8", "fp8_e5m2") for dt in ("bfloat16", "half", "float")]
              + [("convert-fp8", dict(num_heads=1, head_size=576, block_size=64))]
@@ -589,10 +598,7 @@ def test_gpu_swap_blocks_in_a_cuda_graph(implementation):
 def test_gpu_mla_grouped(implementation, kv, dtype, slots, num_tokens, l2):
     case = make_case(implementation, op="mla-grouped", num_tokens=num_tokens, kv_cache_dtype=kv, dtype=dtype,
                      slots=slots, l2=l2)
-    p = _run_or_skip(case, implementation)
-    assert p.verified.method == "bit-exact" and p.verified.tokens_checked == case.valid_tokens
-    p.sampler("cudagraph").measure(3)
-    assert p.check_timed("cudagraph").tokens_checked == case.valid_tokens * p.rotation
+    _bit_exact_then_timed(case, implementation, case.valid_tokens, timed_per_call=True)
 
 
 @pytest.mark.gpu
@@ -601,10 +607,7 @@ def test_gpu_mla_grouped(implementation, kv, dtype, slots, num_tokens, l2):
 @pytest.mark.parametrize("num_heads, num_tokens", [(128, 1), (128, 1024), (16, 4096), (64, 33)])
 def test_gpu_concat_mla_q(implementation, dtype, num_heads, num_tokens):
     case = make_case(implementation, op="concat-mla-q", num_tokens=num_tokens, num_heads=num_heads, dtype=dtype)
-    p = _run_or_skip(case, implementation)
-    assert p.verified.method == "bit-exact" and p.verified.tokens_checked == num_tokens
-    p.sampler("cudagraph").measure(3)
-    assert p.check_timed("cudagraph").tokens_checked == num_tokens
+    _bit_exact_then_timed(case, implementation, num_tokens)
 
 
 @pytest.mark.gpu
@@ -616,10 +619,7 @@ def test_gpu_concat_mla_q(implementation, dtype, num_heads, num_tokens):
 def test_gpu_mla_rope(implementation, kv, dtype, neox, slots, num_tokens):
     case = make_case(implementation, op="mla-rope", num_tokens=num_tokens, kv_cache_dtype=kv, dtype=dtype,
                      is_neox=neox, slots=slots)
-    p = _run_or_skip(case, implementation)
-    assert p.verified.method == "bit-exact" and p.verified.tokens_checked == case.valid_tokens
-    p.sampler("cudagraph").measure(3)
-    assert p.check_timed("cudagraph").tokens_checked == case.valid_tokens
+    _bit_exact_then_timed(case, implementation, case.valid_tokens)
 
 
 def _x_ideal(case, implementation) -> float:
