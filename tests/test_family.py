@@ -187,7 +187,7 @@ def exact_inputs(shape, per, dtype, top=448.0):
     return (y * 0.125).to(dtype)
 
 
-@pytest.mark.parametrize("kv, div, evict", [("fp8", 1, "evict_first"), ("auto", 0, "evict_last")])
+@pytest.mark.parametrize("kv, div, evict", [("fp8", 1, "evict_first"), ("fp8", 0, ""), ("auto", 0, "evict_last")])
 def test_mla_tuning_variants_match_the_reference_in_the_interpreter(kv, div, evict):
     """scripts/tune_triton.py's MLA variants: the Markstein division and eviction hints write the same rows."""
     from kvbench.impls.kernels.mla import concat_and_cache_mla

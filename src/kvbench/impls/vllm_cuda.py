@@ -376,10 +376,10 @@ class VllmUpconvertGather(_VllmCacheOp):
     arguments = ("src_cache", "dst", "block_table", "workspace_starts", "batch_size", "seq_starts")
 
     def call_args(self, w) -> tuple:
-        """dst as exactly the rows gathered: vLLM's kernel (0.34) writes every row of dst, its row count being the
-        tokens' (rows past them would get rows of the last sequence)."""
-        b = w.batch
-        return w.src_cache, w.dst[: w.case.num_tokens], b.block_table, b.cu_seq_lens, b.num_seqs, b.seq_starts
+        """cp_gather's arguments with dst as exactly the rows gathered: vLLM's kernel (0.34) writes every row of
+        dst, its row count being the tokens' (rows past them would get rows of the last sequence)."""
+        src_cache, dst, *rest = VllmCpGather.call_args(self, w)
+        return (src_cache, dst[: w.case.num_tokens], *rest)
 
 
 class VllmMLAGrouped(_VllmCacheOp):

@@ -29,10 +29,7 @@ def _quantize(x, scale_ptr, FP8: tl.constexpr, SKIP_SCALE: tl.constexpr, DIV: tl
     none with SKIP_SCALE); FP8 1 = e4m3fn, 2 = e5m2."""
     y = x.to(tl.float32)
     if not SKIP_SCALE:
-        if DIV == 0:
-            y = tl.math.div_rn(y, tl.zeros_like(y) + tl.load(scale_ptr))
-        else:
-            y = divide_rn(y, tl.load(scale_ptr), DIV)
+        y = divide_rn(y, tl.load(scale_ptr), DIV)
     if FP8 == 1:
         return tl.clamp(y, -448.0, 448.0).to(tl.float8e4nv).to(tl.uint8, bitcast=True)
     return tl.clamp(y, -57344.0, 57344.0).to(tl.float8e5).to(tl.uint8, bitcast=True)
