@@ -15,6 +15,7 @@ vLLM's and kvbench's GPU kernels then skip with their reasons).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import pathlib
 import signal
@@ -36,11 +37,22 @@ SLOTS_PER_CACHE = 16384 * 16  # as many slots as vLLM's benchmark's cache
 # --small (a dry run): tiny batches and caches
 SMALL_BATCHES = [("decode-padded", 64), ("mixed", 512), ("prefill", 1024)]
 SMALL_SLOTS_PER_CACHE = 256 * 16
-DEVICE = "cuda"  # --device
 MODE = {"cuda": "cudagraph", "cpu": "no_graph"}
 
 
-def case_for(implementation, op, shapes, tokens, batch, kv, served_layout: bool):
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What one run measures with: the device (--device), the serving batches and cache size (--small: tiny ones),
+    the samples per case and the copy bandwidth."""
+
+    device: str
+    batches: list
+    slots_per_cache: int
+    iters: int
+    bw: bandwidth.CopyBandwidth
+
+
+def case_for(plan, implementation, op, shapes, tokens, batch, kv, served_layout: bool):
     """The served case (layout "served", the batch's slots) or the benchmarked one (nhd, block 16, random)."""
     if served_layout:  # the GPU's served layout also on --device cpu (vLLM's CPU backend has its own)
         resolved = served.resolve(op, implementation, "cuda", kv_cache_dtype=kv)[0]
@@ -49,14 +61,15 @@ def case_for(implementation, op, shapes, tokens, batch, kv, served_layout: bool)
     else:
         layout, block, pattern, extra = ("nhd" if op == "kv" else None), 16, "random", {}
     need = slots.blocks_needed(pattern, tokens, block)
-    return make_case(implementation, layout, op, num_tokens=tokens, num_blocks=max(SLOTS_PER_CACHE // block, need),
-                     block_size=block, kv_cache_dtype=kv, device=DEVICE, slots=pattern, **shapes, **extra)
+    return make_case(implementation, layout, op, num_tokens=tokens, block_size=block, kv_cache_dtype=kv,
+                     num_blocks=max(plan.slots_per_cache // block, need), device=plan.device, slots=pattern,
+                     **shapes, **extra)
 
 
-def measure(case, implementation, iters, bw) -> dict:
-    r = run_case(case, implementation, MODE[DEVICE], iters, bw)
+def measure(plan, case, implementation) -> dict:
+    r = run_case(case, implementation, MODE[case.device], plan.iters, plan.bw)
     row = {"implementation": implementation, "case": case.label(), "status": r.status, "message": r.message,
-           "latency_us": r.latency_us, "ideal_us": bw.ideal_s(case) * 1e6, "bytes": case.bytes_moved}
+           "latency_us": r.latency_us, "ideal_us": plan.bw.ideal_s(case) * 1e6, "bytes": case.bytes_moved}
     print(f"{implementation:12} {case.label()}: {r.status} {r.latency_us or r.message}", file=sys.stderr, flush=True)
     return row
 
@@ -76,7 +89,6 @@ def _sigterm(signum, frame):
 
 
 def main() -> int:
-    global DEVICE, SLOTS_PER_CACHE, BATCHES
     p = argparse.ArgumentParser()
     p.add_argument("out")
     p.add_argument("--iters", type=int, default=30)
@@ -84,13 +96,12 @@ def main() -> int:
                    help="cpu: a dry run of the script (timed no_graph; the GPU kernels skip)")
     p.add_argument("--small", action="store_true", help="tiny batches and caches (a dry run)")
     args = p.parse_args()
-    DEVICE = args.device
-    if args.small:
-        SLOTS_PER_CACHE, BATCHES = SMALL_SLOTS_PER_CACHE, SMALL_BATCHES
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    facts = machine.info(DEVICE)
-    bw = bandwidth.copy_bandwidth(DEVICE, machine.device_key(facts))
+    facts = machine.info(args.device)
+    bw = bandwidth.copy_bandwidth(args.device, machine.device_key(facts))
+    plan = Plan(args.device, SMALL_BATCHES if args.small else BATCHES,
+                SMALL_SLOTS_PER_CACHE if args.small else SLOTS_PER_CACHE, args.iters, bw)
     rows, table, mla_table = [], [], []
     head = f"{facts.get('device_name')}, copy {bw.bytes_per_s / 1e9:.0f} GB/s, {facts.get('vllm')}\n\n"
 
@@ -107,8 +118,8 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, _sigterm)  # timeout(1): keep what was measured
     try:
-        _kv_rows(args.iters, bw, rows, table, save)
-        _mla_rows(args.iters, bw, rows, mla_table, save)
+        _kv_rows(plan, rows, table, save)
+        _mla_rows(plan, rows, mla_table, save)
     except KeyboardInterrupt as exc:
         print(save(False))
         print(f"served table cut off ({exc or 'interrupted'}) after {len(rows)} rows", file=sys.stderr)
@@ -117,15 +128,15 @@ def main() -> int:
     return 0
 
 
-def _kv_rows(iters, bw, rows, table, save):
+def _kv_rows(plan, rows, table, save):
     for name, tp in PRESETS:
         op, shapes = models.get(name).fields(tp)
-        for batch, tokens in BATCHES:
+        for batch, tokens in plan.batches:
             for kv in ("auto", "fp8"):
                 got = {}
                 for impl in KV_IMPLEMENTATIONS:
                     for is_served in (True, False):
-                        row = measure(case_for(impl, op, shapes, tokens, batch, kv, is_served), impl, iters, bw)
+                        row = measure(plan, case_for(plan, impl, op, shapes, tokens, batch, kv, is_served), impl)
                         row.update(model=name, tp=tp, batch=batch, tokens=tokens, kv=kv, served=is_served)
                         rows.append(row)
                         got[impl, is_served] = row
@@ -143,11 +154,11 @@ def _kv_rows(iters, bw, rows, table, save):
                 save(False)
 
 
-def _mla_rows(iters, bw, rows, mla_table, save):
+def _mla_rows(plan, rows, mla_table, save):
     for name, op, kv in MLA_WRITES:
         shapes = models.get(name).fields(1, op)[1]
-        for batch, tokens in BATCHES:
-            got = {impl: measure(case_for(impl, op, shapes, tokens, batch, kv, True), impl, iters, bw)
+        for batch, tokens in plan.batches:
+            got = {impl: measure(plan, case_for(plan, impl, op, shapes, tokens, batch, kv, True), impl)
                    for impl in ("vllm", "triton")}
             for impl, row in got.items():
                 row.update(model=name, op=op, batch=batch, tokens=tokens, kv=kv, served=True)
