@@ -367,3 +367,28 @@ def test_cpu_page_in_a_browser_and_a_served_link(cpu_site, tmp_path):
     assert len(seen["asv"]["series"]) == len(params["p-implementation"])
     assert all(s["points"] >= 1 for s in seen["asv"]["series"])
     assert seen["asv_errors"] == []
+
+
+def test_known_vllm_defects_are_failures_shown_apart(tmp_path):
+    """A failure the state log marks as a known vLLM defect stays a failure on the page, in a row of its own that
+    names the defect and its upstream reference; a new failure with the same reason does not."""
+    from kvbench import defects
+
+    defect = defects.BY_ID["triton-flash-e5m2-as-e4m3"]
+    params = [{"num_tokens": str(n), "implementation": "'vllm-triton'"} for n in (16, 1024, 4096)]
+    log = tmp_path / "state.jsonl"
+    entries = [{"benchmark": "KVCacheWrite", "params": {"num_tokens": 16, "implementation": "vllm-triton"},
+                "status": "failed", "reason": "the bytes are e4m3, not e5m2", "known_defect": defect.id},
+               {"benchmark": "KVCacheWrite", "params": {"num_tokens": 1024, "implementation": "vllm-triton"},
+                "status": "failed", "reason": "the bytes are e4m3, not e5m2"},
+               {"benchmark": "KVCacheWrite", "params": {"num_tokens": 4096, "implementation": "vllm-triton"},
+                "status": "failed", "reason": "the bytes are e4m3, not e5m2", "known_defect": "no-such-defect"}]
+    log.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    m = landing.Machine(name="gpu", info={}, commit="c", date=0.0, envs=[], units={}, started=[], commits_seen=1,
+                        results={"benchmarks.KVCacheWrite.time_cudagraph": [landing.Combo(p, None) for p in params]},
+                        reasons=landing.state_reasons(log))
+    html = landing.problems_html(m, ["benchmarks.KVCacheWrite.time_cudagraph"])
+    assert "3 failed (1 of them known vLLM defects), 0 skipped" in html
+    rows = re.findall(r'<tr class="([^"]+)"><td>[^<]+</td><td>([^<]+)</td><td>(\d+)</td>', html)
+    assert rows == [("failed", "failed", "2"), ("failed known", f"failed: known vLLM defect {defect.id} "
+                                                               f"({landing._esc(defect.reference)})", "1")]

@@ -91,7 +91,7 @@ class Machine:
     commits_seen: int
     bandwidth: float | None = None
     bandwidth_note: str = ""
-    reasons: dict | None = None  # (class, params) -> (status, reason); None: no state log for this machine
+    reasons: dict | None = None  # (class, params) -> (status, reason, known defect); None: no state log here
 
 
 def display(value: str) -> str:
@@ -287,7 +287,8 @@ def set_bandwidth(m: Machine, mod, this_host: bool) -> None:
 
 
 def state_reasons(path: str | pathlib.Path) -> dict:
-    """(class, parameters as shown) -> (status, reason) of each benchmark process in a KVBENCH_STATE_LOG."""
+    """(class, parameters as shown) -> (status, reason, known vLLM defect id or None) of each benchmark process in a
+    KVBENCH_STATE_LOG."""
     from kvbench import files
 
     out = {}
@@ -295,7 +296,7 @@ def state_reasons(path: str | pathlib.Path) -> dict:
         params = entry.get("params")
         if isinstance(params, dict) and entry.get("benchmark"):
             key = (entry["benchmark"], tuple(sorted((k, str(v)) for k, v in params.items())))
-            out[key] = (entry.get("status"), entry.get("reason"))
+            out[key] = (entry.get("status"), entry.get("reason"), entry.get("known_defect"))
     return out
 
 
@@ -303,11 +304,27 @@ def reason_of(m: Machine, benchmark: str, c: Combo) -> str:
     """Why a combination failed or was skipped, from the state log where there is one."""
     if m.reasons is None:
         return ""
-    key = (class_of(benchmark), tuple(sorted((k, display(v)) for k, v in c.params.items())))
-    status, reason = m.reasons.get(key, (None, None))
+    status, reason, _ = _logged(m, benchmark, c)
     if status != c.status or not reason:
         return "(not in the state log)"
     return reason.split(" [")[0]
+
+
+def _logged(m: Machine, benchmark: str, c: Combo) -> tuple:
+    key = (class_of(benchmark), tuple(sorted((k, display(v)) for k, v in c.params.items())))
+    return (m.reasons or {}).get(key, (None, None, None))
+
+
+def known_defect_of(m: Machine, benchmark: str, c: Combo) -> str:
+    """For a failure the state log marks as a known vLLM defect (kvbench.defects): 'known vLLM defect ID
+    (reference)'; otherwise ''. Such a case is still a failure on the page, shown apart from new ones."""
+    from kvbench import defects
+
+    status, _, defect_id = _logged(m, benchmark, c)
+    if c.status != "failed" or status != "failed" or defect_id not in defects.BY_ID:
+        return ""
+    reference = defects.BY_ID[defect_id].reference
+    return f"known vLLM defect {defect_id}" + (f" ({reference})" if reference else "")
 
 
 def is_latency(m: Machine, benchmark: str) -> bool:
@@ -476,22 +493,27 @@ def problems_html(m: Machine, order: list[str]) -> str:
     for name in order:
         for c in m.results[name]:
             if c.status != "ran":
-                groups.setdefault((c.status != "failed", name, c.status, reason_of(m, name, c)), []).append(c)
+                known = known_defect_of(m, name, c)
+                key = (c.status != "failed", bool(known), name, c.status, known, reason_of(m, name, c))
+                groups.setdefault(key, []).append(c)
     if not groups:
         return f'<p class="problems" id="problems-{_esc(_slug(m.name))}">No failures or skips.</p>'
     rows = []
-    for (_, name, status, reason), cs in sorted(groups.items(), key=lambda kv: kv[0][:2]):
+    for (_, _, name, status, known, reason), cs in sorted(groups.items(), key=lambda kv: kv[0][:3]):
         values = {k: list(dict.fromkeys(c.shown(k) for c in cs)) for k in cs[0].params}
         covered = "; ".join(f"{k}: {', '.join(v)}" for k, v in values.items())
-        rows.append(f'<tr class="{status}"><td>{_esc(name)}</td><td>{status}</td><td>{len(cs)}</td>'
-                    f"<td>{_esc(reason) or '<i>no reason recorded</i>'}</td><td>{_esc(covered)}</td></tr>")
-    failed = sum(len(v) for k, v in groups.items() if k[2] == "failed")
-    skipped = sum(len(v) for k, v in groups.items() if k[2] == "skipped")
+        shown = f"{status}: {known}" if known else status
+        rows.append(f'<tr class="{status}{" known" if known else ""}"><td>{_esc(name)}</td><td>{_esc(shown)}</td>'
+                    f"<td>{len(cs)}</td><td>{_esc(reason) or '<i>no reason recorded</i>'}</td>"
+                    f"<td>{_esc(covered)}</td></tr>")
+    failed = sum(len(v) for k, v in groups.items() if k[3] == "failed")
+    known = sum(len(v) for k, v in groups.items() if k[3] == "failed" and k[4])
+    skipped = sum(len(v) for k, v in groups.items() if k[3] == "skipped")
     note = ("Reasons from the run's state log (KVBENCH_STATE_LOG)." if m.reasons is not None else
             "No state log given for this machine: asv's result files record only that a case failed (null) or was "
             "skipped (NaN), not why (kvbench site-landing --state-log .asv/run-log.jsonl).")
     return (f'<details open class="problems" id="problems-{_esc(_slug(m.name))}"><summary>Failures and skips: '
-            f"{failed} failed, {skipped} skipped</summary><p>{_esc(note)}</p><table><tr><th>benchmark</th>"
+            f"{failed} failed{f' ({known} of them known vLLM defects)' if known else ''}, {skipped} skipped</summary><p>{_esc(note)}</p><table><tr><th>benchmark</th>"
             f"<th>status</th><th>cases</th><th>reason</th><th>parameter values they cover</th></tr>{''.join(rows)}"
             f"</table></details>")
 
@@ -567,7 +589,7 @@ figure.panel{margin:0;border:1px solid #ddd;padding:4px;width:424px}figure img{d
 figcaption{font-size:.82em}.missing{color:#a33}details{margin:.5em 0}summary{cursor:pointer;font-weight:600}
 details.numbers summary{font-weight:normal}table{border-collapse:collapse;font-size:.85em}
 td,th{border:1px solid #ddd;padding:2px 6px;text-align:right}td:first-child{text-align:left}
-td.failed,tr.failed td{background:#fde4e4}td.skipped,tr.skipped td{background:#f2f2f2}
+td.failed,tr.failed td{background:#fde4e4}tr.known td{background:#fdf1dc}td.skipped,tr.skipped td{background:#f2f2f2}
 .problems td,.problems th{text-align:left}.facts{color:#555;font-size:.9em}"""
 
 
