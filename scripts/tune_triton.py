@@ -3,6 +3,7 @@ bandwidth measured in the same process. The defaults in kvbench.impls.kernels co
 (notes/triton.md). Tables (--tables, default all):
 - flash: the flash write (auto and fp8; launch shapes, eviction hints, the Markstein division DIV 1), warm and cold;
 - served: the write in vLLM's served layout (nhd-packed, block 64) at 8 KV heads x 128, the shape models serve;
+- decode: the same layout with small decode batches (64 and 512 tokens padded to vLLM's CUDA graphs), 8 and 128 heads;
 - mla: the MLA write (tokens per program, warps, the division, eviction hints), cold L2;
 - indexer: the indexer write;
 - paged: the paged write (value stored transposed or not), "x ideal" and "x sector ideal" (kvbench.ops.sectors);
@@ -174,7 +175,7 @@ def sector_check(bw, region_bytes: int = 512 << 20, samples: int = 15, device: s
           flush=True)
 
 
-TABLES = ("flash", "served", "mla", "indexer", "paged", "sectors", "gathers")
+TABLES = ("flash", "served", "decode", "mla", "indexer", "paged", "sectors", "gathers")
 
 
 def main():
@@ -198,6 +199,11 @@ def main():
               [make_case("triton", "nhd-packed", num_tokens=n, num_heads=8, block_size=64, num_blocks=4096,
                          kv_cache_dtype=kv) for kv in ("auto", "fp8") for n in (2048, 8192, 65536)],
               flash_variants, bw)
+    if "decode" in chosen:  # the H100's served table (2026-12-05): fp8 up to 1.4-1.8x vLLM's Triton op here
+        table("served decode batches (nhd-packed, block 64, padded to vLLM's CUDA graphs)",
+              [make_case("triton", "nhd-packed", num_tokens=n, num_heads=h, block_size=64, num_blocks=4096,
+                         slots="decode-padded", kv_cache_dtype=kv)
+               for h in (8, 128) for kv in ("auto", "fp8") for n in (64, 512)], flash_variants, bw)
     if "mla" in chosen:
         table("MLA", [make_case("triton", op="mla", num_tokens=n, kv_cache_dtype=kv, l2=l2)
                       for kv in ("auto", "fp8", "fp8_ds_mla") for n in tokens for l2 in ("cold", "warm")

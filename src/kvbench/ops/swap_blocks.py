@@ -128,18 +128,19 @@ class SwapWorkload(Workload):
 
 
 def make(case: Case, seed: int) -> SwapWorkload:
-    """Random pages (the source device's generator), distinct random source and destination blocks (the case's
-    seed), pinned host memory on a GPU machine."""
+    """Random pages drawn on the case's device (a host cache is filled from the GPU: drawing gigabytes on the CPU
+    took seconds a case), distinct random source and destination blocks (the case's seed), pinned host memory on a
+    GPU machine."""
     src_mem, dst_mem = case.memory("src"), case.memory("dst")
     shape = (case.num_layers, case.num_blocks, case.page_elements)
-    gen = torch.Generator(device=src_mem).manual_seed(seed)
+    gen = torch.Generator(device=case.device).manual_seed(seed)
     pinned = case.device == "cuda"
     if case.kv_cache_dtype == "fp8":
-        src = reads.random_fp8_codes(shape, torch.float8_e4m3fn, gen, src_mem)
+        src = reads.random_fp8_codes(shape, torch.float8_e4m3fn, gen, case.device)
     else:
-        src = reads.random_values(shape, case.torch_dtype, gen, src_mem)
-    if src_mem == "cpu" and pinned:
-        src = src.pin_memory()
+        src = reads.random_values(shape, case.torch_dtype, gen, case.device)
+    if src_mem != case.device:  # a pinned host page, filled by one copy
+        src = torch.empty(shape, dtype=src.dtype, device=src_mem, pin_memory=pinned).copy_(src)
     dst = torch.empty(shape, dtype=case.cache_dtype, device=dst_mem, pin_memory=pinned and dst_mem == "cpu")
     order = torch.Generator().manual_seed(case.seed)
     mapping = torch.stack([torch.randperm(case.num_blocks, generator=order)[: case.copies],
