@@ -26,7 +26,9 @@ set -uo pipefail
 . scripts/device-env.sh
 TOKENS="2 16 64 256 1024 4096 16384 65536"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
-asv machine --yes --machine h200-device >/dev/null; kvbench asv-machine --machine h200-device >/dev/null
+case $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1) in  # asv's machine: the card's
+  *H200*) MACHINE=h200-device ;; *H100*) MACHINE=h100-device ;; *) MACHINE=gpu-device ;; esac  # (calls get either)
+asv machine --yes --machine $MACHINE >/dev/null; kvbench asv-machine --machine $MACHINE >/dev/null
 use_vllm() {  # VERSION: that vLLM release's kernels for this shell and asv's benchmark processes: kvbench's own pack
   # .kernels/VERSION (kvbench vllm-kernels VERSION --gpu sm_90 --xz --into .kernels) when carried, else .vllm-VERSION
   # or .vllm (0.33.0) made by the packing tool with an activate.sh
@@ -82,7 +84,7 @@ part() {  # NAME REGEX: the default suite's benchmarks matching REGEX, every imp
   local name=$1 regex=$2 dir=/tmp/$1
   step "suite part $name (-b '$regex') on GPU $CUDA_VISIBLE_DEVICES"
   copy_tree $dir
-  ( cd $dir; export KVBENCH_MACHINE=h200-device KVBENCH_SKIP_SETUP=1 KVBENCH_DEVICE=cuda; use_vllm 0.33.0 || exit 1
+  ( cd $dir; export KVBENCH_MACHINE=$MACHINE KVBENCH_SKIP_SETUP=1 KVBENCH_DEVICE=cuda; use_vllm 0.33.0 || exit 1
     mkdir -p log; start=$(date +%s); bash scripts/bench.sh -b "$regex" > log/bench.txt 2>&1; rc=$?
     echo "part $name: bench.sh exit $rc, $(( $(date +%s) - start )) s, site: $(ls .asv/html/index.html)" | tee -a log/bench.txt
     tail -n 12 log/bench.txt
@@ -92,16 +94,16 @@ aa() {  # A/A: KVCacheWrite (bfloat16 at 16, 256, 4096, 65536 tokens; every impl
   # same code, then asv compare --factor 1.05 -> aa.tgz
   step "A/A on GPU $CUDA_VISIBLE_DEVICES"; copy_tree /tmp/aa
   ( cd /tmp/aa; export KVBENCH_DEVICE=cuda KVBENCH_DTYPES=bfloat16 KVBENCH_NUM_TOKENS=16,256,4096,65536
-    use_vllm 0.33.0 || exit 1; mkdir -p log; python3 -m kvbench.cli asv-machine --machine h200-device > /dev/null
-    A=$(git rev-parse HEAD); bash scripts/asv-run.sh "$A" --machine h200-device -b 'KVCacheWrite\.time' > log/a.txt 2>&1
+    use_vllm 0.33.0 || exit 1; mkdir -p log; python3 -m kvbench.cli asv-machine --machine $MACHINE > /dev/null
+    A=$(git rev-parse HEAD); bash scripts/asv-run.sh "$A" --machine $MACHINE -b 'KVCacheWrite\.time' > log/a.txt 2>&1
     B=$(new_commit "A/A: same code")
-    bash scripts/asv-run.sh "$B" --machine h200-device -b 'KVCacheWrite\.time' > log/b.txt 2>&1
+    bash scripts/asv-run.sh "$B" --machine $MACHINE -b 'KVCacheWrite\.time' > log/b.txt 2>&1
     compare "$A" "$B" log/compare.txt
-    for c in "$A" "$B"; do python3 -m kvbench.cli asv-report .asv/results/h200-device/${c:0:8}*.json | head -n 1; done
+    for c in "$A" "$B"; do python3 -m kvbench.cli asv-report .asv/results/$MACHINE/${c:0:8}*.json | head -n 1; done
     tar -czf "$OUT/aa.tgz" log .asv/results )
 }
 compare() {  # A B FILE: asv compare --factor 1.05 of two commits, and how many benchmarks it flagged
-  python3 -m asv compare --machine h200-device --factor 1.05 --split "$1" "$2" > "$3" 2>&1
+  python3 -m asv compare --machine $MACHINE --factor 1.05 --split "$1" "$2" > "$3" 2>&1
   echo "flagged at --factor 1.05: $(grep -cE '^\| *[-+x!] *\|' "$3") of $(grep -cE '^\| .*\| benchmarks' "$3" || true) rows"
 }
 timed_run() {  # NAME LIMIT_S COMMAND...: run it with a time limit, say how long it took and how it ended
@@ -116,13 +118,13 @@ suite_run() {  # NAME COMMIT DEADLINE_S: the whole default suite in two asv runs
   # loses only itself), timed, state log in log/NAME.jsonl
   local start=$SECONDS i=0; export KVBENCH_STATE_LOG=$PWD/log/$1.jsonl
   for part in "${PARTS[@]}"; do i=$((i + 1))
-    timed_run "$1-part$i" $(( $3 - SECONDS )) bash scripts/asv-run.sh "$2" --machine h200-device -b "$part"; done
+    timed_run "$1-part$i" $(( $3 - SECONDS )) bash scripts/asv-run.sh "$2" --machine $MACHINE -b "$part"; done
   echo "$1: whole suite $(( SECONDS - start )) s"
 }
 fullaa() {
   step "whole default suite twice (A/A), every implementation (vLLM 0.33)"; copy_tree /tmp/full
   ( cd /tmp/full; export KVBENCH_DEVICE=cuda; use_vllm 0.33.0 || exit 1; mkdir -p log
-    python3 -m kvbench.cli asv-machine --machine h200-device > /dev/null; A=$(git rev-parse HEAD)
+    python3 -m kvbench.cli asv-machine --machine $MACHINE > /dev/null; A=$(git rev-parse HEAD)
     suite_run run-a "$A" 300
     tar -czf "$OUT/full-a.tgz" log .asv/results
     B=$(new_commit "A/A: same code"); suite_run run-b "$B" 580
@@ -133,28 +135,28 @@ final() {  # the GPU tests, the whole default suite (run A: its second part thro
   # commit's results, failures included), then an A/A of KVCacheWrite + IndexerWrite (bf16, 4 sizes) against it
   GPU_TESTS_S=80 gpu_tests
   step "whole default suite (A), then the A/A subset (B)"; copy_tree /tmp/full
-  ( cd /tmp/full; export KVBENCH_DEVICE=cuda KVBENCH_MACHINE=h200-device KVBENCH_SKIP_SETUP=1; use_vllm 0.33.0 || exit 1
-    mkdir -p log; python3 -m kvbench.cli asv-machine --machine h200-device > /dev/null; A=$(git rev-parse HEAD)
+  ( cd /tmp/full; export KVBENCH_DEVICE=cuda KVBENCH_MACHINE=$MACHINE KVBENCH_SKIP_SETUP=1; use_vllm 0.33.0 || exit 1
+    mkdir -p log; python3 -m kvbench.cli asv-machine --machine $MACHINE > /dev/null; A=$(git rev-parse HEAD)
     export KVBENCH_STATE_LOG=$PWD/log/run-a.jsonl; start=$SECONDS
-    timed_run run-a-part1 $(( 270 - SECONDS )) bash scripts/asv-run.sh "$A" --machine h200-device -b "${PARTS[0]}"
+    timed_run run-a-part1 $(( 270 - SECONDS )) bash scripts/asv-run.sh "$A" --machine $MACHINE -b "${PARTS[0]}"
     timed_run run-a-part2 $(( 430 - SECONDS )) bash scripts/bench.sh -b "${PARTS[1]}"
     echo "run A: whole suite $(( SECONDS - start )) s"; tail -n 12 log/run-a-part2.txt; ls -la .asv/html/index.html
     tar -czf "$OUT/final-a.tgz" log .asv/results .asv/run-log.jsonl .asv/html
     B=$(new_commit "A/A: same code"); export KVBENCH_STATE_LOG=$PWD/log/run-b.jsonl
     KVBENCH_DTYPES=bfloat16 KVBENCH_NUM_TOKENS=16,256,4096,65536 timed_run run-b $(( 470 - SECONDS )) \
-      bash scripts/asv-run.sh "$B" --machine h200-device -b "${PARTS[0]}"
+      bash scripts/asv-run.sh "$B" --machine $MACHINE -b "${PARTS[0]}"
     compare "$A" "$B" log/compare.txt; grep -E '^\| *[-+x!] *\|' log/compare.txt | head -n 20
     tar -czf "$OUT/final-b.tgz" log .asv/results )
 }
 beforeafter() {
   step "one case per process, then batches: KVCacheWrite (bf16, 5 sizes) and IndexerWrite"; copy_tree /tmp/ba
   ( cd /tmp/ba; export KVBENCH_DEVICE=cuda KVBENCH_DTYPES=bfloat16 KVBENCH_NUM_TOKENS=2,16,256,4096,65536
-    use_vllm 0.33.0 || exit 1; mkdir -p log; python3 -m kvbench.cli asv-machine --machine h200-device > /dev/null
+    use_vllm 0.33.0 || exit 1; mkdir -p log; python3 -m kvbench.cli asv-machine --machine $MACHINE > /dev/null
     bench='KVCacheWrite\.time|IndexerWrite'; A=$(git rev-parse HEAD)
     KVBENCH_BATCH=0 KVBENCH_STATE_LOG=$PWD/log/before.jsonl timed_run before 250 bash scripts/asv-run.sh "$A" \
-      --machine h200-device -b "$bench"
+      --machine $MACHINE -b "$bench"
     B=$(new_commit "batches"); KVBENCH_STATE_LOG=$PWD/log/after.jsonl timed_run after 120 bash scripts/asv-run.sh "$B" \
-      --machine h200-device -b "$bench"
+      --machine $MACHINE -b "$bench"
     compare "$A" "$B" log/compare.txt
     tar -czf "$OUT/beforeafter.tgz" log .asv/results )
 }
@@ -174,7 +176,7 @@ releases)  # vLLM's history, release by release: RELEASES="0.20.0 0.21.0 ..." wh
         KVBENCH_DTYPES=${HISTORY_DTYPES:-bfloat16}
       dir=/tmp/releases-$gpu; start=$SECONDS; copy_tree $dir 2>/dev/null; cd $dir
       timeout "${RELEASES_S:-560}" python3 -m kvbench.cli vllm-history --releases ${lanes[n]} \
-        --kernels-dir "$root/.kernels" --machine h200-device > log.txt 2>&1; rc=$?
+        --kernels-dir "$root/.kernels" --machine $MACHINE > log.txt 2>&1; rc=$?
       grep -E "^vllm |error" log.txt | sed "s/^/[GPU $gpu] /"
       echo "[GPU $gpu] releases${lanes[n]}: exit $rc in $(( SECONDS - start )) s"
       cp ~/.asv-machine.json .asv/vllm/asv-machine.json 2>/dev/null
@@ -206,7 +208,7 @@ history)
   repo=/tmp/vllm-tags; bash scripts/vllm-tags.sh $repo
   for v in 0.31.0 0.32.0 0.33.0; do
     ( use_vllm $v || exit 1; KVBENCH_IMPLEMENTATIONS=vllm,vllm-flash,vllm-triton KVBENCH_NUM_TOKENS=16,1024,65536 \
-      KVBENCH_DTYPES=bfloat16 timeout 70 python3 -m kvbench.cli vllm-history --vllm-repo $repo --machine h200-device \
+      KVBENCH_DTYPES=bfloat16 timeout 70 python3 -m kvbench.cli vllm-history --vllm-repo $repo --machine $MACHINE \
       -- -b 'KVCacheWrite\.time_cudagraph|KVCacheWriteBF16' 2>&1 | tail -n 4 )
   done
   cp ~/.asv-machine.json .asv/vllm/asv-machine.json 2>/dev/null
@@ -230,7 +232,7 @@ lanes)  # the remaining arguments: GPU:JOB,JOB... for each GPU, run in parallel;
 suite)  # SUITE_VLLM (default 0.34.0): the whole default suite with that vLLM's kernels, timed
   step "whole default suite, every implementation (vLLM ${SUITE_VLLM:-0.34.0})"
   ( use_vllm "${SUITE_VLLM:-0.34.0}" || exit 1; start=$(date +%s)
-    KVBENCH_SKIP_SETUP=1 KVBENCH_DEVICE=cuda KVBENCH_MACHINE=h200-device timeout 560 bash scripts/bench.sh \
+    KVBENCH_SKIP_SETUP=1 KVBENCH_DEVICE=cuda KVBENCH_MACHINE=$MACHINE timeout 560 bash scripts/bench.sh \
       > "$OUT/suite.txt" 2>&1
     echo "bench.sh exit $?, $(( $(date +%s) - start )) s" | tee -a "$OUT/suite.txt"
     tail -n 12 "$OUT/suite.txt"; ls .asv/html/index.html )
