@@ -51,7 +51,18 @@ def flash_variants(p):
         cfg = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, c.is_fp8, elements, warps)
         out[f"{elements} el/{warps} w, evict_first"] = {**cfg, "EVICT": "evict_first"}
         out[f"{elements} el/{warps} w, cached"] = {**cfg, "EVICT": ""}
+    default = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, c.is_fp8)
+    for warps in (2, 4, 8):  # more warps than elements / 1024 gives: small batches get 1 warp a program by default,
+        # where vLLM's Triton op runs 8 (it tiles a token's heads x head_size by up to 2048 elements)
+        out[f"default, {warps} w"] = {**default, "num_warps": warps}
+        if c.is_fp8:
+            out[f"default, {warps} w, DIV 1"] = {**default, "num_warps": warps, "DIV": 1}
+    tile = {**default, "BLOCK_H": min(triton.next_power_of_2(c.num_heads), max(1, 2048 // default["BLOCK_D"])),
+            "num_warps": 8}  # vLLM's Triton op's shape: up to 2048 elements of a token a program, 8 warps
+    out["2048 el/8 w always"] = tile
     if c.is_fp8:
+        out["2048 el/8 w always, DIV 1"] = {**tile, "DIV": 1}
+        out["default, DIV 1"] = {**default, "DIV": 1}
         for elements, warps in ((2048, 2), (4096, 4), (8192, 4), (8192, 8)):
             cfg = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, True, elements, warps)
             out[f"{elements} el/{warps} w, DIV 1"] = {**cfg, "DIV": 1}
