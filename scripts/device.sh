@@ -6,6 +6,7 @@
 #   tests33 / tests34  the same but the read ops (readops has them) with vLLM 0.33.0 / 0.34.0 -> gpu-tests-0.3X.0.txt
 #   served   scripts/served_table.py with vLLM 0.34.0: as served vs as benchmarked -> served-table.md/.json
 #   readops  the other cache ops: GPU tests (vLLM 0.34.0) and each op's sweep -> gpu-tests-readops.txt, readops.txt/.tgz
+#            (READOPS_SWEEPS=0: the tests only; READOPS_TESTS_S, SWEEP_S: time limits)
 #   releases kvbench vllm-history --releases $RELEASES with the packed kernels in .kernels -> releases-gpuN.tgz
 #   tables   each op's sweep: vLLM's kernels, kvbench's, torch; 8 sizes   -> tables.tgz (JSON + text)
 #   tune     launch-parameter variants of kvbench's Triton kernels, the sector model's check -> tune.txt
@@ -27,7 +28,8 @@ set -uo pipefail
 TOKENS="2 16 64 256 1024 4096 16384 65536"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
 case $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1) in  # asv's machine: the card's
-  *H200*) MACHINE=h200-device ;; *H100*) MACHINE=h100-device ;; *) MACHINE=gpu-device ;; esac  # (calls get either)
+  # (a call for an H200 may get an H100; a GH200 is neither)
+  "NVIDIA H200"*) MACHINE=h200-device ;; "NVIDIA H100"*) MACHINE=h100-device ;; *) MACHINE=gpu-device ;; esac
 asv machine --yes --machine $MACHINE >/dev/null; kvbench asv-machine --machine $MACHINE >/dev/null
 use_vllm() {  # VERSION: that vLLM release's kernels for this shell and asv's benchmark processes: kvbench's own pack
   # .kernels/VERSION (kvbench vllm-kernels VERSION --gpu sm_90 --xz --into .kernels) when carried, else .vllm-VERSION
@@ -188,11 +190,12 @@ tests34) GPU_TESTS_S=${GPU_TESTS_S:-280} gpu_tests 0.34.0 gpu-tests-0.34.0 --ign
 tests33) GPU_TESTS_S=${GPU_TESTS_S:-280} gpu_tests 0.33.0 gpu-tests-0.33.0 --ignore=tests/test_read_ops.py ;;
 served) served_table 0.34.0 ;;
 readops)  # the other cache ops: their GPU tests with vLLM 0.34.0, then each op's sweep (vLLM, kvbench, torch)
-  step "read side and other cache ops"; mkdir -p "$OUT/readops"
+  step "read side and other cache ops"
   ( use_vllm 0.34.0 || exit 1; export SWEEP_DIR=readops
     timeout -s INT -k 20 "${READOPS_TESTS_S:-240}" python3 -m pytest -m gpu tests/test_read_ops.py \
       tests/test_coverage.py -q -p no:cacheprovider -rf --durations=10 2>&1 | tee "$OUT/gpu-tests-readops.txt" | tail -n 25
     [ "${READOPS_SWEEPS:-1}" = 0 ] && exit 0  # the tests only (a card whose tables are not wanted)
+    mkdir -p "$OUT/readops"
     for op in convert-fp8 gather cp-gather indexer-gather upconvert-gather swap-blocks mla-grouped concat-mla-q mla-rope
     do sweep "$op" --op "$op"; done > "$OUT/readops.txt" 2>&1
     tar -czf "$OUT/readops.tgz" -C "$OUT" readops && rm -rf "$OUT/readops"  # $OUT brings back 8 files at most

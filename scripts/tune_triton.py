@@ -212,8 +212,8 @@ def main():
               flash_variants, bw)
     if "decode" in chosen:  # the H100's served table (2026-12-05): fp8 up to 1.4-1.8x vLLM's Triton op here
         table("served decode batches (nhd-packed, block 64, padded to vLLM's CUDA graphs)",
-              [make_case("triton", "nhd-packed", num_tokens=n, num_heads=h, block_size=64, num_blocks=4096,
-                         slots="decode-padded", kv_cache_dtype=kv)
+              [make_case("triton", "nhd-packed", num_tokens=n, num_heads=h, block_size=64, num_blocks=1024,
+                         slots="decode-padded", kv_cache_dtype=kv)  # a block per sequence: 512 would do
                for h in (8, 128) for kv in ("auto", "fp8") for n in (64, 512)], flash_variants, bw)
     if "mla" in chosen:
         table("MLA", [make_case("triton", op="mla", num_tokens=n, kv_cache_dtype=kv, l2=l2)

@@ -383,12 +383,17 @@ def test_known_vllm_defects_are_failures_shown_apart(tmp_path):
                 "status": "failed", "reason": "the bytes are e4m3, not e5m2"},
                {"benchmark": "KVCacheWrite", "params": {"num_tokens": 4096, "implementation": "vllm-triton"},
                 "status": "failed", "reason": "the bytes are e4m3, not e5m2", "known_defect": "no-such-defect"}]
+    entries.append({"benchmark": "MLAWrite", "params": {"num_tokens": 16, "implementation": "vllm"},
+                    "status": "failed", "reason": "kv cache: 3 of 9 elements differ from the reference"})
     log.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    names = ["benchmarks.KVCacheWrite.time_cudagraph", "benchmarks.MLAWrite.time_cudagraph"]
     m = landing.Machine(name="gpu", info={}, commit="c", date=0.0, envs=[], units={}, started=[], commits_seen=1,
-                        results={"benchmarks.KVCacheWrite.time_cudagraph": [landing.Combo(p, None) for p in params]},
+                        results={names[0]: [landing.Combo(p, None) for p in params],
+                                 names[1]: [landing.Combo({"num_tokens": "16", "implementation": "'vllm'"}, None)]},
                         reasons=landing.state_reasons(log))
-    html = landing.problems_html(m, ["benchmarks.KVCacheWrite.time_cudagraph"])
-    assert "3 failed (1 of them known vLLM defects), 0 skipped" in html
-    rows = re.findall(r'<tr class="([^"]+)"><td>[^<]+</td><td>([^<]+)</td><td>(\d+)</td>', html)
-    assert rows == [("failed", "failed", "2"), ("failed known", f"failed: known vLLM defect {defect.id} "
-                                                               f"({landing._esc(defect.reference)})", "1")]
+    html = landing.problems_html(m, names)
+    assert "4 failed (1 of them known vLLM defects), 0 skipped" in html
+    rows = re.findall(r'<tr class="([^"]+)"><td>([^<]+)</td><td>([^<]+)</td><td>(\d+)</td>', html)
+    known = f"failed: known vLLM defect {defect.id} ({landing._esc(defect.reference)})"
+    assert rows == [("failed", names[0], "failed", "2"), ("failed", names[1], "failed", "1"),  # new failures first
+                    ("failed known", names[0], known, "1")]

@@ -509,11 +509,12 @@ def problems_html(m: Machine, order: list[str]) -> str:
     failed = sum(len(v) for k, v in groups.items() if k[3] == "failed")
     known = sum(len(v) for k, v in groups.items() if k[3] == "failed" and k[4])
     skipped = sum(len(v) for k, v in groups.items() if k[3] == "skipped")
+    known_note = f" ({known} of them known vLLM defects)" if known else ""
     note = ("Reasons from the run's state log (KVBENCH_STATE_LOG)." if m.reasons is not None else
             "No state log given for this machine: asv's result files record only that a case failed (null) or was "
             "skipped (NaN), not why (kvbench site-landing --state-log .asv/run-log.jsonl).")
     return (f'<details open class="problems" id="problems-{_esc(_slug(m.name))}"><summary>Failures and skips: '
-            f"{failed} failed{f' ({known} of them known vLLM defects)' if known else ''}, {skipped} skipped</summary><p>{_esc(note)}</p><table><tr><th>benchmark</th>"
+            f"{failed} failed{known_note}, {skipped} skipped</summary><p>{_esc(note)}</p><table><tr><th>benchmark</th>"
             f"<th>status</th><th>cases</th><th>reason</th><th>parameter values they cover</th></tr>{''.join(rows)}"
             f"</table></details>")
 
