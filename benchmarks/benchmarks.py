@@ -7,8 +7,9 @@ it around each body, and the body takes one sample (a CUDA graph of K calls betw
 each asv sample is one call's device time rather than the host time of launching a graph.
 
 Times are per call: `time_cudagraph` on CUDA, `time_no_graph` (CPU time) on a CPU-only machine. Unless a class
-says otherwise the L2 is warm and slots random (vLLM's method). KVBENCH_NUM_TOKENS / KVBENCH_IMPLEMENTATIONS /
-KVBENCH_DTYPES (comma lists) narrow the grids; KVBENCH_EAGER=1 adds the host-bound eager times on CUDA.
+says otherwise the L2 is warm and slots random (vLLM's method). KVBENCH_IMPLEMENTATIONS (a comma list) narrows every
+class, KVBENCH_NUM_TOKENS and KVBENCH_DTYPES the main grid (KVCacheWrite, KVCacheWriteBF16; the other classes keep
+their own sizes); KVBENCH_EAGER=1 adds the host-bound eager times on CUDA.
 """
 
 from kvbench.asv import suite

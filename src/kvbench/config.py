@@ -28,10 +28,10 @@ MAX_ITERS = 100_000  # timed samples per case on the command line
 VARIABLES = {
     "KVBENCH_DEVICE": "cuda or cpu; default cuda where a CUDA device is visible (an explicit device that is not "
                       "usable is an error)",
-    "KVBENCH_NUM_TOKENS": "asv grid: comma-separated token counts (positive integers; counts past "
-                          "KVBENCH_MAX_TOKENS are skipped)",
-    "KVBENCH_IMPLEMENTATIONS": "asv grid: comma-separated implementations",
-    "KVBENCH_DTYPES": "asv grid: comma-separated input dtypes",
+    "KVBENCH_NUM_TOKENS": "asv main grid (KVCacheWrite, KVCacheWriteBF16): comma-separated token counts (positive "
+                          "integers; counts past KVBENCH_MAX_TOKENS are skipped); the other classes keep theirs",
+    "KVBENCH_IMPLEMENTATIONS": "asv grid, every class: comma-separated implementations",
+    "KVBENCH_DTYPES": "asv main grid (KVCacheWrite): comma-separated input dtypes",
     "KVBENCH_NUM_BLOCKS": "asv grid: cache blocks (default 16384 on a GPU, 1024 on a CPU)",
     "KVBENCH_MAX_TOKENS": "asv grid: larger token counts are skipped (default 65536 on a GPU, 1024 on a CPU)",
     "KVBENCH_EAGER": "1: add the eager (host-bound) CUDA benchmarks",
