@@ -24,8 +24,8 @@ import sys
 from tabulate import tabulate
 
 from kvbench.measure import bandwidth, machine
-from kvbench.ops import models, served, slots
-from kvbench.runner import make_case, run_case
+from kvbench.ops import models, slots
+from kvbench.runner import make_case, run_case, served_case
 
 PRESETS = [("llama-3.1-8b", 1), ("llama-3.1-70b", 8), ("qwen3-30b-a3b", 1), ("gpt-oss-120b", 1),
            ("vllm-benchmark", 1)]
@@ -55,15 +55,12 @@ class Plan:
 def case_for(plan, implementation, op, shapes, tokens, batch, kv, served_layout: bool):
     """The served case (layout "served", the batch's slots) or the benchmarked one (nhd, block 16, random)."""
     if served_layout:  # the GPU's served layout also on --device cpu (vLLM's CPU backend has its own)
-        resolved = served.resolve(op, implementation, "cuda", kv_cache_dtype=kv)[0]
-        layout, block, pattern = resolved.pop("layout", None), resolved.pop("block_size", 16), batch
-        extra = resolved  # skip_scale for an fp8 MLA cache
-    else:
-        layout, block, pattern, extra = ("nhd" if op == "kv" else None), 16, "random", {}
-    need = slots.blocks_needed(pattern, tokens, block)
-    return make_case(implementation, layout, op, num_tokens=tokens, block_size=block, kv_cache_dtype=kv,
-                     num_blocks=max(plan.slots_per_cache // block, need), device=plan.device, slots=pattern,
-                     **shapes, **extra)
+        return served_case(implementation, op, plan.slots_per_cache, layout_device="cuda", num_tokens=tokens,
+                           kv_cache_dtype=kv, device=plan.device, slots=batch, **shapes)
+    need = slots.blocks_needed("random", tokens, 16)
+    return make_case(implementation, "nhd" if op == "kv" else None, op, num_tokens=tokens, block_size=16,
+                     kv_cache_dtype=kv, num_blocks=max(plan.slots_per_cache // 16, need), device=plan.device,
+                     slots="random", **shapes)
 
 
 def measure(plan, case, implementation) -> dict:

@@ -44,6 +44,20 @@ def make_case(implementation: str, layout: str | None = None, op: str = "kv", ba
     return case_type(**fields)
 
 
+def served_case(implementation: str, op: str, slots_per_cache: int, sparse: bool = False,
+                layout_device: str | None = None, **fields) -> WriteCase:
+    """A case of `op` in the layout and block size the installed vLLM serves it with (kvbench.ops.served, for
+    `layout_device`'s backend, by default the case's device; `sparse` as in make_case), its cache holding
+    `slots_per_cache` slots whatever the block size, or as many blocks as the case's slots need."""
+    resolved, _ = served.resolve(op, implementation, layout_device or fields.get("device", "cuda"),
+                                 kv_cache_dtype=fields.get("kv_cache_dtype"), sparse=sparse)
+    layout = resolved.pop("layout", None)  # resolved once here: the layout and block size go to the case as they are
+    block = resolved.get("block_size", 16)
+    need = slots.blocks_needed(fields.get("slots", "random"), fields["num_tokens"], block)
+    return make_case(implementation, layout, op, **{"num_blocks": max(slots_per_cache // block, need), **resolved,
+                                                     **fields})
+
+
 def l2_bytes(device: str) -> int:
     """The last-level cache a cold case must defeat: the GPU's L2; on CPU a nominal 32 MiB."""
     if device == "cuda":
@@ -128,14 +142,17 @@ class Prepared:
                                         f"{self.input_seed}]") from None
 
 
-def prepare(case: WriteCase, implementation: str, input_seed: int | None = None) -> Prepared:
-    """Check that `implementation` can run `case` here, allocate, and verify it on fresh random inputs.
+def prepare(case: WriteCase, implementation: str, input_seed: int | None = None, mode: str | None = None) -> Prepared:
+    """Check that `implementation` can run `case` here (and be timed in `mode`, where given), allocate, and verify it
+    on fresh random inputs.
 
     Raises Unavailable, CaseError (does not fit in memory) or VerificationError.
     """
     phases = timing.Phases()
     impl = impls.get(implementation, case.OP)
     impl.check(case)
+    if mode is not None:
+        check_graph(impl, mode)
     with phases.step("context"):
         ensure_context(case.device)
     sets = rotation_size(case)
@@ -230,8 +247,7 @@ def run_case(case: WriteCase, implementation: str, mode: str, samples: int,
     """prepare + measure, turning every failure into a Result so that a sweep never loses what it measured."""
     try:
         timing.check_mode(mode, case.device)  # before anything is allocated
-        check_graph(impls.get(implementation, case.OP), mode)
-        return measure(prepare(case, implementation), mode, samples, bw)
+        return measure(prepare(case, implementation, mode=mode), mode, samples, bw)
     except (Unavailable, CaseError) as exc:
         status, message = "skipped", str(exc)
     except VerificationError as exc:

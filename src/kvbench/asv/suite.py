@@ -26,7 +26,7 @@ from kvbench.asv import batch
 from kvbench.errors import CaseError, Unavailable
 from kvbench.measure import bandwidth, fidelity, gpu_state, isolation, machine
 from kvbench.measure.device import default_device
-from kvbench.ops import models, served, slots
+from kvbench.ops import models
 
 DEVICE = default_device()
 NUM_BLOCKS = config.positive_int("KVBENCH_NUM_BLOCKS", config.NUM_BLOCKS[DEVICE])
@@ -91,14 +91,8 @@ def served_case(model: str, implementation: str, op: str | None = None, **fields
     name, _, tp = model.partition(":tp")
     model_preset = models.get(name)
     op, shapes = model_preset.fields(int(tp or 1), op)
-    resolved, _ = served.resolve(op, implementation, DEVICE, kv_cache_dtype=fields.get("kv_cache_dtype"),
-                                 sparse=model_preset.sparse)
-    layout = resolved.pop("layout", None)  # resolved once here: the layout and block size go to the case as they are
-    block = resolved.get("block_size", 16)
-    need = slots.blocks_needed(fields.get("slots", "random"), fields["num_tokens"], block)
-    num_blocks = max(SERVED_SLOTS // block, need)
-    return runner.make_case(implementation, layout, op, **{"num_blocks": num_blocks, "device": DEVICE, **resolved,
-                                                            **shapes, **fields})
+    return runner.served_case(implementation, op, SERVED_SLOTS, sparse=model_preset.sparse,
+                              **{"device": DEVICE, **shapes, **fields})
 
 
 def _process_age() -> float:
@@ -257,8 +251,7 @@ class Benchmark:
             case = self.case(*params)
             if case.num_tokens > MAX_TOKENS:
                 raise Unavailable(f"the {DEVICE} grid stops at {MAX_TOKENS} tokens (KVBENCH_MAX_TOKENS)")
-            runner.check_graph(impls.get(implementation, case.OP), self.mode)
-            return runner.prepare(case, implementation)
+            return runner.prepare(case, implementation, mode=self.mode)
         except (Unavailable, CaseError) as exc:  # asv: skipped, with the reason in asv's words
             return NotImplementedError(config.for_asv(str(exc)))
         except Exception as exc:  # wrong output and crashes: asv records a failure

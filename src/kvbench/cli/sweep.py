@@ -107,6 +107,12 @@ def _sparse(args) -> bool:
     return args.model is not None and models.get(args.model).sparse
 
 
+def _case(name: str, args, tokens: int, common: dict):
+    """The flags' case of implementation `name` at `tokens` (CaseError where they describe none)."""
+    return make_case(name, args.layout, args.op, backend=args.backend, sparse=_sparse(args), num_tokens=tokens,
+                     **common)
+
+
 def op_fields(args, device: str) -> dict:
     """The case fields the flags give (a --model's shapes included) and args.op set; a one-line error for a flag
     of another op or one the model sets."""
@@ -182,8 +188,7 @@ def _check_some_case_is_valid(names, args, common) -> None:
     for name in names:
         for tokens in args.num_tokens:
             try:
-                make_case(name, args.layout, args.op, backend=args.backend, sparse=_sparse(args),
-                          num_tokens=tokens, **common)
+                _case(name, args, tokens, common)
                 return
             except CaseError as exc:
                 first = first or exc
@@ -260,8 +265,7 @@ def _plan_cost(plan, unavailable, args, common, bw):
         if name in unavailable:
             continue
         try:
-            cases.append(make_case(name, args.layout, args.op, backend=args.backend, sparse=_sparse(args),
-                                   num_tokens=tokens, **common))
+            cases.append(_case(name, args, tokens, common))
         except CaseError:
             continue
     memory = max((bytes_needed(c) for c in cases), default=0)
@@ -341,8 +345,7 @@ def _save(outputs: dict, facts: dict, results: list[Result], args, bw, partial: 
 
 def _row(call, name: str, tokens: int, args, common: dict, bw) -> Result:
     try:
-        case = make_case(name, args.layout, args.op, backend=args.backend, sparse=_sparse(args),
-                         num_tokens=tokens, **common)
+        case = _case(name, args, tokens, common)
     except CaseError as exc:  # e.g. more tokens than slots: this row only
         return Result(name, args.mode, tokens, "skipped", dict(common, num_tokens=tokens), message=str(exc))
     try:
