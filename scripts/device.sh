@@ -176,13 +176,14 @@ releases)  # vLLM's history, release by release: RELEASES="0.20.0 0.21.0 ..." wh
   for n in "${!lanes[@]}"; do gpu=${gpu_ids[n]}
     ( export CUDA_VISIBLE_DEVICES=$gpu KVBENCH_DEVICE=cuda KVBENCH_NUM_TOKENS=${HISTORY_TOKENS:-2,64,1024,16384,65536} \
         KVBENCH_DTYPES=${HISTORY_DTYPES:-bfloat16}
-      dir=/tmp/releases-$gpu; start=$SECONDS; copy_tree $dir 2>/dev/null; cd $dir
-      timeout "${RELEASES_S:-560}" python3 -m kvbench.cli vllm-history --releases ${lanes[n]} \
+      dir=/tmp/releases-$gpu; start=$SECONDS; copy_tree $dir 2>/dev/null; cd $dir; mkdir -p .asv/vllm
+      # the state log keeps each failure's and skip's reason (the landing page and asv-summary read it)
+      KVBENCH_STATE_LOG=$dir/.asv/vllm/run-log.jsonl timeout "${RELEASES_S:-560}" python3 -m kvbench.cli vllm-history --releases ${lanes[n]} \
         --kernels-dir "$root/.kernels" --machine $MACHINE > log.txt 2>&1; rc=$?
       grep -E "^vllm |error" log.txt | sed "s/^/[GPU $gpu] /"
       echo "[GPU $gpu] releases${lanes[n]}: exit $rc in $(( SECONDS - start )) s"
-      cp ~/.asv-machine.json .asv/vllm/asv-machine.json 2>/dev/null
-      tar -czf "$OUT/releases-gpu$gpu.tgz" -C .asv/vllm results asv-machine.json ) &
+      cp ~/.asv-machine.json .asv/vllm/asv-machine.json 2>/dev/null; cp log.txt .asv/vllm/log.txt
+      tar -czf "$OUT/releases-gpu$gpu.tgz" -C .asv/vllm results asv-machine.json run-log.jsonl log.txt ) &
     sleep 2  # the lanes write the same asv machine file at their start
   done
   wait ;;

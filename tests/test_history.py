@@ -144,3 +144,38 @@ def test_the_committed_vllm_history_of_three_releases_publishes_and_plots(tmp_pa
     points, errors = graph_points(html, "benchmarks.KVCacheWrite.time_cudagraph?p-implementation=%27vllm-flash%27",
                                   ROOT / "artifacts" / "vllm-history-graph.png")
     assert errors == [] and points == [3] * 6, points  # tokens 16/1024/65536 x auto/fp8: a point per release
+
+
+HISTORY_15 = ROOT / "data" / "vllm-history-h100" / "results"
+
+
+@pytest.mark.slow
+def test_the_committed_history_of_fifteen_releases_shows_the_served_layout_step(tmp_path):
+    """vLLM 0.20.0 ... 0.34.0 timed on an H100 (each release's own kernels; kvbench's stand-in tags): the committed
+    results publish; asv's Regressions page lists the step of 0.26.0 (K and V packed into each row: the CUDA flash
+    op as served got slower) and nothing else; a served graph plots all fifteen releases."""
+    from kvbench.asv import config_file, site, vllm_releases
+    from site_browser import graph_points
+
+    repo = vllm_releases.tags_repo(tmp_path / "vllm")
+    conf = config_file.write(tmp_path / "asv.conf.json", "asv.vllm.conf.json", ROOT, tmp_path, repo=repo,
+                             results_dir=str(HISTORY_15))
+    subprocess.run([sys.executable, "-m", "asv", "publish", "--config", str(conf)], cwd=ROOT, check=True,
+                   capture_output=True)
+    html = tmp_path / "html"
+    index = json.loads((html / "index.json").read_text())
+    revision = {int(r): h for r, h in index["revision_to_hash"].items()}
+    tag = {v: git(repo, "rev-parse", f"v{v}") for v in ("0.25.0", "0.26.0")}
+    steps = json.loads((html / "regressions.json").read_text())["regressions"]
+    ranges = {(revision[a], revision[b]) for name, *_, jumps in steps for a, b, *_ in jumps}
+    assert ranges == {(tag["0.25.0"], tag["0.26.0"])}, ranges  # 0.25.1 has no results: the step spans it
+    assert all("vllm-flash" in name and name.startswith("benchmarks.Served.") for name, *_ in steps)
+    factor = {name: jumps[0][3] / jumps[0][2] for name, *_, jumps in steps}
+    assert factor["benchmarks.Served.time_cudagraph(16, 'vllm-benchmark', 'prefill', 'fp8', 'vllm-flash')"] > 1.9
+    assert len(steps) >= 40, len(steps)
+
+    site.vendor(html, tmp_path / "npm")
+    points, errors = graph_points(
+        html, "benchmarks.Served.time_cudagraph?p-model=%27llama-3.1-8b%27&p-batch=%27prefill%27&p-num_tokens=8192",
+        ROOT / "artifacts" / "vllm-history-15-graph.png")
+    assert errors == [] and points == [15] * 4, points  # auto / fp8 x vllm-flash / vllm-triton: a point a release

@@ -129,3 +129,12 @@ def run(versions: list[str], repo: str | None, into: pathlib.Path, cache: pathli
         print(f"vllm {version}: asv run exit {status}", file=sys.stderr, flush=True)
         broken += status not in (0, 2)  # 2: some benchmark failed (a result, shown failed on the site)
     return 1 if broken else 4 if unusable else 0
+
+
+if __name__ == "__main__":  # python -m kvbench.asv.vllm_releases DIR: the stand-in repository, to publish results
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m kvbench.asv.vllm_releases DIR (a git repository of vLLM's release tags)")
+    try:
+        print(tags_repo(sys.argv[1]))
+    except (KvbenchError, OSError) as exc:
+        sys.exit(f"error: {exc}")
