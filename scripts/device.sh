@@ -165,7 +165,7 @@ beforeafter() {
 root=$PWD
 for phase in "$@"; do case $phase in
 releases)  # vLLM's history, release by release: RELEASES="0.20.0 0.21.0 ..." whose kernels were packed into .kernels
-  # beforehand (scripts/device-prepare.sh: 8-17 MB each, three or four to a call beside .whl). The history's grid: HISTORY_TOKENS (default 2,64,1024,16384,65536), HISTORY_DTYPES (bfloat16).
+  # beforehand (scripts/device-prepare.sh: 8-17 MB each, three or four to a call beside .whl). The history's grid: HISTORY_TOKENS (default 2,64,1024,16384,65536), HISTORY_DTYPES (bfloat16), HISTORY_BENCH (asv -b; default: the history benchmarks).
   # With several GPUs the releases are dealt out to them, one lane (its own tree) per GPU -> releases-gpuN.tgz
   step "vLLM history: ${RELEASES:?set RELEASES}"
   if [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then IFS=, read -ra gpu_ids <<< "$CUDA_VISIBLE_DEVICES"  # a lane's own
@@ -179,7 +179,7 @@ releases)  # vLLM's history, release by release: RELEASES="0.20.0 0.21.0 ..." wh
       dir=/tmp/releases-$gpu; start=$SECONDS; copy_tree $dir 2>/dev/null; cd $dir; mkdir -p .asv/vllm
       # the state log keeps each failure's and skip's reason (the landing page and asv-summary read it)
       KVBENCH_STATE_LOG=$dir/.asv/vllm/run-log.jsonl timeout "${RELEASES_S:-560}" python3 -m kvbench.cli vllm-history --releases ${lanes[n]} \
-        --kernels-dir "$root/.kernels" --machine $MACHINE > log.txt 2>&1; rc=$?
+        --kernels-dir "$root/.kernels" --machine $MACHINE ${HISTORY_BENCH:+-- -b "$HISTORY_BENCH"} > log.txt 2>&1; rc=$?
       grep -E "^vllm |error" log.txt | sed "s/^/[GPU $gpu] /"
       echo "[GPU $gpu] releases${lanes[n]}: exit $rc in $(( SECONDS - start )) s"
       cp ~/.asv-machine.json .asv/vllm/asv-machine.json 2>/dev/null; cp log.txt .asv/vllm/log.txt
