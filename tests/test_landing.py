@@ -397,3 +397,23 @@ def test_known_vllm_defects_are_failures_shown_apart(tmp_path):
     known = f"failed: known vLLM defect {defect.id} ({landing._esc(defect.reference)})"
     assert rows == [("failed", names[0], "failed", "2"), ("failed", names[1], "failed", "1"),  # new failures first
                     ("failed known", names[0], known, "1")]
+
+
+def test_charts_drawn_by_worker_processes_are_the_ones_drawn_here(tmp_path, monkeypatch):
+    """draw_all's worker processes (several CPUs, 8+ charts) write the same SVG bytes as drawing them one by one."""
+    def panel(i):
+        return landing.Panel(benchmark="B.time", fixed={"dtype": "'bfloat16'"}, missing={},
+                             lines={"torch": {16: (i + 1) * 1e-6, 1024: (i + 2) * 1e-5}}, ideal={16: 1e-7, 1024: 6e-6})
+
+    jobs = {where: [(panel(i), tmp_path / where / f"{i}.svg", {"torch": "#1f77b4"}, f"panel {i}") for i in range(8)]
+            for where in ("here", "workers")}
+    monkeypatch.setattr(landing.os, "cpu_count", lambda: 1)
+    landing.draw_all(jobs["here"])
+    monkeypatch.setattr(landing.os, "cpu_count", lambda: 2)
+    calls = []
+    monkeypatch.setattr(landing, "draw", lambda *job: calls.append(job))  # the workers import their own
+    landing.draw_all(jobs["workers"])
+    assert calls == []  # nothing was drawn in this process
+    for i in range(8):
+        here, there = (tmp_path / w / f"{i}.svg" for w in ("here", "workers"))
+        assert there.read_bytes() == here.read_bytes() and b"panel %d" % i in here.read_bytes()

@@ -18,6 +18,7 @@ time of the same case over its ideal time, so bytes x (x ideal) / time is the ba
 from __future__ import annotations
 
 import ast
+import concurrent.futures
 import dataclasses
 import datetime
 import html
@@ -25,6 +26,8 @@ import importlib.util
 import itertools
 import json
 import math
+import multiprocessing
+import os
 import pathlib
 import re
 import shutil
@@ -42,6 +45,7 @@ X_PARAM = "num_tokens"
 IMPL_PARAM = "implementation"
 X_IDEAL = ("KVCacheWriteBF16", "KVCacheWrite", {"dtype": "'bfloat16'"})  # x ideal class, time class, fixed params
 FIGURE = (4.4, 3.0)  # inches; 96 px each in a browser
+DRAW_WORKERS = 8  # processes drawing charts at most (draw_all)
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf"]
 
@@ -411,6 +415,29 @@ def draw(p: Panel, path: pathlib.Path, colors: dict[str, str], title: str) -> No
         fig.savefig(path, format="svg", metadata={"Date": None})
 
 
+def _draw_job(job: tuple) -> None:
+    draw(*job)
+
+
+def draw_all(jobs: list[tuple]) -> None:
+    """Draw every chart (`draw`'s arguments, a tuple each): in worker processes where there are several CPUs and
+    charts (a whole suite's page has a hundred or more, ~0.25 s each), else here. The workers come from a fresh
+    server process (forkserver), not from this one, whatever this one has initialised."""
+    workers = min(DRAW_WORKERS, os.cpu_count() or 1, len(jobs) // 4)
+    if workers < 2:
+        for job in jobs:
+            draw(*job)
+        return
+    try:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["kvbench.asv.landing"])
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            list(pool.map(_draw_job, jobs, chunksize=4))
+    except (OSError, concurrent.futures.process.BrokenProcessPool):  # no worker processes here: draw them here
+        for job in jobs:
+            draw(*job)
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "machine"
 
@@ -538,15 +565,17 @@ def tags_by_hash(html_dir: pathlib.Path) -> dict[str, list[str]]:
         return {}
 
 
-def latency_html(m: Machine, name: str, mod, html_dir: pathlib.Path, colors: dict, reprs: dict, is_open: bool):
-    """A latency benchmark's collapsible block of panels (their charts written now) and its number of panels."""
+def latency_html(m: Machine, name: str, mod, html_dir: pathlib.Path, colors: dict, reprs: dict, is_open: bool,
+                 charts: list[tuple]):
+    """A latency benchmark's collapsible block of panels and its number of panels; the charts to draw are added to
+    `charts` (draw_all)."""
     ps = panels(m, name)
     varying = [k for k in (ps[0].fixed if ps else {}) if len({p.fixed[k] for p in ps}) > 1]
     for i, p in enumerate(ps):
         ideal_line(p, m, mod, reprs)
         p.chart = f"{CHARTS}/{_slug(m.name)}/{_slug(name)}-{i:02d}.svg"
         title = class_of(name) + (f": {_fixed_text({k: p.fixed[k] for k in varying})}" if varying else "")
-        draw(p, html_dir / p.chart, colors, title)
+        charts.append((p, html_dir / p.chart, colors, title))
         p.link = asv_link(name, m.name, p.fixed, [reprs[impl] for impl in p.lines])
     tokens = sorted({int(literal(c.params[X_PARAM])) for c in m.results[name]})
     ran = sum(c.status == "ran" for c in m.results[name])
@@ -574,11 +603,12 @@ def machine_html(m: Machine, mod, html_dir: pathlib.Path, tags: dict) -> tuple[s
              f"open asv's graph of the last commit.</p>",
              f'<p class="ideal-note">Ideal line: {_esc(m.bandwidth_note)}.</p>']
     parts += [x_ideal_html(m, name) for name in names if m.units.get(name) == "x ideal"]
-    total = 0
+    total, charts = 0, []
     for name in (n for n in names if is_latency(m, n)):
-        text, n = latency_html(m, name, mod, html_dir, colors, reprs, is_open=total == 0)
+        text, n = latency_html(m, name, mod, html_dir, colors, reprs, is_open=total == 0, charts=charts)
         parts.append(text)
         total += n
+    draw_all(charts)
     parts += [problems_html(m, names), "</section>"]
     return "\n".join(parts), total
 
