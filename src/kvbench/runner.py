@@ -1,11 +1,9 @@
 """A case from description to number, the one path shared by the CLI and the asv suite.
 
 `prepare` checks that the implementation can run the case here (before allocating anything), makes the tensors,
-and verifies one call on fresh random inputs. `measure` verifies the timed path itself (the graph replay or eager
-sample that will be timed, on poisoned outputs) and that the inputs are unchanged, then takes the samples and
-returns a number. `run_case` (the CLI's sweeps and the asv suite's batches) prepares without the eager check:
-the timed path's check, before any sample, is the one verification a case needs (one fewer pass over a cache of
-up to 17 GB per case); it turns every way of ending without a number into a skipped or failed row.
+and verifies one call on fresh random inputs. `measure` takes the samples, then verifies the timed path itself
+(the graph replay or eager sample that was timed, on poisoned outputs) and that the inputs are unchanged, and
+only then returns a number. `run_case` turns every way of ending without a number into a skipped or failed row.
 """
 
 from __future__ import annotations
@@ -93,7 +91,7 @@ class Prepared:
     impl: Implementation
     workloads: list[Workload]
     write: Writer
-    verified: Verified | None  # the eager check of `prepare`; None when it was left to the timed path's
+    verified: Verified
     input_seed: int
     inputs_before: list[torch.Tensor]
     phases: timing.Phases = dataclasses.field(default_factory=timing.Phases)
@@ -144,10 +142,9 @@ class Prepared:
                                         f"{self.input_seed}]") from None
 
 
-def prepare(case: WriteCase, implementation: str, input_seed: int | None = None, mode: str | None = None,
-            verify_now: bool = True) -> Prepared:
+def prepare(case: WriteCase, implementation: str, input_seed: int | None = None, mode: str | None = None) -> Prepared:
     """Check that `implementation` can run `case` here (and be timed in `mode`, where given), allocate, and verify it
-    on fresh random inputs (`verify_now` False: left to `measure`, which verifies the timed path before timing).
+    on fresh random inputs.
 
     Raises Unavailable, CaseError (does not fit in memory) or VerificationError.
     """
@@ -165,13 +162,11 @@ def prepare(case: WriteCase, implementation: str, input_seed: int | None = None,
         workloads = ops.workloads(case, seed, sets)
         writers = [impl.bind(w) for w in workloads]
         before = fingerprints(workloads)
-    verified = None
-    if verify_now:
-        with phases.step("verify"):
-            try:
-                verified = verify(impl.name, workloads[:1], writers[0], impl.compare, before[:1])
-            except VerificationError as exc:
-                raise VerificationError(f"{exc} [{case.label()}; input seed {seed}]") from None
+    with phases.step("verify"):
+        try:
+            verified = verify(impl.name, workloads[:1], writers[0], impl.compare, before[:1])
+        except VerificationError as exc:
+            raise VerificationError(f"{exc} [{case.label()}; input seed {seed}]") from None
     write = writers[0] if sets == 1 else _round_robin(writers)
     return Prepared(impl, workloads, write, verified, seed, before, phases)
 
@@ -215,12 +210,11 @@ class Result:
 
 
 def measure(p: Prepared, mode: str, samples: int, bw: bandwidth.CopyBandwidth | None) -> Result:
-    """Median per-call latency over `samples` samples, with bytes, GB/s and x ideal; the timed path verified
-    before the samples (a wrong result raises VerificationError: never a number)."""
+    """Median per-call latency over `samples` samples, with bytes, GB/s and x ideal; the timed path verified."""
     sampler = p.sampler(mode)
-    verified = p.check_timed(mode)
-    per_call = sampler.measure(samples)  # its clock warm-up runs right before the samples, after the check
+    per_call = sampler.measure(samples)
     state = gpu_state.gpu_state() if p.case.device == "cuda" else None
+    p.check_timed(mode)
     median_s = statistics.median(per_call)
     moved = p.case.bytes_moved
     return Result(
@@ -235,7 +229,7 @@ def measure(p: Prepared, mode: str, samples: int, bw: bandwidth.CopyBandwidth | 
         bytes_moved=moved,
         gbps=moved / median_s / 1e9,
         x_ideal=median_s / bw.ideal_s(p.case) if bw else None,
-        verified=verified.method,
+        verified=p.verified.method,
         gpu_state=state,
         steps=p.steps(),
         warnings=gpu_state.warnings(state),
@@ -253,7 +247,7 @@ def run_case(case: WriteCase, implementation: str, mode: str, samples: int,
     """prepare + measure, turning every failure into a Result so that a sweep never loses what it measured."""
     try:
         timing.check_mode(mode, case.device)  # before anything is allocated
-        return measure(prepare(case, implementation, mode=mode, verify_now=False), mode, samples, bw)
+        return measure(prepare(case, implementation, mode=mode), mode, samples, bw)
     except (Unavailable, CaseError) as exc:
         status, message = "skipped", str(exc)
     except VerificationError as exc:
