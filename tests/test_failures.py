@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from kvbench import cli, impls
+from kvbench import cli, impls, ops, runner
 from kvbench.errors import VerificationError
 from kvbench.runner import make_case, prepare
 
@@ -117,3 +117,17 @@ def test_a_case_the_gpu_memory_cannot_hold_is_a_skip_not_a_failure(monkeypatch):
     result = runner.run_case(case, "torch", "no_graph", 3, None)
     assert result.status == "skipped"
     assert result.message == "torch: does not fit in this GPU's memory (CUDA out of memory)"
+
+
+@pytest.mark.parametrize("op", list(ops.OPS))
+def test_run_case_measures_every_op_with_its_reference(op):
+    """The path the sweeps and the asv batches take (runner.run_case: prepare, samples, the timed path verified)
+    gives a number for the torch reference of every op, stateful ones included (mla-rope rotates its inputs)."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(ops.get(op).Case)}
+    case = runner.make_case("torch", op=op, num_tokens=16, device="cpu",
+                            **({"num_blocks": 64} if "num_blocks" in fields else {}))
+    result = runner.run_case(case, "torch", "no_graph", 3, None)
+    assert (result.status, result.message) == ("ok", None)
+    assert result.latency_us > 0 and result.verified
