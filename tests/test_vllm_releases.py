@@ -45,6 +45,22 @@ def test_the_stand_in_tags_repo_is_the_same_everywhere(tmp_path):
     assert vllm_releases.tags_repo(tmp_path / "a") == tmp_path / "a"  # reused as it is
 
 
+def test_the_stand_in_tags_from_the_command_line_match_the_committed_history(tmp_path):
+    """`python -m kvbench.asv.vllm_releases DIR` (what data/vllm-history-h100/README.md publishes with) gives the
+    commits the committed results are filed under; a folder with other files in it is refused, untouched."""
+    run = subprocess.run([sys.executable, "-m", "kvbench.asv.vllm_releases", str(tmp_path / "tags")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    filed = {p.name.split("-")[0] for p in (ROOT / "data/vllm-history-h100/results/h100-device").glob("*-*.json")}
+    assert {git(tmp_path / "tags", "rev-parse", "--short=8", f"v{v}") for v in ("0.20.0", "0.26.0", "0.34.0")} <= filed
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    run = subprocess.run([sys.executable, "-m", "kvbench.asv.vllm_releases", str(tmp_path / "busy")],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and "is a folder with files and no git repository" in run.stderr
+    assert [p.name for p in (tmp_path / "busy").iterdir()] == ["notes.txt"]
+
+
 def test_an_unknown_release_without_a_vllm_clone_is_one_line(capsys):
     from kvbench import cli
 

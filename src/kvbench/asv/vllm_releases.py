@@ -133,8 +133,12 @@ def run(versions: list[str], repo: str | None, into: pathlib.Path, cache: pathli
 
 if __name__ == "__main__":  # python -m kvbench.asv.vllm_releases DIR: the stand-in repository, to publish results
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m kvbench.asv.vllm_releases DIR (a git repository of vLLM's release tags)")
+        sys.exit("usage: python -m kvbench.asv.vllm_releases DIR: makes DIR a git repository whose tags v0.20.0 ... "
+                 "stand in for vLLM's (the commits kvbench's release histories are filed under)")
+    target = pathlib.Path(sys.argv[1])
+    if target.is_dir() and not (target / ".git").exists() and any(target.iterdir()):
+        sys.exit(f"error: {str(target)!r} is a folder with files and no git repository; give a new or empty one")
     try:
-        print(tags_repo(sys.argv[1]))
+        print(tags_repo(target))
     except (KvbenchError, OSError) as exc:
         sys.exit(f"error: {exc}")
