@@ -109,7 +109,7 @@ def test_a_case_the_gpu_memory_cannot_hold_is_a_skip_not_a_failure(monkeypatch):
 
     from kvbench import runner
 
-    def too_big(case, implementation, mode=None):
+    def too_big(case, implementation, mode=None, verify_now=True):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 GiB. GPU 0 has 79 GiB")
 
     monkeypatch.setattr(runner, "prepare", too_big)

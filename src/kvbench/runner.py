@@ -3,7 +3,10 @@
 `prepare` checks that the implementation can run the case here (before allocating anything), makes the tensors,
 and verifies one call on fresh random inputs. `measure` takes the samples, then verifies the timed path itself
 (the graph replay or eager sample that was timed, on poisoned outputs) and that the inputs are unchanged, and
-only then returns a number. `run_case` turns every way of ending without a number into a skipped or failed row.
+only then returns a number. `run_case` (the CLI's sweeps, the asv suite's batches) does one check instead of two:
+it prepares without the eager check, and the timed path is verified as soon as its graph is made, before the
+sampler's clock warm-up and samples (an op whose reference only knows the first call keeps its eager check). It
+turns every way of ending without a number into a skipped or failed row.
 """
 
 from __future__ import annotations
@@ -91,11 +94,12 @@ class Prepared:
     impl: Implementation
     workloads: list[Workload]
     write: Writer
-    verified: Verified
+    verified: Verified | None  # the eager check of `prepare`; None where it was left to the timed path
     input_seed: int
     inputs_before: list[torch.Tensor]
     phases: timing.Phases = dataclasses.field(default_factory=timing.Phases)
     _samplers: dict = dataclasses.field(default_factory=dict)
+    _checked_first: dict = dataclasses.field(default_factory=dict)  # mode -> Verified, checked before its samples
 
     @property
     def workload(self) -> Workload:
@@ -109,11 +113,22 @@ class Prepared:
     def rotation(self) -> int:
         return len(self.workloads)
 
-    def sampler(self, mode: str) -> timing.Sampler:
+    def sampler(self, mode: str, check_first: bool = False) -> timing.Sampler:
+        """The sampler for `mode`, made on first use; with `check_first`, one made now verifies the timed path
+        before its warm-up and samples (`take_first_check` returns that check)."""
         check_graph(self.impl, mode)
         if mode not in self._samplers:
-            self._samplers[mode] = timing.sampler(mode, self.write, self.case.device, min_calls=self.rotation)
+            check = (lambda run_once: self._check_first(mode, run_once)) if check_first else None
+            self._samplers[mode] = timing.sampler(mode, self.write, self.case.device, min_calls=self.rotation,
+                                                  check=check)
         return self._samplers[mode]
+
+    def _check_first(self, mode: str, run_once) -> None:
+        self._checked_first[mode] = self._verify_timed(mode, run_once)
+
+    def take_first_check(self, mode: str) -> Verified | None:
+        """The check the sampler of `mode` made before its samples, once (None if it made none)."""
+        return self._checked_first.pop(mode, None)
 
     def existing_sampler(self, mode: str) -> timing.Sampler | None:
         """The sampler for `mode` if one was made (None otherwise; making one would capture a graph)."""
@@ -133,18 +148,22 @@ class Prepared:
     def check_timed(self, mode: str) -> Verified:
         """Verify the timed path: poisoned outputs, one untimed sample exactly as timed (the same graph replay or
         eager calls), every workload's output, and inputs unchanged since before the first call."""
+        return self._verify_timed(mode, self.sampler(mode).run_once)
+
+    def _verify_timed(self, mode: str, run_once) -> Verified:
         with self.phases.step("verify_timed"):
             try:
-                return verify(self.impl.name, self.workloads, self.sampler(mode).run_once, self.impl.compare,
-                              self.inputs_before)
+                return verify(self.impl.name, self.workloads, run_once, self.impl.compare, self.inputs_before)
             except VerificationError as exc:
                 raise VerificationError(f"{exc} [timed path, {mode}; {self.case.label()}; input seed "
                                         f"{self.input_seed}]") from None
 
 
-def prepare(case: WriteCase, implementation: str, input_seed: int | None = None, mode: str | None = None) -> Prepared:
+def prepare(case: WriteCase, implementation: str, input_seed: int | None = None, mode: str | None = None,
+            verify_now: bool = True) -> Prepared:
     """Check that `implementation` can run `case` here (and be timed in `mode`, where given), allocate, and verify it
-    on fresh random inputs.
+    on fresh random inputs (`verify_now` False: left to `measure`, which verifies the timed path before its samples,
+    except for an op whose reference only knows its first call: Workload.CHECK_FIRST_CALL).
 
     Raises Unavailable, CaseError (does not fit in memory) or VerificationError.
     """
@@ -162,11 +181,13 @@ def prepare(case: WriteCase, implementation: str, input_seed: int | None = None,
         workloads = ops.workloads(case, seed, sets)
         writers = [impl.bind(w) for w in workloads]
         before = fingerprints(workloads)
-    with phases.step("verify"):
-        try:
-            verified = verify(impl.name, workloads[:1], writers[0], impl.compare, before[:1])
-        except VerificationError as exc:
-            raise VerificationError(f"{exc} [{case.label()}; input seed {seed}]") from None
+    verified = None
+    if verify_now or workloads[0].CHECK_FIRST_CALL:
+        with phases.step("verify"):
+            try:
+                verified = verify(impl.name, workloads[:1], writers[0], impl.compare, before[:1])
+            except VerificationError as exc:
+                raise VerificationError(f"{exc} [{case.label()}; input seed {seed}]") from None
     write = writers[0] if sets == 1 else _round_robin(writers)
     return Prepared(impl, workloads, write, verified, seed, before, phases)
 
@@ -210,11 +231,13 @@ class Result:
 
 
 def measure(p: Prepared, mode: str, samples: int, bw: bandwidth.CopyBandwidth | None) -> Result:
-    """Median per-call latency over `samples` samples, with bytes, GB/s and x ideal; the timed path verified."""
-    sampler = p.sampler(mode)
+    """Median per-call latency over `samples` samples, with bytes, GB/s and x ideal; the timed path verified: before
+    the samples where `prepare` left its check out (a sampler made here checks its graph before its warm-up), else
+    after them."""
+    sampler = p.sampler(mode, check_first=p.verified is None)
     per_call = sampler.measure(samples)
     state = gpu_state.gpu_state() if p.case.device == "cuda" else None
-    p.check_timed(mode)
+    verified = p.take_first_check(mode) or p.check_timed(mode)
     median_s = statistics.median(per_call)
     moved = p.case.bytes_moved
     return Result(
@@ -229,7 +252,7 @@ def measure(p: Prepared, mode: str, samples: int, bw: bandwidth.CopyBandwidth | 
         bytes_moved=moved,
         gbps=moved / median_s / 1e9,
         x_ideal=median_s / bw.ideal_s(p.case) if bw else None,
-        verified=p.verified.method,
+        verified=verified.method,
         gpu_state=state,
         steps=p.steps(),
         warnings=gpu_state.warnings(state),
@@ -247,7 +270,7 @@ def run_case(case: WriteCase, implementation: str, mode: str, samples: int,
     """prepare + measure, turning every failure into a Result so that a sweep never loses what it measured."""
     try:
         timing.check_mode(mode, case.device)  # before anything is allocated
-        return measure(prepare(case, implementation, mode=mode), mode, samples, bw)
+        return measure(prepare(case, implementation, mode=mode, verify_now=False), mode, samples, bw)
     except (Unavailable, CaseError) as exc:
         status, message = "skipped", str(exc)
     except VerificationError as exc:

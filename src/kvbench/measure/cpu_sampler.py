@@ -56,13 +56,15 @@ class CpuSampler(Sampler):
     mode = "no_graph"
 
     def __init__(self, write: Writer, target_s: float = CPU_TARGET_SAMPLE_S, max_calls: int = MAX_EAGER_CALLS,
-                 min_calls: int = 1):
+                 min_calls: int = 1, check=None):
         super().__init__()
         self.config = configure_cpu()
         self.clock = time.process_time if self.config["clock"] == "process_time" else time.perf_counter
         self.write = write
         write()
         self._calibrate(1, target_s, max_calls, min_calls)
+        if check is not None:  # kvbench.measure.timing.sampler
+            check(self.run_once)
         self._reset()
 
     def run_once(self) -> None:

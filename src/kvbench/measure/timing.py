@@ -31,6 +31,7 @@ import torch
 from kvbench.errors import CaseError, Unavailable
 
 Writer = Callable[[], None]  # one call of the code under test
+Check = Callable[[Writer], None]  # called with a sampler's run_once before its warm-up (timing.sampler)
 
 MODES = ("cudagraph", "no_graph")
 TARGET_SAMPLE_S = 1e-3
@@ -208,7 +209,7 @@ class GraphSampler(_CudaEventSampler):
     mode = "cudagraph"
 
     def __init__(self, write: Writer, target_s: float = TARGET_SAMPLE_S, max_calls: int = MAX_GRAPH_CALLS,
-                 min_calls: int = 1):
+                 min_calls: int = 1, check: Check | None = None):
         super().__init__()
         self._sleep = getattr(torch.cuda, "_sleep", None)
         with self.phases.step("prime"):
@@ -229,6 +230,8 @@ class GraphSampler(_CudaEventSampler):
             with self.phases.step("capture"):
                 self.graph = _capture(write, k)
             self.calls_per_sample = k
+        if check is not None:  # the timed graph, checked before the clock warm-up that must precede the samples
+            check(self.run_once)
         with self.phases.step("clock_warm_up"):
             _busy(self.graph.replay, REWARM_S)
         self._spin(TRAIL_CYCLES)
@@ -251,11 +254,13 @@ class EagerCudaSampler(_CudaEventSampler):
     mode = "no_graph"
 
     def __init__(self, write: Writer, target_s: float = TARGET_SAMPLE_S, max_calls: int = MAX_EAGER_CALLS,
-                 min_calls: int = 1):
+                 min_calls: int = 1, check: Check | None = None):
         super().__init__()
         self.write = write
         _warm_up(write)
         self._calibrate(4, target_s, max_calls, min_calls)
+        if check is not None:
+            check(self.run_once)
         _busy(self._calls, WARMUP_S)
         self._reset()
 
@@ -278,12 +283,14 @@ def check_mode(mode: str, device: str) -> None:
         raise Unavailable("mode 'cudagraph' needs a CUDA device; on cpu use mode 'no_graph'")
 
 
-def sampler(mode: str, write: Writer, device: str, min_calls: int = 1) -> Sampler:
-    """The sampler for `mode` on `device` (cudagraph needs CUDA); each sample makes at least `min_calls` calls."""
+def sampler(mode: str, write: Writer, device: str, min_calls: int = 1, check: Check | None = None) -> Sampler:
+    """The sampler for `mode` on `device` (cudagraph needs CUDA); each sample makes at least `min_calls` calls.
+    `check`, where given, is called with the sampler's `run_once` once the sampler is set up (its graph made and
+    calibrated), before its warm-up and its samples: to verify the very work that will be timed."""
     check_mode(mode, device)
     if device == "cpu":
         from kvbench.measure.cpu_sampler import CpuSampler
 
-        return CpuSampler(write, min_calls=min_calls)
+        return CpuSampler(write, min_calls=min_calls, check=check)
     kind = GraphSampler if mode == "cudagraph" else EagerCudaSampler
-    return kind(write, min_calls=min_calls)
+    return kind(write, min_calls=min_calls, check=check)

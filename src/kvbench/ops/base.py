@@ -209,6 +209,9 @@ class Workload:
     negative = padding) and `case` are common."""
 
     INPUT_NAMES: ClassVar[tuple[str, ...]] = ()  # of `inputs()`, in order, for messages
+    # True where the reference can only describe the very first call (an op that changes its own inputs, such as
+    # mla-rope's in-place rotation): that call is then always checked on its own (kvbench.runner.prepare)
+    CHECK_FIRST_CALL: ClassVar[bool] = False
 
     case: WriteCase
     slot_mapping: torch.Tensor

@@ -97,6 +97,7 @@ class Case(WriteCase):
 class RopeWorkload(Workload):
     INPUT_NAMES: ClassVar[tuple[str, ...]] = ("kv_c", "positions", "cos_sin_cache", "slot_mapping",
                                               "kv_cache_scale")
+    CHECK_FIRST_CALL: ClassVar[bool] = True  # q_pe and k_pe are rotated in place: only the first call is known
 
     positions: torch.Tensor  # int64 [num_tokens]
     q_pe: torch.Tensor  # [num_tokens, heads, pe_dim], the rope part of the [tokens, heads, 128 + pe_dim] query

@@ -4,8 +4,9 @@ The outputs are filled with 0xFF bytes (NaN in every float format, never produce
 call, every valid token's row must hold exactly what the reference stores (for fp8 outputs, as the implementation
 declares: bit-exact, at most one fp8 step away, or within vLLM's own test tolerance after dequantizing), every other
 element must still be poison (padding skipped, nothing written elsewhere), and the inputs must be unchanged. The
-same check runs before timing (one call) and after it (the very graph replay or eager sample that was timed,
-kvbench.runner). After a cold-L2 rotation (up to 2048 input sets written to disjoint slots of shared outputs),
+same check runs on the timed path (the very graph replay or eager calls that are timed): before the samples in
+sweeps and batches, after the first one in a lone asv process, which also checks the first eager call
+(kvbench.runner). After a cold-L2 rotation (up to 2048 input sets written to disjoint slots of shared outputs),
 FULL_CHECKS sets, evenly spread, are compared with the reference; every set's rows must be written, the inputs of
 every set unchanged, and nothing written elsewhere (comparing all 2048 cost ~1 s per case, kernel by kernel). Wrong
 output raises VerificationError, with the pattern of the damage where one is recognisable (kvbench.ops.explain).
