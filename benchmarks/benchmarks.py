@@ -1,7 +1,6 @@
 """asv benchmarks of vLLM's KV-cache writes: each class is params, a `case` that builds what they describe, and
-`time_*` / `track_*` methods. Every case is verified against the reference on its timed path (in a batch before its
-samples; alone in its process on its first call and after its first sample); a wrong result is a failed benchmark,
-never a number.
+`time_*` / `track_*` methods. Every case is verified against the reference before it is timed and on its timed path
+(kvbench.runner says when); a wrong result is a failed benchmark, never a number.
 
 The timed bodies are empty but for `self.sample()` because the clock is kvbench's (`suite.PerCallTimer`): asv reads
 it around each body, and the body takes one sample (a CUDA graph of K calls between CUDA events, divided by K), so

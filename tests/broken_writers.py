@@ -37,5 +37,42 @@ class ZeroesInputs(TorchReference):
         return run
 
 
+class LateIdle(TorchReference):
+    """Right for its first 60 calls (past a timed path's first check on a fast machine), then does nothing."""
+
+    name = "late-idle"
+    devices = ("cpu",)
+
+    def bind(self, w):
+        real, calls = super().bind(w), [0]
+
+        def run():
+            calls[0] += 1
+            if calls[0] <= 60:
+                real()
+
+        return run
+
+
+class LateZeroesInputs(TorchReference):
+    """Writes the right thing; from its 61st call on, zeroes its key input too."""
+
+    name = "late-zeroes-inputs"
+    devices = ("cpu",)
+
+    def bind(self, w):
+        real, calls = super().bind(w), [0]
+
+        def run():
+            calls[0] += 1
+            real()
+            if calls[0] > 60:
+                w.key.zero_()
+
+        return run
+
+
 impls.register(FirstCallOnly())
 impls.register(ZeroesInputs())
+impls.register(LateIdle())
+impls.register(LateZeroesInputs())

@@ -131,3 +131,14 @@ def test_run_case_measures_every_op_with_its_reference(op):
     result = runner.run_case(case, "torch", "no_graph", 3, None)
     assert (result.status, result.message) == ("ok", None)
     assert result.latency_us > 0 and result.verified
+
+
+@pytest.mark.parametrize("writer", ["first-call-only", "zeroes-inputs", "late-idle", "late-zeroes-inputs"])
+def test_run_case_fails_a_writer_that_goes_wrong_at_any_call(writer):
+    """run_case checks the timed path before the samples and its rows again after them: a writer wrong from its
+    second call, or only from its 61st (after the first check on a fast machine), is a failure, never a number."""
+    case = make_case(writer, num_tokens=16, num_heads=4, num_blocks=64, device="cpu")
+    result = runner.run_case(case, writer, "no_graph", 10, None)
+    assert result.status == "failed" and result.latency_us is None, result
+    assert re.search(r"nothing written at the mapped slots|changed its inputs while writing \(key\)",
+                     result.message), result.message

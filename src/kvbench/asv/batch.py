@@ -5,8 +5,8 @@ asv runs every (benchmark, parameters) combination in a fresh process forked fro
 process pays ~0.6 s before its first sample (CUDA context, first use of each kernel, vLLM's library) and ~0.12 s
 to exit, and a default suite of ~1100 combinations spent most of its time there. So the first process of a benchmark
 class measures every case of the class (all implementations) that this run has not measured yet,
-one after another, each as a lone process would (its own tensors, samples and verification; one check on the
-timed path before the samples instead of an eager one and another after, see kvbench.runner), and files each outcome in the run's store: samples, or why there are none. Every
+one after another, each as a lone process would (its own tensors, samples and verification: the timed path
+checked whole before the samples and on its rows after them, see kvbench.runner), and files each outcome in the run's store: samples, or why there are none. Every
 later process of the run whose case is in the store hands those samples to asv and touches no GPU; a case
 another benchmark class describes identically (KVCacheWriteBF16's x ideal, Shapes' and Patterns' default cases)
 is measured once. KVBENCH_BATCH=0 measures one case per process (each still leaves its samples in the store).

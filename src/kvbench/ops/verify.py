@@ -4,9 +4,9 @@ The outputs are filled with 0xFF bytes (NaN in every float format, never produce
 call, every valid token's row must hold exactly what the reference stores (for fp8 outputs, as the implementation
 declares: bit-exact, at most one fp8 step away, or within vLLM's own test tolerance after dequantizing), every other
 element must still be poison (padding skipped, nothing written elsewhere), and the inputs must be unchanged. The
-same check runs on the timed path (the very graph replay or eager calls that are timed): before the samples in
-sweeps and batches, after the first one in a lone asv process, which also checks the first eager call
-(kvbench.runner). After a cold-L2 rotation (up to 2048 input sets written to disjoint slots of shared outputs),
+same check runs on the timed path (the very graph replay or eager calls that are timed): in sweeps and batches
+before the samples, and after them on the written rows only (`whole` False); in a lone asv process (and for
+mla-rope) on the first eager call and, whole, after the first sample (kvbench.runner). After a cold-L2 rotation (up to 2048 input sets written to disjoint slots of shared outputs),
 FULL_CHECKS sets, evenly spread, are compared with the reference; every set's rows must be written, the inputs of
 every set unchanged, and nothing written elsewhere (comparing all 2048 cost ~1 s per case, kernel by kernel). Wrong
 output raises VerificationError, with the pattern of the damage where one is recognisable (kvbench.ops.explain).
@@ -80,6 +80,14 @@ def _differs(o: Output, got: torch.Tensor, check: str) -> torch.Tensor:
     return bits(got) != bits(o.expected)
 
 
+def _check_values(name: str, o: Output, got: torch.Tensor, check: str) -> None:
+    bad = _differs(o, got, check)
+    n_bad = int(bad.sum())
+    if n_bad:
+        raise VerificationError(f"{name}: {o.name}: {n_bad} of {bad.numel()} elements differ from the reference "
+                                f"({explain.first_difference(got, o, bad)}){explain.wrong_values(got, o)}")
+
+
 def check_output(name: str, o: Output, valid_slots: torch.Tensor, check: str) -> None:
     """Compare the rows at `valid_slots` with the expected ones, then put the poison back there (so that what is
     left can be checked for stray writes)."""
@@ -94,11 +102,7 @@ def check_output(name: str, o: Output, valid_slots: torch.Tensor, check: str) ->
     if n_written < got.numel():
         raise VerificationError(f"{name}: {o.name} {100 * n_written / got.numel():.1f}% written (expected 100%)"
                                 f"{explain.unwritten(written, o, valid_slots)}")
-    bad = _differs(o, got, check)
-    n_bad = int(bad.sum())
-    if n_bad:
-        raise VerificationError(f"{name}: {o.name}: {n_bad} of {bad.numel()} elements differ from the reference "
-                                f"({explain.first_difference(got, o, bad)}){explain.wrong_values(got, o)}")
+    _check_values(name, o, got, check)
     row_shape = (valid_slots.numel(), *o.rows.shape[1 + o.offset_dims:])
     o.rows[where] = torch.full(row_shape, poison_value(got), dtype=bits(got).dtype,
                                        device=got.device).view(o.rows.dtype)
@@ -149,23 +153,41 @@ def _check_written(name: str, outputs: list[Output], workloads: list[Workload]) 
         o.rows[where] = torch.full_like(bits(got), poison_value(got)).view(o.rows.dtype)
 
 
+def _poison_rows(outputs: list[Output], workloads: list[Workload]) -> None:
+    """Poison only the rows the workloads write (their valid slots, or an output's own rows)."""
+    valid = torch.cat([w.slot_mapping[w.slot_mapping >= 0] for w in workloads])
+    for o in outputs:
+        where = slot_index(o.rows, o.offset_dims, valid if o.slots is None else o.slots)
+        got = o.rows[where]
+        o.rows[where] = torch.full_like(bits(got), poison_value(got)).view(o.rows.dtype)
+
+
 def verify(name: str, workloads: list[Workload], run, check: str = "exact",
-           inputs_before: list[torch.Tensor] | None = None) -> Verified:
+           inputs_before: list[torch.Tensor] | None = None, whole: bool = True) -> Verified:
     """Poison the outputs, `run()` (which must write every workload in `workloads`, sharing their outputs), and
     check the workloads' outputs (FULL_CHECKS of them against the reference, the others for being written), and
     that their inputs are as `inputs_before` (fingerprints taken before the first call; by default just before this
-    one); raise VerificationError on any difference."""
-    poison(workloads[0].outputs())
+    one); raise VerificationError on any difference. `whole` False: only the rows the workloads write are poisoned
+    and checked, nothing elsewhere (no pass over the rest of the outputs): a re-check after the samples of a timed
+    path that a whole check passed before them (kvbench.runner), to catch a writer that changes its inputs or
+    goes wrong or idle during the samples."""
+    full = spread(len(workloads), FULL_CHECKS)
+    references = {}
+    if whole:
+        poison(workloads[0].outputs())
+    else:  # the references first (they read the inputs only), so that their Output rows say what to poison
+        references = {i: workloads[i].expected() for i in full}
+        _poison_rows(references[full[0]], workloads)
     before = inputs_before if inputs_before is not None else fingerprints(workloads)
     run()
     if workloads[0].case.device == "cuda":
         torch.cuda.synchronize()
     _check_inputs(name, workloads, before)
-    full = spread(len(workloads), FULL_CHECKS)
     checked, tokens = [], 0
-    for w in (workloads[i] for i in full):
+    for i in full:
+        w = workloads[i]
         valid_slots = w.slot_mapping[w.slot_mapping >= 0]
-        expected = w.expected()
+        expected = references[i] if i in references else w.expected()
         for o in expected:
             check_output(name, o, valid_slots if o.slots is None else o.slots, check)
         checked += expected
@@ -177,6 +199,7 @@ def verify(name: str, workloads: list[Workload], run, check: str = "exact",
         raise ValueError(f"{name}: outputs placed by their own slots are verified one workload at a time")
     if rest:
         _check_written(name, shared, rest)
-    for o in shared:
-        check_untouched(name, o.tensor, o.name)
+    if whole:
+        for o in shared:
+            check_untouched(name, o.tensor, o.name)
     return Verified(tokens_checked=tokens, method=method(check, checked))
