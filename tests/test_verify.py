@@ -114,3 +114,37 @@ def test_checks_exact_and_one_step():
     wrong_scale.compare = "step"
     with pytest.raises(VerificationError, match="scale: key cache"):
         verify(wrong_scale.name, [w], wrong_scale.bind(w), wrong_scale.compare)
+
+
+@pytest.mark.parametrize("layout", ["nhd", "paged"])
+def test_a_rows_only_check_poisons_and_compares_the_written_rows_and_nothing_else(layout):
+    """verify(whole=False), the re-check after the samples: the reference passes; a writer that writes nothing or
+    a wrong value fails; a stray write outside the rows is not its business (the whole check before caught that),
+    and it leaves the rest of the cache as it found it."""
+    w = make(case().replace(layout=layout), seed=9)
+    w.slot_mapping[2] = -1
+    impl = TorchReference()
+    assert verify(impl.name, [w], impl.bind(w), impl.compare, whole=False).tokens_checked == 15
+    for name, body, message in [("idle", lambda w: None, "idle: key cache 0.0% written"),
+                                ("wrong", off_by_one_value, "wrong: value cache: 512 of 7680 elements differ")]:
+        with pytest.raises(VerificationError) as exc:
+            verify(name, [w], Double(name, body).bind(w), whole=False)
+        assert str(exc.value).startswith(message), str(exc.value)
+    w.key_cache.fill_(0)
+    before = w.key_cache.clone()
+    verify("stray", [w], Double("stray", one_extra_slot).bind(w), whole=False)
+    rows = w.slot_mapping[w.slot_mapping >= 0]
+    outside = torch.ones(w.case.num_slots, dtype=torch.bool)
+    outside[rows] = False
+    stray = [s for s in range(w.case.num_slots) if outside[s]
+             and not torch.equal(layouts.gather(layout, "key", w.key_cache, torch.tensor([s])),
+                                 layouts.gather(layout, "key", before, torch.tensor([s])))]
+    assert len(stray) == 1  # the one stray slot it wrote; every other slot outside the rows as it was
+
+
+def test_a_rows_only_check_refuses_an_op_whose_reference_knows_only_the_first_call():
+    from kvbench.runner import make_case as make_op_case
+
+    w = make(make_op_case("torch", op="mla-rope", num_tokens=16, device="cpu"), seed=3)
+    with pytest.raises(ValueError, match="checked whole only"):
+        verify("torch", [w], lambda: None, whole=False)

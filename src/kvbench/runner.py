@@ -174,8 +174,9 @@ class Prepared:
 def prepare(case: WriteCase, implementation: str, input_seed: int | None = None, mode: str | None = None,
             verify_now: bool = True) -> Prepared:
     """Check that `implementation` can run `case` here (and be timed in `mode`, where given), allocate, and verify it
-    on fresh random inputs (`verify_now` False: left to `measure`, which verifies the timed path before its samples,
-    except for an op whose reference only knows its first call: Workload.CHECK_FIRST_CALL).
+    on fresh random inputs (`verify_now` False: left to `measure`, which verifies the timed path whole before its
+    samples and its rows after them, except for an op whose reference only knows its first call:
+    Workload.CHECK_FIRST_CALL, verified here all the same).
 
     Raises Unavailable, CaseError (does not fit in memory) or VerificationError.
     """

@@ -9,8 +9,8 @@ stored samples; otherwise (CPU, KVBENCH_BATCH=0) a process prepares its case (ch
 first call, reuses it after, and files its samples for other benchmarks of the case. asv's timer is `PerCallTimer`:
 asv reads it before and after each timed body, and the body takes one sample of kvbench's sampler, so each asv
 sample is one per-call time (kvbench.measure.timing). In a process preparing its own case, after the first sample
-the timed path itself is verified (kvbench.runner; a batch verifies it before the samples) and the GPU state read:
-a wrong write fails the benchmark, an untrustworthy GPU state prints a WARNING.
+the timed path itself is verified (kvbench.runner; a batch checks it before the samples and its rows after them)
+and the GPU state read: a wrong write fails the benchmark, an untrustworthy GPU state prints a WARNING.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ call, every valid token's row must hold exactly what the reference stores (for f
 declares: bit-exact, at most one fp8 step away, or within vLLM's own test tolerance after dequantizing), every other
 element must still be poison (padding skipped, nothing written elsewhere), and the inputs must be unchanged. The
 same check runs on the timed path (the very graph replay or eager calls that are timed): in sweeps and batches
-before the samples, and after them on the written rows only (`whole` False); in a lone asv process (and for
-mla-rope) on the first eager call and, whole, after the first sample (kvbench.runner). After a cold-L2 rotation (up to 2048 input sets written to disjoint slots of shared outputs),
+before the samples, and after them on the written rows only (`whole` False); in a lone asv process on the first
+eager call and, whole, after the first sample; for mla-rope on the first eager call and, whole, after the samples
+(kvbench.runner). After a cold-L2 rotation (up to 2048 input sets written to disjoint slots of shared outputs),
 FULL_CHECKS sets, evenly spread, are compared with the reference; every set's rows must be written, the inputs of
 every set unchanged, and nothing written elsewhere (comparing all 2048 cost ~1 s per case, kernel by kernel). Wrong
 output raises VerificationError, with the pattern of the damage where one is recognisable (kvbench.ops.explain).
@@ -175,7 +176,11 @@ def verify(name: str, workloads: list[Workload], run, check: str = "exact",
     references = {}
     if whole:
         poison(workloads[0].outputs())
-    else:  # the references first (they read the inputs only), so that their Output rows say what to poison
+    else:  # the references first, so that their Output rows say what to poison (an op whose reference depends on
+        # the calls made so far cannot be re-checked so: Workload.CHECK_FIRST_CALL)
+        if workloads[0].CHECK_FIRST_CALL:
+            raise ValueError(f"{name}: {workloads[0].case.OP} is checked whole only (its reference knows the first "
+                             f"call)")
         references = {i: workloads[i].expected() for i in full}
         _poison_rows(references[full[0]], workloads)
     before = inputs_before if inputs_before is not None else fingerprints(workloads)
@@ -183,7 +188,7 @@ def verify(name: str, workloads: list[Workload], run, check: str = "exact",
     if workloads[0].case.device == "cuda":
         torch.cuda.synchronize()
     _check_inputs(name, workloads, before)
-    checked, tokens = [], 0
+    checked, tokens, n_first = [], 0, 0
     for i in full:
         w = workloads[i]
         valid_slots = w.slot_mapping[w.slot_mapping >= 0]
@@ -191,8 +196,9 @@ def verify(name: str, workloads: list[Workload], run, check: str = "exact",
         for o in expected:
             check_output(name, o, valid_slots if o.slots is None else o.slots, check)
         checked += expected
+        n_first = n_first or len(expected)  # Outputs, not tensors: the indexer's codes and scales share one
         tokens += int(valid_slots.numel())
-    shared = checked[: len(workloads[0].outputs())]  # the first workload's: the outputs all sets share
+    shared = checked[:n_first]  # the first compared workload's Outputs: the outputs all sets share
     compared = set(full)
     rest = [w for i, w in enumerate(workloads) if i not in compared]
     if rest and any(o.slots is not None for o in shared):
