@@ -4,10 +4,12 @@ from kvbench import impls
 from kvbench.impls.torch_ref import TorchReference
 
 
-class FirstCallOnly(TorchReference):
-    """Right on its first call, then does nothing (a timer would see a few ns)."""
+LATE = {"armed": False}  # a test arms the late writers once the timed path's first check has passed
 
-    name = "first-call-only"
+
+class _Broken(TorchReference):
+    """The torch reference's writer, called through `call(real, w, n)` on the n-th call (n from 1)."""
+
     devices = ("cpu",)
 
     def bind(self, w):
@@ -15,62 +17,50 @@ class FirstCallOnly(TorchReference):
 
         def run():
             calls[0] += 1
-            if calls[0] == 1:
-                real()
+            self.call(real, w, calls[0])
 
         return run
 
 
-class ZeroesInputs(TorchReference):
+class FirstCallOnly(_Broken):
+    """Right on its first call, then does nothing (a timer would see a few ns)."""
+
+    name = "first-call-only"
+
+    def call(self, real, w, n):
+        if n == 1:
+            real()
+
+
+class ZeroesInputs(_Broken):
     """Writes the right thing, then zeroes its key input."""
 
     name = "zeroes-inputs"
-    devices = ("cpu",)
 
-    def bind(self, w):
-        real = super().bind(w)
-
-        def run():
-            real()
-            w.key.zero_()
-
-        return run
+    def call(self, real, w, n):
+        real()
+        w.key.zero_()
 
 
-LATE = {"armed": False}  # a test arms the late writers once the timed path's first check has passed
-
-
-class LateIdle(TorchReference):
+class LateIdle(_Broken):
     """Right until armed (after the check before the samples), then does nothing."""
 
     name = "late-idle"
-    devices = ("cpu",)
 
-    def bind(self, w):
-        real = super().bind(w)
-
-        def run():
-            if not LATE["armed"]:
-                real()
-
-        return run
+    def call(self, real, w, n):
+        if not LATE["armed"]:
+            real()
 
 
-class LateZeroesInputs(TorchReference):
+class LateZeroesInputs(_Broken):
     """Writes the right thing; once armed, zeroes its key input too."""
 
     name = "late-zeroes-inputs"
-    devices = ("cpu",)
 
-    def bind(self, w):
-        real = super().bind(w)
-
-        def run():
-            real()
-            if LATE["armed"]:
-                w.key.zero_()
-
-        return run
+    def call(self, real, w, n):
+        real()
+        if LATE["armed"]:
+            w.key.zero_()
 
 
 impls.register(FirstCallOnly())
