@@ -149,14 +149,15 @@ def test_run_case_rechecks_after_the_samples(writer, says, monkeypatch):
     inputs, right after it: the re-check after the samples fails it, never a number."""
     import broken_writers
 
-    checked_first = runner.Prepared._check_first
+    verify_timed = runner.Prepared._verify_timed
 
-    def then_arm(self, mode, run_once):
-        checked_first(self, mode, run_once)
-        broken_writers.LATE["armed"] = True
+    def then_arm(self, mode, run_once, whole=True):
+        verified = verify_timed(self, mode, run_once, whole)
+        broken_writers.LATE["armed"] = True  # after the whole check before the samples
+        return verified
 
     monkeypatch.setitem(broken_writers.LATE, "armed", False)
-    monkeypatch.setattr(runner.Prepared, "_check_first", then_arm)
+    monkeypatch.setattr(runner.Prepared, "_verify_timed", then_arm)
     case = make_case(writer, num_tokens=16, num_heads=4, num_blocks=64, device="cpu")
     result = runner.run_case(case, writer, "no_graph", 10, None)
     assert result.status == "failed" and result.latency_us is None, result

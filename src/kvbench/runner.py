@@ -100,7 +100,6 @@ class Prepared:
     inputs_before: list[torch.Tensor]
     phases: timing.Phases = dataclasses.field(default_factory=timing.Phases)
     _samplers: dict = dataclasses.field(default_factory=dict)
-    _checked_first: dict = dataclasses.field(default_factory=dict)  # mode -> Verified, checked before its samples
 
     @property
     def workload(self) -> Workload:
@@ -114,22 +113,14 @@ class Prepared:
     def rotation(self) -> int:
         return len(self.workloads)
 
-    def sampler(self, mode: str, check_first: bool = False) -> timing.Sampler:
-        """The sampler for `mode`, made on first use; with `check_first`, one made now verifies the timed path
-        before its warm-up and samples (`take_first_check` returns that check)."""
+    def sampler(self, mode: str, check: timing.Check | None = None) -> timing.Sampler:
+        """The sampler for `mode`, made on first use; `check`, for one made now, is called with its run_once before
+        its warm-up and samples (timing.sampler)."""
         check_graph(self.impl, mode)
         if mode not in self._samplers:
-            check = (lambda run_once: self._check_first(mode, run_once)) if check_first else None
             self._samplers[mode] = timing.sampler(mode, self.write, self.case.device, min_calls=self.rotation,
                                                   check=check)
         return self._samplers[mode]
-
-    def _check_first(self, mode: str, run_once) -> None:
-        self._checked_first[mode] = self._verify_timed(mode, run_once)
-
-    def take_first_check(self, mode: str) -> Verified | None:
-        """The check the sampler of `mode` made before its samples, once (None if it made none)."""
-        return self._checked_first.pop(mode, None)
 
     def existing_sampler(self, mode: str) -> timing.Sampler | None:
         """The sampler for `mode` if one was made (None otherwise; making one would capture a graph)."""
@@ -152,22 +143,18 @@ class Prepared:
         return self._verify_timed(mode, self.sampler(mode).run_once)
 
     def recheck_timed(self, mode: str) -> None:
-        """After the samples of a timed path checked whole before them (`take_first_check`): one more untimed sample
-        on poisoned rows, its rows right and the inputs unchanged (kvbench.ops.verify.verify, whole=False)."""
-        with self.phases.step("recheck_timed"):
-            try:
-                verify(self.impl.name, self.workloads, self.sampler(mode).run_once, self.impl.compare,
-                       self.inputs_before, whole=False)
-            except VerificationError as exc:
-                raise VerificationError(f"{exc} [after the samples, {mode}; {self.case.label()}; input seed "
-                                        f"{self.input_seed}]") from None
+        """After the samples of a timed path checked whole before them: one more untimed sample on poisoned rows,
+        its rows right and the inputs unchanged (kvbench.ops.verify.verify, whole=False)."""
+        self._verify_timed(mode, self.sampler(mode).run_once, whole=False)
 
-    def _verify_timed(self, mode: str, run_once) -> Verified:
-        with self.phases.step("verify_timed"):
+    def _verify_timed(self, mode: str, run_once, whole: bool = True) -> Verified:
+        step, where = ("verify_timed", "timed path") if whole else ("recheck_timed", "after the samples")
+        with self.phases.step(step):
             try:
-                return verify(self.impl.name, self.workloads, run_once, self.impl.compare, self.inputs_before)
+                return verify(self.impl.name, self.workloads, run_once, self.impl.compare, self.inputs_before,
+                              whole=whole)
             except VerificationError as exc:
-                raise VerificationError(f"{exc} [timed path, {mode}; {self.case.label()}; input seed "
+                raise VerificationError(f"{exc} [{where}, {mode}; {self.case.label()}; input seed "
                                         f"{self.input_seed}]") from None
 
 
@@ -247,14 +234,16 @@ def measure(p: Prepared, mode: str, samples: int, bw: bandwidth.CopyBandwidth | 
     """Median per-call latency over `samples` samples, with bytes, GB/s and x ideal; the timed path verified: where
     `prepare` left its check out, before the samples (a sampler made here checks its graph before its warm-up) and
     re-checked after them on its rows only (no pass over the rest of the cache); else fully after them."""
-    sampler = p.sampler(mode, check_first=p.verified is None)
+    checked = []  # the whole check a sampler made here ran before its samples
+    check = (lambda run_once: checked.append(p._verify_timed(mode, run_once))) if p.verified is None else None
+    sampler = p.sampler(mode, check)
     per_call = sampler.measure(samples)
     state = gpu_state.gpu_state() if p.case.device == "cuda" else None
-    verified = p.take_first_check(mode)
-    if verified is None:
-        verified = p.check_timed(mode)
-    else:
+    if checked:
+        verified = checked[0]
         p.recheck_timed(mode)
+    else:
+        verified = p.check_timed(mode)
     median_s = statistics.median(per_call)
     moved = p.case.bytes_moved
     return Result(

@@ -424,18 +424,17 @@ def draw_all(jobs: list[tuple]) -> None:
     charts (a whole suite's page has a hundred or more, ~0.25 s each), else here. The workers come from a fresh
     server process (forkserver), not from this one, whatever this one has initialised."""
     workers = min(DRAW_WORKERS, os.cpu_count() or 1, len(jobs) // 4)
-    if workers < 2:
-        for job in jobs:
-            draw(*job)
-        return
-    try:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["kvbench.asv.landing"])
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            list(pool.map(_draw_job, jobs, chunksize=4))
-    except (OSError, concurrent.futures.process.BrokenProcessPool):  # no worker processes here: draw them here
-        for job in jobs:
-            draw(*job)
+    if workers >= 2:
+        try:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["kvbench.asv.landing"])
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+                list(pool.map(_draw_job, jobs, chunksize=4))
+            return
+        except (OSError, concurrent.futures.process.BrokenProcessPool):  # no worker processes here: draw here
+            pass
+    for job in jobs:
+        draw(*job)
 
 
 def _slug(text: str) -> str:

@@ -139,10 +139,20 @@ def spread(n: int, k: int) -> list[int]:
     return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
 
 
+def _slots_written(workloads: list[Workload]) -> torch.Tensor:
+    """The valid slots of all the workloads (disjoint sets of a rotation)."""
+    return torch.cat([w.slot_mapping[w.slot_mapping >= 0] for w in workloads])
+
+
+def _poison_at(o: Output, where) -> None:
+    got = o.rows[where]
+    o.rows[where] = torch.full_like(bits(got), poison_value(got)).view(o.rows.dtype)
+
+
 def _check_written(name: str, outputs: list[Output], workloads: list[Workload]) -> None:
     """The sets not compared with the reference: each valid token's row of each output holds something other than
     poison; then the poison is put back there (all sets at once: their slots are disjoint)."""
-    valid = torch.cat([w.slot_mapping[w.slot_mapping >= 0] for w in workloads])
+    valid = _slots_written(workloads)
     for o in outputs:
         where = slot_index(o.rows, o.offset_dims, valid)
         got = o.rows[where]
@@ -151,16 +161,14 @@ def _check_written(name: str, outputs: list[Output], workloads: list[Workload]) 
         if missing:
             raise VerificationError(f"{name}: {o.name}: {missing} of {valid.numel()} rows of the rotation's other "
                                     f"input sets never written")
-        o.rows[where] = torch.full_like(bits(got), poison_value(got)).view(o.rows.dtype)
+        _poison_at(o, where)
 
 
 def _poison_rows(outputs: list[Output], workloads: list[Workload]) -> None:
     """Poison only the rows the workloads write (their valid slots, or an output's own rows)."""
-    valid = torch.cat([w.slot_mapping[w.slot_mapping >= 0] for w in workloads])
+    valid = _slots_written(workloads)
     for o in outputs:
-        where = slot_index(o.rows, o.offset_dims, valid if o.slots is None else o.slots)
-        got = o.rows[where]
-        o.rows[where] = torch.full_like(bits(got), poison_value(got)).view(o.rows.dtype)
+        _poison_at(o, slot_index(o.rows, o.offset_dims, valid if o.slots is None else o.slots))
 
 
 def verify(name: str, workloads: list[Workload], run, check: str = "exact",
