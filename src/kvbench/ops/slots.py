@@ -85,17 +85,19 @@ def max_sets(pattern: str, num_tokens: int, num_blocks: int, block_size: int) ->
 
 def _block_table_slots(pattern: str, num_tokens: int, block_size: int, pool: torch.Tensor,
                        gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch's slots from the pool of free blocks (taken from its front), and what is left of the pool."""
-    out, bs = [], block_size
-    for new in _sequences(pattern, num_tokens):
-        start = int(torch.randint(0, bs, (1,), generator=gen))  # where the sequence's context ends in its block
-        count = -(-(start + new) // bs)
-        blocks, pool = pool[:count], pool[count:]
-        position = start + torch.arange(new)
-        out.append(blocks[position // bs] * bs + position % bs)
-    slots = torch.cat(out) if out else torch.empty(0, dtype=torch.int64)
+    """One batch's slots from the pool of free blocks (taken from its front), and what is left of the pool. Each
+    sequence's context ends at a random offset of its first block; its new tokens follow through blocks of its own."""
+    news = torch.tensor(_sequences(pattern, num_tokens), dtype=torch.int64)
+    bs = block_size
+    starts = torch.randint(0, bs, (news.numel(),), generator=gen)  # where each sequence's context ends in its block
+    counts = (starts + news + bs - 1) // bs  # blocks each sequence takes from the pool
+    first_block = torch.cumsum(counts, 0) - counts
+    seq = torch.repeat_interleave(torch.arange(news.numel()), news)  # each new token's sequence
+    position = starts[seq] + torch.arange(seq.numel()) - (torch.cumsum(news, 0) - news)[seq]
+    slots = pool[first_block[seq] + position // bs] * bs + position % bs
     padding = num_tokens - slots.numel()
-    return torch.cat([slots, torch.full((padding,), -1, dtype=torch.int64)]), pool
+    rest = pool[int(counts.sum()):]
+    return torch.cat([slots, torch.full((padding,), -1, dtype=torch.int64)]), rest
 
 
 def slot_sets(pattern: str, num_tokens: int, num_blocks: int, block_size: int, seed: int, sets: int = 1,
