@@ -313,3 +313,10 @@ def test_an_asv_skip_reason_names_the_variable_with_and_without_batches(clone, b
     log = [json.loads(line) for line in (work / ".asv/run-log.jsonl").read_text().splitlines()]
     assert len(log) == 2 and all(e["status"] == "skipped" and reason.fullmatch(e["reason"]) for e in log)
     assert all(("batch_pid" in e) == (batch == "1") for e in log)
+
+
+def test_the_main_grid_takes_the_served_input_dtypes_unless_told_float_as_well(clean_env):
+    """By default the main grid has vLLM's serving dtypes; KVBENCH_DTYPES adds vLLM's script's float."""
+    assert config.input_dtypes() == ["half", "bfloat16"]
+    clean_env.setenv("KVBENCH_DTYPES", "half,bfloat16,float")
+    assert config.input_dtypes() == ["half", "bfloat16", "float"]
