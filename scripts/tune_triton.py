@@ -159,6 +159,7 @@ def table(title, cases, variants, bw):
                              f"{ideal_us / us:.3f}", f"{sector_us / us:.3f}" if sector_us else ""))
             except Exception as exc:  # a variant that does not compile or verify: shown, not fatal
                 rows.append((shape, case.kv_cache_dtype, case.num_tokens, case.l2, name, "failed", str(exc)[:80], ""))
+            print("  row:", " | ".join(map(str, rows[-1])), flush=True)  # kept if a time limit cuts the table
         del p
         torch.cuda.empty_cache()
     print(f"\n{title}")
