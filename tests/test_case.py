@@ -92,6 +92,8 @@ def test_cold_l2_rotates_disjoint_input_sets_into_the_same_caches():
     assert sampler.calls_per_sample >= p.rotation
     # after the timed sample: 64 sets compared with the reference, every set's rows written, no stray writes
     assert p.check_timed("no_graph").tokens_checked == 64 * verify.FULL_CHECKS  # 64 tokens in each compared set
+    run_once = p.sampler("no_graph").run_once  # the re-check after the samples compares fewer sets
+    assert verify.verify("torch", p.workloads, run_once, whole=False).tokens_checked == 64 * verify.FULL_RECHECKS
     writers = [impls.get("torch", "kv").bind(w) for w in p.workloads]
     skip_one = lambda: [write() for i, write in enumerate(writers) if i != 5]  # noqa: E731 (set 5: not compared)
     assert 5 not in verify.spread(len(writers), verify.FULL_CHECKS)

@@ -148,3 +148,21 @@ def test_a_rows_only_check_refuses_an_op_whose_reference_knows_only_the_first_ca
     w = make(make_op_case("torch", op="mla-rope", num_tokens=16, device="cpu"), seed=3)
     with pytest.raises(ValueError, match="checked whole only"):
         verify("torch", [w], lambda: None, whole=False)
+
+
+@pytest.mark.parametrize("op, fields", [("kv", {"kv_cache_dtype": "fp8", "slots": "padded"}), ("mla", {}),
+                                        ("indexer", {})])
+def test_a_rotations_fingerprints_taken_together_equal_each_sets_own(op, fields):
+    """fingerprints() sums a rotation's sets input by input in one pass; the values are fingerprint()'s, set by set,
+    and a change to one set's input shows in that set's fingerprint only."""
+    from kvbench import ops
+    from kvbench.ops.verify import fingerprint, fingerprints
+
+    case = make_case("torch", op=op, num_tokens=16, l2="cold", device="cpu", num_blocks=256, **fields)
+    sets = ops.workloads(case, 5, 12)
+    together = fingerprints(sets)
+    assert [f.tolist() for f in together] == [fingerprint(w.inputs()).tolist() for w in sets]
+    first_input = sets[7].inputs()[0]
+    first_input.view(-1)[3] += 1
+    changed = [i for i, (a, b) in enumerate(zip(together, fingerprints(sets))) if not torch.equal(a, b)]
+    assert changed == [7]
