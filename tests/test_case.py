@@ -103,6 +103,23 @@ def test_cold_l2_rotates_disjoint_input_sets_into_the_same_caches():
     assert warm.rotation == 1
 
 
-def test_cold_l2_rotation_is_capped_by_the_disjoint_sets_that_fit():
+def test_cold_l2_rotation_is_capped_by_the_disjoint_sets_that_fit(monkeypatch):
+    from kvbench import runner
+
     case = make_case("torch", num_tokens=64, num_heads=4, head_size=64, num_blocks=64, device="cpu", l2="cold")
+    monkeypatch.setattr(runner, "l2_bytes", lambda device: 512 << 10)  # 16 sets of 128 KiB: 4x a 512 KiB L2
     assert prepare(case, "torch").rotation == 64 * 16 // 64
+
+
+@pytest.mark.parametrize("fields, limit", [({"num_blocks": 64}, "16 disjoint sets fit in the cache"),
+                                           ({"num_tokens": 2, "num_blocks": 4096}, "at most 2048 sets")])
+def test_a_cold_case_whose_rotation_cannot_fill_4x_the_l2_is_skipped_with_why(fields, limit):
+    """A rotation capped by the cache or by MAX_ROTATION below 4x the L2 would be timed partly warm: skipped before
+    anything is allocated (the CPU's nominal L2: 32 MiB)."""
+    case = make_case("torch", **{"num_tokens": 64, "num_heads": 4, "head_size": 64, "device": "cpu", "l2": "cold",
+                                 **fields})
+    with pytest.raises(Unavailable) as exc:
+        prepare(case, "torch")
+    assert one_line(exc) == (f"l2 cold: one rotation must touch 4x the L2 (128 MiB here), and {case.num_tokens} "
+                             f"tokens a set ({limit}) touch {case.bytes_moved * (16 if '16' in limit else 2048) / 2**20:.1f}"
+                             f" MiB; use more tokens or l2 warm")

@@ -165,9 +165,11 @@ def test_run_case_rechecks_after_the_samples(writer, says, monkeypatch):
 
 
 @pytest.mark.parametrize("op", ["kv", "mla", "indexer", "token-head-quant", "mla-grouped"])
-def test_run_case_measures_a_cold_l2_rotation_of_every_op_that_has_one(op):
+def test_run_case_measures_a_cold_l2_rotation_of_every_op_that_has_one(op, monkeypatch):
     """A cold-L2 case rotates through many input sets sharing one cache; the checks count an op's outputs as it
     declares them (the indexer's codes and scales share one tensor: this failed before 2026-12-05)."""
+    l2 = (512 << 10) if op == "indexer" else (2 << 20)  # small sets, a rotation 4x the L2, in a small cache
+    monkeypatch.setattr(runner, "l2_bytes", lambda device: l2)
     case = runner.make_case("torch", op=op, num_tokens=16, device="cpu", l2="cold", num_blocks=128)
     # a rotation; the indexer's has more sets than the checks compare one by one (the others are checked written)
     assert runner.rotation_size(case) > (64 if op == "indexer" else 1)

@@ -71,12 +71,20 @@ def l2_bytes(device: str) -> int:
 
 def rotation_size(case: WriteCase) -> int:
     """How many input sets a cold-L2 case rotates through: enough that one rotation touches COLD_L2_FACTOR x L2,
-    at most what fits in the cache as disjoint slot sets."""
+    at most MAX_ROTATION and what fits in the cache as disjoint slot sets; Unavailable where that is not enough (a
+    case so small that 2048 sets stay in the L2 would be timed warm)."""
     if case.l2 == "warm":
         return 1
-    wanted = -(-COLD_L2_FACTOR * l2_bytes(case.device) // case.bytes_moved)
+    need = COLD_L2_FACTOR * l2_bytes(case.device)
+    wanted = -(-need // case.bytes_moved)
     fits = slots.max_sets(case.slots, case.num_tokens, case.num_blocks, case.block_size)
-    return max(1, min(MAX_ROTATION, wanted, fits))
+    sets = max(1, min(MAX_ROTATION, wanted, fits))
+    if sets * case.bytes_moved < need:  # the L2 would keep part of the rotation: a "cold" figure would be warm
+        limit = f"at most {MAX_ROTATION} sets" if sets == MAX_ROTATION else f"{sets} disjoint sets fit in the cache"
+        raise Unavailable(f"l2 cold: one rotation must touch {COLD_L2_FACTOR}x the L2 ({need / 2**20:.0f} MiB here), "
+                          f"and {case.num_tokens} tokens a set ({limit}) touch {sets * case.bytes_moved / 2**20:.1f} "
+                          f"MiB; use more tokens or l2 warm")
+    return sets
 
 
 def bytes_needed(case: WriteCase, sets: int = 1) -> int:
