@@ -1,7 +1,8 @@
 """Launch-parameter variants of kvbench's Triton kernels on a GPU, each verified before it is timed, against the copy
 bandwidth measured in the same process. The defaults in kvbench.impls.kernels come from these tables
 (notes/triton.md). Tables (--tables, default all):
-- flash: the flash write (auto and fp8; launch shapes, eviction hints, the Markstein division DIV 1), warm and cold;
+- flash: the flash write (auto and fp8; launch shapes, eviction hints, the division, the slot awaited before the
+  loads or not, the defaults before 2026-12-05), warm and cold;
 - served: the write in vLLM's served layout (nhd-packed, block 64) at 8 KV heads x 128, the shape models serve;
 - decode: the same layout with small decode batches (64 and 512 tokens padded to vLLM's CUDA graphs), 8 and 128 heads;
 - mla: the MLA write (tokens per program, warps, the division, eviction hints), cold L2;
@@ -12,12 +13,13 @@ bandwidth measured in the same process. The defaults in kvbench.impls.kernels co
 - gathers: the read side's gathers (gather auto and fp8, cp-gather, upconvert-gather): rows per program, warps,
   the piece a row is copied in.
 
-Usage (GPU machine): PYTHONPATH=src python3 scripts/tune_triton.py [--quick] [--tables flash,mla,...]
+Usage (GPU machine): PYTHONPATH=src python3 scripts/tune_triton.py [--quick] [--tables flash,mla,...] [--only REGEX]
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 
 import torch
@@ -52,21 +54,21 @@ def flash_variants(p):
         out[f"{elements} el/{warps} w, evict_first"] = {**cfg, "EVICT": "evict_first"}
         out[f"{elements} el/{warps} w, cached"] = {**cfg, "EVICT": ""}
     default = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, c.is_fp8)
+    out["default, slot first"] = {**default, "LOAD_FIRST": False}  # the slot awaited before the loads
+    if c.is_fp8:  # the defaults before 2026-12-05: div_rn, slot first, warps by elements (1 for a decode batch)
+        old_warps = max(1, min(4, default["BLOCK_H"] * default["BLOCK_D"] // 1024))
+        out["default, DIV 0"] = {**default, "DIV": 0}
+        out["previous default"] = {**default, "DIV": 0, "LOAD_FIRST": False, "num_warps": old_warps}
     for warps in (2, 4, 8):  # more warps than elements / 1024 gives: small batches get 1 warp a program by default,
         # where vLLM's Triton op runs 8 (it tiles a token's heads x head_size by up to 2048 elements)
         out[f"default, {warps} w"] = {**default, "num_warps": warps}
-        if c.is_fp8:
-            out[f"default, {warps} w, DIV 1"] = {**default, "num_warps": warps, "DIV": 1}
     tile = {**default, "BLOCK_H": min(triton.next_power_of_2(c.num_heads), max(1, 2048 // default["BLOCK_D"])),
             "num_warps": 8}  # vLLM's Triton op's shape: up to 2048 elements of a token a program, 8 warps
     out["2048 el/8 w always"] = tile
     if c.is_fp8:
-        out["2048 el/8 w always, DIV 1"] = {**tile, "DIV": 1}
-        out["default, DIV 1"] = {**default, "DIV": 1}
         for elements, warps in ((2048, 2), (4096, 4), (8192, 4), (8192, 8)):
             cfg = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, True, elements, warps)
-            out[f"{elements} el/{warps} w, DIV 1"] = {**cfg, "DIV": 1}
-            out[f"{elements} el/{warps} w, DIV 1, cached"] = {**cfg, "DIV": 1, "EVICT": ""}
+            out[f"{elements} el/{warps} w, cached"] = {**cfg, "EVICT": ""}
     return _flash_writers(out)
 
 
@@ -153,6 +155,8 @@ def table(title, cases, variants, bw):
         sector_us = sector / bw.bytes_per_s * 1e6 if sector else None
         shape = f"{case.num_heads}x{case.head_size} {getattr(case, 'layout', '')}".strip() if case.OP == "kv" else ""
         for name, bind in variants(p).items():
+            if ONLY and not ONLY[0].search(name):
+                continue
             try:
                 us = timed(p, bind)
                 rows.append((shape, case.kv_cache_dtype, case.num_tokens, case.l2, name, f"{us:.2f}",
@@ -188,13 +192,17 @@ def sector_check(bw, region_bytes: int = 512 << 20, samples: int = 15, device: s
 
 
 TABLES = ("flash", "served", "decode", "mla", "indexer", "paged", "sectors", "gathers")
+ONLY: list[re.Pattern] = []  # --only
 
 
 def main():
     args = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     args.add_argument("--quick", action="store_true", help="fewer token counts")
     args.add_argument("--tables", default=",".join(TABLES), help=f"comma-separated, of: {', '.join(TABLES)}")
+    args.add_argument("--only", help="a regular expression: only the variants whose names match it")
     parsed = args.parse_args()
+    if parsed.only:
+        ONLY.append(re.compile(parsed.only))
     chosen = parsed.tables.split(",")
     unknown = [t for t in chosen if t not in TABLES]
     if unknown:

@@ -72,8 +72,10 @@ def test_interpreter_odd_head_sizes_and_block_32(head_size, block_size, layout):
 
 
 # Tuning variants (scripts/tune_triton.py): the Markstein division (DIV 1) and the transposed value store (VALUE_T)
-VARIANTS = [("nhd", "fp8", "tensor", dict(DIV=1)), ("hnd", "fp8", "head", dict(DIV=1)),
-            ("paged", "auto", "tensor", dict(VALUE_T=True)), ("paged", "fp8_e5m2", "tensor", dict(DIV=1, VALUE_T=True))]
+# and the paths the defaults replaced: div_rn per element (DIV 0), the slot awaited before the loads (LOAD_FIRST off)
+VARIANTS = [("nhd", "fp8", "tensor", dict(DIV=0)), ("hnd", "fp8", "head", dict(DIV=0, LOAD_FIRST=False)),
+            ("paged", "auto", "tensor", dict(VALUE_T=True, LOAD_FIRST=False)),
+            ("paged", "fp8_e5m2", "tensor", dict(VALUE_T=True))]
 
 
 def variant_writer(w, config):
@@ -102,13 +104,14 @@ except ImportError:
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the deliberate 3e38 / 0.5
 def test_markstein_division_is_ieee_division_in_the_interpreter():
     """DIV 1's reciprocal-and-correction quotient equals IEEE x / scale bit for bit on random float32 pairs (scales
-    that are not powers of two, one per row), and keeps an overflowing quotient infinite."""
+    that are not powers of two, one per row), keeps an overflowing quotient infinite and the sign of a zero."""
     gen = torch.Generator().manual_seed(3)
     for trial in range(20):
         x = torch.randn(8, 256, generator=gen) * 10.0 ** torch.randint(-3, 4, (8, 1), generator=gen)
         s = torch.rand(8, 1, generator=gen) * 10 + 1e-3
         if trial == 0:
             x[0, 0], s[0, 0] = 3e38, 0.5  # x / scale overflows
+            x[1, :3] = torch.tensor([-0.0, 0.0, -1e-40])  # -0 / s is -0 (the correction alone made it +0)
         got = torch.empty_like(x)
         _quotient[(1,)](x, s.flatten().contiguous(), got, N=256, DIV=1)
         assert torch.equal(got.view(torch.int32), (x / s).view(torch.int32)), trial
@@ -125,14 +128,17 @@ def test_interpreter_tuning_variants_match_reference(layout, kv, scales, config)
 def test_launch_heuristic():
     from kvbench.impls.kernels.cache_write import launch_config
 
-    assert launch_config(65536, 128, 128, 132) == dict(BLOCK_H=16, BLOCK_D=128, num_warps=2, EVICT="", DIV=0,
-                                                       VALUE_T=False)
+    assert launch_config(65536, 128, 128, 132) == dict(BLOCK_H=16, BLOCK_D=128, num_warps=2, EVICT="", DIV=1,
+                                                       VALUE_T=False, LOAD_FIRST=True)
     assert launch_config(256, 128, 128, 132)["BLOCK_H"] == 16  # 2048 programs: at least 4 per SM (528)
     assert launch_config(32, 128, 128, 132)["BLOCK_H"] == 4  # 256, then 512 programs were too few: halved twice
     assert launch_config(65536, 128, 128, 132, fp8=True) == dict(BLOCK_H=32, BLOCK_D=128, num_warps=4,
-                                                                 EVICT="evict_first", DIV=0, VALUE_T=False)
+                                                                 EVICT="evict_first", DIV=1, VALUE_T=False,
+                                                                 LOAD_FIRST=True)
     small = launch_config(2, 128, 128, 132)
     assert small["BLOCK_H"] == 1 and small["num_warps"] == 1  # 256 programs for 2 tokens
+    decode = launch_config(64, 8, 128, 132, fp8=True)  # an fp8 decode batch: programs of one head, still 4 warps
+    assert (decode["BLOCK_H"], decode["num_warps"]) == (1, 4)
     assert launch_config(16, 32, 80, 132)["BLOCK_D"] == 128
 
 

@@ -11,9 +11,15 @@ shapes (no autotuning, so launches can be captured in a CUDA graph):
 - BLOCK_D = head_size rounded up to a power of two (masked), so rows stay contiguous for 16-byte accesses;
 - BLOCK_H: as many heads as make <= 2048 elements per program (4096 for fp8 caches), halved while the grid has
   fewer than 4 programs per SM (small token counts need many small programs to spread over the chip);
-- num_warps: one warp per 1024 elements, 1 to 2 (1 to 4 for fp8); fp8 streams with evict_first.
-Chosen from scripts/tune_triton.py on an H200 (notes/triton.md): auto 2158 us at 65536 tokens (0.97 of the copy
-rate) against 2182 with the earlier 16384 elements / 8 warps; fp8 1786 us with evict_first against 1868.
+- num_warps: one warp per 1024 elements, 1 to 2; 4 for fp8 caches, whose programs convert every element;
+- fp8: x / scale by the reciprocal and one fused multiply-add correction (DIV 1, correctly rounded: divide_rn),
+  streamed with evict_first;
+- a program loads its rows without waiting for its slot (LOAD_FIRST), which only decides whether and where they
+  are stored: one memory latency less for the small decode batches, where a call is a few microseconds.
+Chosen from scripts/tune_triton.py (notes/triton.md): on an H200, auto 2158 us at 65536 tokens (0.97 of the copy
+rate) against 2182 with the earlier 16384 elements / 8 warps, fp8 1786 us with evict_first against 1868; on an
+H100 (2026-12-05), fp8 decode batches in the served layout: 4 warps and DIV 1 took 128 x 128 at 64 tokens from
+4.35 to 2.71 us and 8 x 128 at 512 tokens from 3.08 to 2.16 us.
 """
 
 from __future__ import annotations
@@ -39,14 +45,15 @@ def divide_rn(x, scale, DIV: tl.constexpr):
     reciprocal once, then q = x * r corrected by one fused multiply-add (Markstein: with r = 1/scale correctly
     rounded, q + (x - q * scale) * r rounds to the correctly rounded quotient, barring underflow), three
     instructions per element instead of div_rn's sequence; where x * r overflows (or the scale is 0) q itself is
-    kept, infinite as the quotient. A tuning variant (scripts/tune_triton.py)."""
+    kept, infinite as the quotient, and where it is zero too: the correction would turn -0 into +0 (an fp8 code
+    of its own), and a quotient that small is zero in fp8 anyway."""
     if DIV == 0:
         return tl.math.div_rn(x, scale)
     r = tl.math.div_rn(scale * 0.0 + 1.0, scale)  # once per scale, not per element
     s = tl.zeros_like(x) + scale
     q = x * r
     corrected = tl.math.fma(tl.math.fma(-q, s, x), tl.zeros_like(x) + r, q)
-    return tl.where(tl.abs(q) == float("inf"), q, corrected)
+    return tl.where((tl.abs(q) == float("inf")) | (q == 0.0), q, corrected)
 
 
 @triton.jit
@@ -73,14 +80,13 @@ def _write_kernel(
     NUM_HEADS: tl.constexpr, HEAD_SIZE: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
     PAGED: tl.constexpr, X: tl.constexpr, FP8: tl.constexpr, PER_HEAD: tl.constexpr, EVICT: tl.constexpr,
-    DIV: tl.constexpr, VALUE_T: tl.constexpr,
+    DIV: tl.constexpr, VALUE_T: tl.constexpr, LOAD_FIRST: tl.constexpr,
 ):
     token = tl.program_id(0).to(tl.int64)
     slot = tl.load(slot_ptr + token)
-    if slot < 0:  # padding token
-        return
-    block = slot // BLOCK_SIZE
-    offset = slot % BLOCK_SIZE
+    if not LOAD_FIRST:
+        if slot < 0:  # padding token
+            return
     heads = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     dims = tl.arange(0, BLOCK_D)
     mask = (heads < NUM_HEADS)[:, None] & (dims < HEAD_SIZE)[None, :]
@@ -88,14 +94,19 @@ def _write_kernel(
 
     k = tl.load(key_ptr + token * key_st + h * key_sh + d, mask=mask, eviction_policy=EVICT)
     v = tl.load(value_ptr + token * value_st + h * value_sh + d, mask=mask, eviction_policy=EVICT)
+    if FP8 != 0:
+        k = _fp8_codes(k, k_scale_ptr, heads, FP8, PER_HEAD, DIV)
+        v = _fp8_codes(v, v_scale_ptr, heads, FP8, PER_HEAD, DIV)
+    if LOAD_FIRST:  # the rows were loaded without waiting for the slot; a padding token writes nothing
+        if slot < 0:
+            return
+    block = slot // BLOCK_SIZE
+    offset = slot % BLOCK_SIZE
     if PAGED:  # key [blocks, heads, head_size // X, block_size, X]: 16-byte chunks block_size * 16 bytes apart
         k_dst = block * kc_sb + h * kc_sh + (d // X) * kc_sx + offset * kc_so + d % X
     else:
         k_dst = block * kc_sb + offset * kc_so + h * kc_sh + d
     v_dst = block * vc_sb + offset * vc_so + h * vc_sh + d * vc_sd  # paged: vc_sd = block_size (transposed)
-    if FP8 != 0:
-        k = _fp8_codes(k, k_scale_ptr, heads, FP8, PER_HEAD, DIV)
-        v = _fp8_codes(v, v_scale_ptr, heads, FP8, PER_HEAD, DIV)
     tl.store(key_cache_ptr + k_dst, k, mask=mask, eviction_policy=EVICT)
     if VALUE_T:  # the value tile stored as [dims, heads]: a tuning variant for the paged value's scattered stores
         tl.store(value_cache_ptr + tl.trans(v_dst), tl.trans(v), mask=tl.trans(mask), eviction_policy=EVICT)
@@ -119,9 +130,9 @@ def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int
     block_h = min(triton.next_power_of_2(num_heads), max(1, max_elements // block_d))
     while block_h > 1 and num_tokens * triton.cdiv(num_heads, block_h) < PROGRAMS_PER_SM * sm_count:
         block_h //= 2
-    num_warps = max(1, min(max_warps, block_h * block_d // 1024))
-    return dict(BLOCK_H=block_h, BLOCK_D=block_d, num_warps=num_warps, EVICT=EVICTION_POLICY[fp8], DIV=0,
-                VALUE_T=False)
+    num_warps = max_warps if fp8 else max(1, min(max_warps, block_h * block_d // 1024))
+    return dict(BLOCK_H=block_h, BLOCK_D=block_d, num_warps=num_warps, EVICT=EVICTION_POLICY[fp8], DIV=1,
+                VALUE_T=False, LOAD_FIRST=True)
 
 
 def _cache_strides(layout: str, key_cache: torch.Tensor, value_cache: torch.Tensor) -> tuple[int, ...]:
@@ -151,7 +162,7 @@ def reshape_and_cache(
 ) -> None:
     """Write key/value [: len(slot_mapping)] into the caches of `layout` (see the module docstring).
 
-    `config` overrides launch parameters (BLOCK_H, num_warps, EVICT, DIV, VALUE_T) for experiments
+    `config` overrides launch parameters (BLOCK_H, num_warps, EVICT, DIV, VALUE_T, LOAD_FIRST) for experiments
     (scripts/tune_triton.py).
     """
     num_tokens = slot_mapping.shape[0]
