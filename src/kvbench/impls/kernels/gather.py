@@ -65,11 +65,10 @@ def _gather_kernel(src_ptr, dst_ptr, table_ptr, cu_ptr, starts_ptr, t2s_ptr, sca
 
 
 def chunk_of(entry: int) -> int:
-    """The piece a row is copied in: the largest power of two from 16 to 256 dividing the entry (masked
-    next power of two otherwise)."""
-    for chunk in (256, 128, 64, 32, 16):
-        if entry % chunk == 0:
-            return chunk
+    """The piece a row is copied in: 256 elements (the last piece masked where 256 does not divide the entry),
+    or the entry rounded up to a power of two when it is smaller. On an H100 at 65536 tokens (tune gathers table,
+    2026-12-05), DeepSeek's 576-element rows in pieces of 256 instead of 64 (the largest power of two dividing
+    576): bf16 60.6 -> 57.0 us (86 -> 91 % of the copy rate), fp8 57.0 -> 45.5 us (68 -> 86 %)."""
     return min(256, triton.next_power_of_2(entry))
 
 
