@@ -111,8 +111,9 @@ def test_cold_l2_rotation_is_capped_by_the_disjoint_sets_that_fit(monkeypatch):
     assert prepare(case, "torch").rotation == 64 * 16 // 64
 
 
-@pytest.mark.parametrize("fields, limit", [({"num_blocks": 64}, "16 disjoint sets fit in the cache"),
-                                           ({"num_tokens": 2, "num_blocks": 4096}, "at most 2048 sets")])
+@pytest.mark.parametrize("fields, limit", [
+    ({"num_blocks": 64}, "16 disjoint sets fit in the cache; use --num-blocks 4096 or more, or l2 warm"),
+    ({"num_tokens": 2, "num_blocks": 4096}, "at most 2048 sets; use more tokens or l2 warm")])
 def test_a_cold_case_whose_rotation_cannot_fill_4x_the_l2_is_skipped_with_why(fields, limit):
     """A rotation capped by the cache or by MAX_ROTATION below 4x the L2 would be timed partly warm: skipped before
     anything is allocated (the CPU's nominal L2: 32 MiB)."""
@@ -120,6 +121,11 @@ def test_a_cold_case_whose_rotation_cannot_fill_4x_the_l2_is_skipped_with_why(fi
                                  **fields})
     with pytest.raises(Unavailable) as exc:
         prepare(case, "torch")
-    assert one_line(exc) == (f"l2 cold: one rotation must touch 4x the L2 (128 MiB here), and {case.num_tokens} "
-                             f"tokens a set ({limit}) touch {case.bytes_moved * (16 if '16' in limit else 2048) / 2**20:.1f}"
-                             f" MiB; use more tokens or l2 warm")
+    sets = 16 if limit.startswith("16") else 2048
+    got = one_line(exc)
+    assert got.startswith(f"l2 cold: one rotation must touch 4x the L2 (128 MiB here), and {case.num_tokens} tokens "
+                          f"a set ({limit.split(';')[0]}) touch {case.bytes_moved * sets / 2**20:.1f} MiB; "), got
+    assert got.endswith(limit.split("; ")[1]), got
+    # the advice holds: with that many blocks the rotation reaches 4x the L2
+    if "--num-blocks" in limit:
+        assert prepare(case.replace(num_blocks=4096), "torch").rotation * case.bytes_moved >= 128 << 20

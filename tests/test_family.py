@@ -279,6 +279,7 @@ def test_gpu_family_kernels_are_bit_exact(op, fields, num_tokens):
 @pytest.mark.gpu
 @pytest.mark.parametrize("op", ["mla", "indexer", "token-head-quant"])
 def test_gpu_family_65536_tokens_cold(op):
-    p = prepare(make_case("triton", op=op, num_tokens=65536, l2="cold"), "triton")
+    # a cache with room for a rotation of 4x the L2 (the indexer's default 2048 blocks hold two sets of 65536)
+    p = prepare(make_case("triton", op=op, num_tokens=65536, l2="cold", num_blocks=16384), "triton")
     p.sampler("cudagraph").measure(3)
     assert p.check_timed("cudagraph").tokens_checked == 65536 * p.rotation
