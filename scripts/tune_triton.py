@@ -122,7 +122,7 @@ def gather_variants(p):
     from kvbench.impls.kernels import gather, read_rows
 
     op, out = p.case.OP, {}
-    chunks = (None, 128, 256) if op != "upconvert-gather" else (None,)
+    chunks = (None, 128, 256, 512, 1024) if op != "upconvert-gather" else (None,)
     for tokens in (2, 4, 8, 16, 32):
         for warps in (2, 4, 8):
             for chunk in chunks:

@@ -65,11 +65,11 @@ def _gather_kernel(src_ptr, dst_ptr, table_ptr, cu_ptr, starts_ptr, t2s_ptr, sca
 
 
 def chunk_of(entry: int) -> int:
-    """The piece a row is copied in: 256 elements (the last piece masked where 256 does not divide the entry),
-    or the entry rounded up to a power of two when it is smaller. On an H100 at 65536 tokens (tune gathers table,
-    2026-12-05), DeepSeek's 576-element rows in pieces of 256 instead of 64 (the largest power of two dividing
-    576): bf16 60.6 -> 57.0 us (86 -> 91 % of the copy rate), fp8 57.0 -> 45.5 us (68 -> 86 %)."""
-    return min(256, triton.next_power_of_2(entry))
+    """The piece a row is copied in: the whole row rounded up to a power of two (masked), at most 1024 elements.
+    On an H100 at 65536 tokens (tune gathers tables, 2026-12-05), DeepSeek's 576-element rows, 8 rows and 4 warps a
+    program: pieces of 64 (the largest power of two dividing 576, the earlier rule) 60.6 us bf16 / 57.0 fp8, of 256
+    57.0 / 45.4, of 512 56.3 / 44.1, one of 1024 55.2 / 42.4 (92 and 90 % of the copy rate)."""
+    return min(1024, triton.next_power_of_2(entry))
 
 
 def gather_rows(src_cache: torch.Tensor, dst: torch.Tensor, block_table: torch.Tensor, cu_seq_lens: torch.Tensor,
