@@ -122,6 +122,9 @@ class KVCacheWriteInterleavedV(_PrimaryTime):
 TORCH_COLD_MLA_FROM = 1024  # the torch reference's cold MLA cases start here (MLAWrite)
 
 
+COLD_MLA_BLOCKS = 8192
+
+
 class MLAWrite(_PrimaryTime):
     """concat_and_cache_mla, DeepSeek's 512 + 64, block 64, bf16 input: auto, fp8 and fp8_ds_mla rows; warm L2
     (vLLM's method) and cold (inputs rotated past 4x the L2). The torch reference is timed cold from 1024 tokens:
@@ -136,7 +139,10 @@ class MLAWrite(_PrimaryTime):
         if implementation == "torch" and l2 == "cold" and num_tokens < TORCH_COLD_MLA_FROM:
             raise Unavailable(f"torch: the reference is timed cold from {TORCH_COLD_MLA_FROM} tokens (below, its "
                               f"rotation of 2048 input sets costs seconds a case; its warm figures stand)")
-        return mla.Case(num_tokens=num_tokens, kv_cache_dtype=kv_cache_dtype, l2=l2, device=DEVICE)
+        # a cold rotation must touch 4x the L2 (kvbench.runner.rotation_size): on a GPU the cold cases get a cache of
+        # 8192 blocks, room for 4x an H200's L2 of fp8 rows at every size (the default 2048 hold 216 MiB of them)
+        blocks = {"num_blocks": COLD_MLA_BLOCKS} if l2 == "cold" and DEVICE == "cuda" else {}
+        return mla.Case(num_tokens=num_tokens, kv_cache_dtype=kv_cache_dtype, l2=l2, device=DEVICE, **blocks)
 
 
 class IndexerWrite(_PrimaryTime):

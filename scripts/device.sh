@@ -55,7 +55,9 @@ tables() {  # each op's sweep: vLLM's kernels, kvbench's, torch; 8 sizes -> tabl
     sweep kv-fp8 --implementation vllm-flash vllm-triton triton torch --kv-cache-dtype fp8
     sweep kv-paged-32h --implementation vllm triton torch --layout paged --num-heads 32
     for kv in auto fp8 fp8_ds_mla; do for l2 in warm cold; do
-      sweep mla-$kv-$l2 --op mla --implementation vllm triton torch --kv-cache-dtype $kv --l2 $l2; done; done
+      # (cold: a cache with room for a rotation of 4x the L2, as the suite's MLAWrite)
+      sweep mla-$kv-$l2 --op mla --implementation vllm triton torch --kv-cache-dtype $kv --l2 $l2 \
+        $([ $l2 = cold ] && echo --num-blocks 8192); done; done
     sweep indexer --op indexer --implementation vllm triton torch
     for kv in int8 fp8; do sweep thq-$kv --op token-head-quant --implementation vllm-triton triton torch \
       --kv-cache-dtype $kv; done ) > "$OUT/tables/tables.txt" 2>&1

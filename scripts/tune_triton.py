@@ -227,7 +227,7 @@ def main():
                          slots="decode-padded", kv_cache_dtype=kv)  # a block per sequence: 512 would do
                for h in (8, 128) for kv in ("auto", "fp8") for n in (64, 512)], flash_variants, bw)
     if "mla" in chosen:
-        table("MLA", [make_case("triton", op="mla", num_tokens=n, kv_cache_dtype=kv, l2=l2)
+        table("MLA", [make_case("triton", op="mla", num_tokens=n, kv_cache_dtype=kv, l2=l2, num_blocks=8192)
                       for kv in ("auto", "fp8", "fp8_ds_mla") for n in tokens for l2 in ("cold", "warm")
                       if l2 == "cold" or n == 65536], mla_variants, bw)
     if "indexer" in chosen:

@@ -103,17 +103,19 @@ def test_cold_l2_rotates_disjoint_input_sets_into_the_same_caches():
     assert warm.rotation == 1
 
 
-def test_cold_l2_rotation_is_capped_by_the_disjoint_sets_that_fit(monkeypatch):
+def test_cold_l2_rotation_takes_the_sets_that_touch_4x_the_l2_and_no_more(monkeypatch):
     from kvbench import runner
 
     case = make_case("torch", num_tokens=64, num_heads=4, head_size=64, num_blocks=64, device="cpu", l2="cold")
-    monkeypatch.setattr(runner, "l2_bytes", lambda device: 512 << 10)  # 16 sets of 128 KiB: 4x a 512 KiB L2
-    assert prepare(case, "torch").rotation == 64 * 16 // 64
+    monkeypatch.setattr(runner, "l2_bytes", lambda device: 256 << 10)  # 8 sets of 128 KiB: 4x a 256 KiB L2
+    assert prepare(case, "torch").rotation == 8  # of the 16 that fit
 
 
 @pytest.mark.parametrize("fields, limit", [
     ({"num_blocks": 64}, "16 disjoint sets fit in the cache; use --num-blocks 4096 or more, or l2 warm"),
-    ({"num_tokens": 2, "num_blocks": 4096}, "at most 2048 sets; use more tokens or l2 warm")])
+    ({"num_tokens": 2, "num_blocks": 4096}, "at most 2048 sets; use more tokens or l2 warm"),
+    # fewer sets fit than MAX_ROTATION, and even MAX_ROTATION would not do: more blocks would not help
+    ({"num_tokens": 2, "num_blocks": 64}, "512 disjoint sets fit in the cache; use more tokens or l2 warm")])
 def test_a_cold_case_whose_rotation_cannot_fill_4x_the_l2_is_skipped_with_why(fields, limit):
     """A rotation capped by the cache or by MAX_ROTATION below 4x the L2 would be timed partly warm: skipped before
     anything is allocated (the CPU's nominal L2: 32 MiB)."""
@@ -121,7 +123,7 @@ def test_a_cold_case_whose_rotation_cannot_fill_4x_the_l2_is_skipped_with_why(fi
                                  **fields})
     with pytest.raises(Unavailable) as exc:
         prepare(case, "torch")
-    sets = 16 if limit.startswith("16") else 2048
+    sets = int(limit.split()[0]) if limit[0].isdigit() else 2048
     got = one_line(exc)
     assert got.startswith(f"l2 cold: one rotation must touch 4x the L2 (128 MiB here), and {case.num_tokens} tokens "
                           f"a set ({limit.split(';')[0]}) touch {case.bytes_moved * sets / 2**20:.1f} MiB; "), got

@@ -112,6 +112,8 @@ def test_markstein_division_is_ieee_division_in_the_interpreter():
         if trial == 0:
             x[0, 0], s[0, 0] = 3e38, 0.5  # x / scale overflows
             x[1, :3] = torch.tensor([-0.0, 0.0, -1e-40])  # -0 / s is -0 (the correction alone made it +0)
+        if trial == 1:
+            s[2, 0] = float("inf")  # x / inf is +-0 (the reciprocal made of scale * 0 + 1 was NaN)
         got = torch.empty_like(x)
         _quotient[(1,)](x, s.flatten().contiguous(), got, N=256, DIV=1)
         assert torch.equal(got.view(torch.int32), (x / s).view(torch.int32)), trial
@@ -187,3 +189,14 @@ def test_gpu_tuning_variants_bit_exact_on_random_inputs(layout, kv, scales, conf
                      fp8_scales=scales)
     w = make(case, seed=17)
     assert verify(TRITON.name, [w], variant_writer(w, config), TRITON.compare).method == "bit-exact"
+
+
+def test_a_slot_mapping_longer_than_the_inputs_is_refused_before_any_launch():
+    """Every input row is read, padding tokens' too (LOAD_FIRST): a slot without its row is a one-line error."""
+    from kvbench.impls.kernels.cache_write import reshape_and_cache
+
+    key = torch.zeros(3, 2, 64, dtype=torch.bfloat16)
+    cache = torch.zeros(4, 16, 2, 64, dtype=torch.bfloat16)
+    slots = torch.tensor([0, 1, -1, -1], dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"key and value need a row for each of the 4 slots; they have 3 and 3"):
+        reshape_and_cache(key, key, cache, cache, slots, None, torch.ones(()), torch.ones(()), "nhd")

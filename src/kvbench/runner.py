@@ -80,11 +80,13 @@ def rotation_size(case: WriteCase) -> int:
     fits = slots.max_sets(case.slots, case.num_tokens, case.num_blocks, case.block_size)
     sets = max(1, min(MAX_ROTATION, wanted, fits))
     if sets * case.bytes_moved < need:  # the L2 would keep part of the rotation: a "cold" figure would be warm
-        if sets == MAX_ROTATION:
-            limit, fix = f"at most {MAX_ROTATION} sets", "use more tokens or l2 warm"
+        fit = f"{sets} disjoint set{'s' if sets > 1 else ''} fit{'' if sets > 1 else 's'} in the cache"
+        limit = f"at most {MAX_ROTATION} sets" if sets == MAX_ROTATION else fit
+        if wanted > MAX_ROTATION:  # even a larger cache would stop at MAX_ROTATION sets
+            fix = "use more tokens or l2 warm"
         else:
-            blocks = min(MAX_ROTATION, wanted) * slots.blocks_needed(case.slots, case.num_tokens, case.block_size)
-            limit, fix = f"{sets} disjoint sets fit in the cache", f"use --num-blocks {blocks} or more, or l2 warm"
+            blocks = wanted * slots.blocks_needed(case.slots, case.num_tokens, case.block_size)
+            fix = f"use --num-blocks {blocks} or more, or l2 warm"
         raise Unavailable(f"l2 cold: one rotation must touch {COLD_L2_FACTOR}x the L2 ({need / 2**20:.0f} MiB here), "
                           f"and {case.num_tokens} tokens a set ({limit}) touch {sets * case.bytes_moved / 2**20:.1f} "
                           f"MiB; {fix}")

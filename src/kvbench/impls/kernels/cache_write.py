@@ -12,7 +12,8 @@ shapes (no autotuning, so launches can be captured in a CUDA graph):
 - BLOCK_H: as many heads as make <= 2048 elements per program (4096 for fp8 caches), halved while the grid has
   fewer than 4 programs per SM (small token counts need many small programs to spread over the chip);
 - num_warps: one warp per 1024 elements, 1 to 2; 4 for fp8 caches, whose programs convert every element;
-- fp8: x / scale by the reciprocal and one fused multiply-add correction (DIV 1, correctly rounded: divide_rn),
+- fp8: x / scale by the reciprocal and one fused multiply-add correction (DIV 1, correctly rounded for scales
+  from 2**-100 to 2**100: divide_rn),
   streamed with evict_first;
 - a program loads its rows without waiting for its slot (LOAD_FIRST), which only decides whether and where they
   are stored: one memory latency less for the small decode batches, where a call is a few microseconds.
@@ -46,10 +47,14 @@ def divide_rn(x, scale, DIV: tl.constexpr):
     rounded, q + (x - q * scale) * r rounds to the correctly rounded quotient, barring underflow), three
     instructions per element instead of div_rn's sequence; where x * r overflows (or the scale is 0) q itself is
     kept, infinite as the quotient, and where it is zero too: the correction would turn -0 into +0 (an fp8 code
-    of its own), and a quotient that small is zero in fp8 anyway."""
+    of its own), and a quotient that small is zero in fp8 anyway; an infinite scale gives +-0 as IEEE does.
+    DIV 1 is exact for scales from 2**-100 to 2**100: below, the reciprocal or the remainder leaves the normal
+    range (a review found fp8 codes that differ). kvbench's scales (amax / 448 of the inputs, or 1) are far inside;
+    a case outside would fail its verification, never give a number."""
     if DIV == 0:
         return tl.math.div_rn(x, scale)
-    r = tl.math.div_rn(scale * 0.0 + 1.0, scale)  # once per scale, not per element
+    r = tl.math.div_rn(tl.zeros_like(scale) + 1.0, scale)  # once per scale, not per element (not scale * 0 + 1:
+    # NaN for an infinite scale)
     s = tl.zeros_like(x) + scale
     q = x * r
     corrected = tl.math.fma(tl.math.fma(-q, s, x), tl.zeros_like(x) + r, q)
@@ -169,6 +174,9 @@ def reshape_and_cache(
     _, num_heads, head_size = key.shape
     if key.stride(2) != 1 or value.stride(2) != 1:
         raise ValueError("key and value must be contiguous along head_size (stride(2) == 1)")
+    if min(key.shape[0], value.shape[0]) < num_tokens:  # every row is read, padding tokens' too (LOAD_FIRST)
+        raise ValueError(f"key and value need a row for each of the {num_tokens} slots; they have "
+                         f"{key.shape[0]} and {value.shape[0]}")
     if num_tokens == 0:
         return
     block_size = key_cache.shape[3] if layout == "paged" else value_cache.shape[2 if layout == "hnd" else 1]
