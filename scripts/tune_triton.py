@@ -3,7 +3,7 @@ bandwidth measured in the same process. The defaults in kvbench.impls.kernels co
 (notes/triton.md). Tables (--tables, default all):
 - flash: the flash write (auto and fp8; launch shapes, eviction hints, the division, the slot awaited before the
   loads or not, the defaults before 2026-12-05), warm and cold;
-- served: the write in vLLM's served layout (nhd-packed, block 64) at 8 KV heads x 128, the shape models serve;
+- served: the write in vLLM's served layout (nhd-packed, block 64) at 8 and 4 KV heads x 128, shapes models serve;
 - decode: the same layout with small decode batches (64 and 512 tokens padded to vLLM's CUDA graphs), 8 and 128 heads;
 - mla: the MLA write (tokens per program, warps, the division, eviction hints), cold L2;
 - indexer: the indexer write;
@@ -217,9 +217,9 @@ def main():
         table("flash NHD", [make_case("triton", "nhd", num_tokens=n, kv_cache_dtype=kv, l2=l2)
                             for kv in ("auto", "fp8") for n in tokens for l2 in ("warm", "cold")], flash_variants, bw)
     if "served" in chosen:
-        table("served layout (nhd-packed, block 64), 8 KV heads x 128",
-              [make_case("triton", "nhd-packed", num_tokens=n, num_heads=8, block_size=64, num_blocks=4096,
-                         kv_cache_dtype=kv) for kv in ("auto", "fp8") for n in (2048, 8192, 65536)],
+        table("served layout (nhd-packed, block 64), 8 and 4 KV heads x 128 (4: 512-element tokens, as Qwen3-MoE's)",
+              [make_case("triton", "nhd-packed", num_tokens=n, num_heads=h, block_size=64, num_blocks=4096,
+                         kv_cache_dtype=kv) for h in (8, 4) for kv in ("auto", "fp8") for n in (2048, 8192, 65536)],
               flash_variants, bw)
     if "decode" in chosen:  # the H100's served table (2026-12-05): fp8 up to 1.4-1.8x vLLM's Triton op here
         table("served decode batches (nhd-packed, block 64, padded to vLLM's CUDA graphs)",
