@@ -83,14 +83,6 @@ def _differs(o: Output, got: torch.Tensor, check: str) -> torch.Tensor:
     return bits(got) != bits(o.expected)
 
 
-def _check_values(name: str, o: Output, got: torch.Tensor, check: str) -> None:
-    bad = _differs(o, got, check)
-    n_bad = int(bad.sum())
-    if n_bad:
-        raise VerificationError(f"{name}: {o.name}: {n_bad} of {bad.numel()} elements differ from the reference "
-                                f"({explain.first_difference(got, o, bad)}){explain.wrong_values(got, o)}")
-
-
 def check_output(name: str, o: Output, valid_slots: torch.Tensor, check: str) -> None:
     """Compare the rows at `valid_slots` with the expected ones, then put the poison back there (so that what is
     left can be checked for stray writes)."""
@@ -105,10 +97,12 @@ def check_output(name: str, o: Output, valid_slots: torch.Tensor, check: str) ->
     if n_written < got.numel():
         raise VerificationError(f"{name}: {o.name} {100 * n_written / got.numel():.1f}% written (expected 100%)"
                                 f"{explain.unwritten(written, o, valid_slots)}")
-    _check_values(name, o, got, check)
-    row_shape = (valid_slots.numel(), *o.rows.shape[1 + o.offset_dims:])
-    o.rows[where] = torch.full(row_shape, poison_value(got), dtype=bits(got).dtype,
-                                       device=got.device).view(o.rows.dtype)
+    bad = _differs(o, got, check)
+    n_bad = int(bad.sum())
+    if n_bad:
+        raise VerificationError(f"{name}: {o.name}: {n_bad} of {bad.numel()} elements differ from the reference "
+                                f"({explain.first_difference(got, o, bad)}){explain.wrong_values(got, o)}")
+    _poison_at(o, where)
 
 
 def check_untouched(name: str, tensor: torch.Tensor, label: str) -> None:
@@ -168,8 +162,8 @@ def _slots_written(workloads: list[Workload]) -> torch.Tensor:
 
 
 def _poison_at(o: Output, where) -> None:
-    got = o.rows[where]
-    o.rows[where] = torch.full_like(bits(got), poison_value(got)).view(o.rows.dtype)
+    """Put the poison back at `where` (slot_index's index of o.rows), writing through to the output's storage."""
+    bits(o.rows)[where] = poison_value(o.rows)
 
 
 def _check_written(name: str, outputs: list[Output], workloads: list[Workload]) -> None:
