@@ -204,7 +204,10 @@ def main():
     args.add_argument("--only", help="a regular expression: only the variants whose names match it")
     parsed = args.parse_args()
     if parsed.only:
-        ONLY.append(re.compile(parsed.only))
+        try:
+            ONLY.append(re.compile(parsed.only))
+        except re.error as exc:
+            args.error(f"--only {parsed.only!r} is not a regular expression ({exc})")
     chosen = parsed.tables.split(",")
     unknown = [t for t in chosen if t not in TABLES]
     if unknown:
