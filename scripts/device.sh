@@ -11,7 +11,7 @@
 #   tables   each op's sweep: vLLM's kernels, kvbench's, torch; 8 sizes   -> tables.tgz (JSON + text)
 #   tune     launch-parameter variants of kvbench's Triton kernels, the sector model's check -> tune.txt
 #            (TUNE_TABLES=flash,served,decode,mla,indexer,paged,sectors,gathers to choose; TUNE_ONLY: a regular
-#            expression the variants' names must match; TUNE_S: limit, default 300)
+#            expression the variants' names must match; TUNE_S: limit, default 300; TUNE_NAME: the file's name)
 #   history  vLLM 0.31.0, 0.32.0 and 0.33.0 through `kvbench vllm-history` (git tags stand in for vLLM's repository)
 #            -> history.tgz (asv results + machine file)
 #   lanes GPU:JOBS...  jobs run one after another per GPU, the GPUs in parallel (JOBS: tests, tables, tune, aa,
@@ -76,8 +76,9 @@ served_table() {  # VERSION: scripts/served_table.py with that vLLM's kernels ->
 }
 tune() {  # TUNE_TABLES (default all: flash,served,decode,mla,indexer,paged,sectors,gathers), TUNE_S (300) -> tune.txt
   step "tune ${TUNE_TABLES:-all tables}"
+  local file=$OUT/${TUNE_NAME:-tune}.txt
   timeout "${TUNE_S:-300}" python3 scripts/tune_triton.py --quick ${TUNE_TABLES:+--tables "$TUNE_TABLES"} \
-    ${TUNE_ONLY:+--only "$TUNE_ONLY"} > "$OUT/tune.txt" 2>&1; echo "tune: exit $?"; grep -c "^|" "$OUT/tune.txt"; }
+    ${TUNE_ONLY:+--only "$TUNE_ONLY"} > "$file" 2>&1; echo "tune: exit $?"; grep -c "^|" "$file"; }
 copy_tree() {  # DIR: this tree's code in DIR, a git repository of its own (asv files results under its commit)
   rm -rf "$1"; mkdir -p "$1"
   cp -r "$root/src" "$root/benchmarks" "$root/scripts" "$root"/asv*.json "$root/pyproject.toml" "$1/"

@@ -60,7 +60,10 @@ def flash_variants(p):
         out["default, DIV 0"] = {**default, "DIV": 0}
         out["previous default"] = {**default, "DIV": 0, "LOAD_FIRST": False, "num_warps": old_warps}
         # 4 warps on a 512-element program (4 KV heads x 128, 8 x 64) slowed fp8 prefill (H100, 2026-12-05)
-        out["a warp per 256 el"] = {**default, "num_warps": max(1, min(4, default["BLOCK_H"] * default["BLOCK_D"] // 256))}
+        elements = default["BLOCK_H"] * default["BLOCK_D"]
+        out["a warp per 256 el"] = {**default, "num_warps": max(1, min(4, elements // 256))}
+        out["a warp per 1024 el"] = {**default, "num_warps": max(1, min(4, elements // 1024))}  # the rule before
+        # 2026-12-05 with today's loads and division
     for warps in (2, 4, 8):  # more warps than elements / 1024 gives: small batches get 1 warp a program by default,
         # where vLLM's Triton op runs 8 (it tiles a token's heads x head_size by up to 2048 elements)
         out[f"default, {warps} w"] = {**default, "num_warps": warps}

@@ -204,6 +204,33 @@ def test_mla_tuning_variants_match_the_reference_in_the_interpreter(kv, div, evi
     assert verify(impl.name, [w], write, impl.compare).method == "bit-exact"
 
 
+def test_ds_mla_codes_by_the_scales_reciprocal_are_the_quotients_at_extreme_tiles():
+    """fp8_ds_mla divides by each tile's power-of-two scale as a product with its reciprocal: the same codes as the
+    reference's division for tiles from 2**-16 to 2**100 (the floor scale 2**-13 and one near the top) and all-zero
+    ones (inputs that divide without rounding: the interpreter's fp8 rounding of ties is not the GPU's)."""
+    impl = get("triton", "mla")
+    case = make_case("triton", op="mla", num_tokens=24, num_blocks=4, block_size=16, device="cpu", slots="padded",
+                     kv_cache_dtype="fp8_ds_mla")
+    w = ops.workload(case, seed=5)
+    w.kv_c.copy_(exact_inputs(w.kv_c.shape, 128, w.kv_c.dtype))
+    tiles = w.kv_c.view(case.num_tokens, 4, 128)
+    tiles[:, 0] *= 2.0**100
+    tiles[:, 1] *= 2.0**-16
+    tiles[:, 2] = 0.0
+    assert verify(impl.name, [w], impl.bind(w), impl.compare).method == "bit-exact"
+
+
+def test_an_mla_slot_mapping_longer_than_the_rows_is_refused_before_any_launch():
+    """The MLA kernel reads every row, padding tokens' too: a slot without its row is a one-line error."""
+    from kvbench.impls.kernels.mla import concat_and_cache_mla
+
+    kv_c, k_pe = torch.zeros(3, 512, dtype=torch.bfloat16), torch.zeros(3, 64, dtype=torch.bfloat16)
+    cache = torch.zeros(2, 16, 576, dtype=torch.bfloat16)
+    slots = torch.tensor([0, 1, 2, -1], dtype=torch.int64)
+    with pytest.raises(ValueError, match=r"kv_c and k_pe need a row for each of the 4 slots; they have 3 and 3"):
+        concat_and_cache_mla(kv_c, k_pe, cache, slots, "auto", torch.ones(()))
+
+
 INTERPRETED = [("mla", dict(kv_cache_dtype="auto")), ("mla", dict(kv_cache_dtype="fp8_ds_mla")),
                ("mla", dict(kv_cache_dtype="fp8", skip_scale=True)), ("indexer", dict(scale_fmt="ue8m0")),
                ("indexer", dict(scale_fmt="mxfp8")), ("indexer", dict(scale_fmt="fp32", head_dim=512)), ("token-head-quant", dict(kv_cache_dtype="int8")),

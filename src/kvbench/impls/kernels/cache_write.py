@@ -15,8 +15,10 @@ shapes (no autotuning, so launches can be captured in a CUDA graph):
 - fp8: x / scale by the reciprocal and one fused multiply-add correction (DIV 1, correctly rounded for scales
   from 2**-100 to 2**100: divide_rn),
   streamed with evict_first;
-- a program loads its rows without waiting for its slot (LOAD_FIRST), which only decides whether and where they
-  are stored: one memory latency less for the small decode batches, where a call is a few microseconds.
+- a program loads its rows and both fp8 scales without waiting for its slot (LOAD_FIRST), which only decides
+  whether and where they are stored: the loads share one memory latency, which matters for the small decode
+  batches, where a call takes a few microseconds. (Before 2026-12-05 the value's scale was loaded only after the
+  key's division, one latency more: the SASS for sm_90 showed it.)
 Chosen from scripts/tune_triton.py (notes/triton.md): on an H200, auto 2158 us at 65536 tokens (0.97 of the copy
 rate) against 2182 with the earlier 16384 elements / 8 warps, fp8 1786 us with evict_first against 1868; on an
 H100 (2026-12-05), fp8 decode batches in the served layout: 4 warps and DIV 1 took 128 x 128 at 64 tokens from
@@ -62,12 +64,16 @@ def divide_rn(x, scale, DIV: tl.constexpr):
 
 
 @triton.jit
-def _fp8_codes(x, scale_ptr, heads, FP8: tl.constexpr, PER_HEAD: tl.constexpr, DIV: tl.constexpr):
-    """The fp8 codes (uint8) of saturate(x / scale), rounded to nearest; FP8 1 = e4m3fn, 2 = e5m2."""
+def _load_scale(scale_ptr, heads, PER_HEAD: tl.constexpr):
+    """The per-tensor scale, or the program's heads' scales as a column."""
     if PER_HEAD:
-        scale = tl.load(scale_ptr + heads)[:, None]
-    else:
-        scale = tl.load(scale_ptr)
+        return tl.load(scale_ptr + heads)[:, None]
+    return tl.load(scale_ptr)
+
+
+@triton.jit
+def _fp8_codes(x, scale, FP8: tl.constexpr, DIV: tl.constexpr):
+    """The fp8 codes (uint8) of saturate(x / scale), rounded to nearest; FP8 1 = e4m3fn, 2 = e5m2."""
     y = divide_rn(x.to(tl.float32), scale, DIV)
     if FP8 == 1:
         y = tl.clamp(y, -448.0, 448.0)
@@ -97,11 +103,15 @@ def _write_kernel(
     mask = (heads < NUM_HEADS)[:, None] & (dims < HEAD_SIZE)[None, :]
     h, d = heads[:, None], dims[None, :]
 
+    if FP8 != 0:  # both scales asked for with the rows: v's would otherwise wait for k's division (one memory
+        # latency more, a fifth of a decode batch's call on an H100)
+        k_scale = _load_scale(k_scale_ptr, heads, PER_HEAD)
+        v_scale = _load_scale(v_scale_ptr, heads, PER_HEAD)
     k = tl.load(key_ptr + token * key_st + h * key_sh + d, mask=mask, eviction_policy=EVICT)
     v = tl.load(value_ptr + token * value_st + h * value_sh + d, mask=mask, eviction_policy=EVICT)
     if FP8 != 0:
-        k = _fp8_codes(k, k_scale_ptr, heads, FP8, PER_HEAD, DIV)
-        v = _fp8_codes(v, v_scale_ptr, heads, FP8, PER_HEAD, DIV)
+        k = _fp8_codes(k, k_scale, FP8, DIV)
+        v = _fp8_codes(v, v_scale, FP8, DIV)
     if LOAD_FIRST:  # the rows were loaded without waiting for the slot; a padding token writes nothing
         if slot < 0:
             return

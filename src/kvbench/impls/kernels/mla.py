@@ -24,12 +24,12 @@ PROGRAMS_PER_SM = 4
 
 
 @triton.jit
-def _quantize(x, scale_ptr, FP8: tl.constexpr, SKIP_SCALE: tl.constexpr, DIV: tl.constexpr):
+def _quantize(x, scale, FP8: tl.constexpr, SKIP_SCALE: tl.constexpr, DIV: tl.constexpr):
     """fp8 codes (uint8) of saturate(x / scale) rounded to nearest (IEEE division, DIV as in cache_write.divide_rn;
     none with SKIP_SCALE); FP8 1 = e4m3fn, 2 = e5m2."""
     y = x.to(tl.float32)
     if not SKIP_SCALE:
-        y = divide_rn(y, tl.load(scale_ptr), DIV)
+        y = divide_rn(y, scale, DIV)
     if FP8 == 1:
         return tl.clamp(y, -448.0, 448.0).to(tl.float8e4nv).to(tl.uint8, bitcast=True)
     return tl.clamp(y, -57344.0, 57344.0).to(tl.float8e5).to(tl.uint8, bitcast=True)
@@ -45,14 +45,19 @@ def _mla_kernel(kv_c_ptr, k_pe_ptr, cache_ptr, slot_ptr, scale_ptr, num_tokens, 
     row = (slots // BLOCK_SIZE) * c_sb + (slots % BLOCK_SIZE) * c_so
     ok = (slots >= 0)[:, None]
     r, p = tl.arange(0, RANK_BLOCK)[None, :], tl.arange(0, PE_BLOCK)[None, :]
-    r_mask, p_mask = ok & (r < RANK), ok & (p < PE)
-    kv_c = tl.load(kv_c_ptr + tokens[:, None] * kv_c_st + r, mask=r_mask, eviction_policy=EVICT)
-    k_pe = tl.load(k_pe_ptr + tokens[:, None] * k_pe_st + p, mask=p_mask, eviction_policy=EVICT)
+    real = (tokens < num_tokens)[:, None]  # the rows are loaded without waiting for the slots (one memory latency
+    # less: a decode batch's call is a few microseconds); the slots decide only what is stored
+    if FP8 != 0 and not SKIP_SCALE:
+        scale = tl.load(scale_ptr)
+    else:
+        scale = 1.0
+    kv_c = tl.load(kv_c_ptr + tokens[:, None] * kv_c_st + r, mask=real & (r < RANK), eviction_policy=EVICT)
+    k_pe = tl.load(k_pe_ptr + tokens[:, None] * k_pe_st + p, mask=real & (p < PE), eviction_policy=EVICT)
     if FP8 != 0:
-        kv_c = _quantize(kv_c, scale_ptr, FP8, SKIP_SCALE, DIV)
-        k_pe = _quantize(k_pe, scale_ptr, FP8, SKIP_SCALE, DIV)
-    tl.store(cache_ptr + row[:, None] + r, kv_c, mask=r_mask, eviction_policy=EVICT)
-    tl.store(cache_ptr + row[:, None] + RANK + p, k_pe, mask=p_mask, eviction_policy=EVICT)
+        kv_c = _quantize(kv_c, scale, FP8, SKIP_SCALE, DIV)
+        k_pe = _quantize(k_pe, scale, FP8, SKIP_SCALE, DIV)
+    tl.store(cache_ptr + row[:, None] + r, kv_c, mask=ok & (r < RANK), eviction_policy=EVICT)
+    tl.store(cache_ptr + row[:, None] + RANK + p, k_pe, mask=ok & (p < PE), eviction_policy=EVICT)
 
 
 @triton.jit
@@ -63,21 +68,25 @@ def _ds_mla_kernel(kv_c_ptr, k_pe_ptr, cache_ptr, slot_ptr, num_tokens, kv_c_st,
     slots = tl.load(slot_ptr + tokens, mask=tokens < num_tokens, other=-1)
     row = (slots // BLOCK_SIZE) * c_sb + (slots % BLOCK_SIZE) * c_so  # in bytes
     ok = slots >= 0
+    real = tokens < num_tokens  # rows loaded without waiting for the slots, as in _mla_kernel
     t, i = tl.arange(0, 4), tl.arange(0, 128)
     x = tl.load(kv_c_ptr + tokens[:, None, None] * kv_c_st + t[None, :, None] * 128 + i[None, None, :],
-                mask=ok[:, None, None]).to(tl.float32)
+                mask=real[:, None, None]).to(tl.float32)
+    p = tl.arange(0, 64)
+    rope = tl.load(k_pe_ptr + tokens[:, None] * k_pe_st + p[None, :], mask=real[:, None])
     amax = tl.max(tl.abs(x), axis=2)  # [TOKENS, 4]
     u = tl.maximum(tl.math.div_rn(amax, tl.zeros_like(amax) + 448.0), 1e-4)
     bits = u.to(tl.int32, bitcast=True)
     exponent = ((bits >> 23) & 0xFF) + ((bits & 0x7FFFFF) != 0).to(tl.int32)  # ceil(log2(u)), biased
     scale = (exponent << 23).to(tl.float32, bitcast=True)
-    codes = tl.clamp(tl.math.div_rn(x, scale[:, :, None]), -448.0, 448.0).to(tl.float8e4nv).to(tl.uint8, bitcast=True)
+    # x / scale as x * (1 / scale): the scale is a power of two from 2**-13 up, so its reciprocal is exact and the
+    # product is the correctly rounded quotient (an infinite scale: 0, or NaN for an infinite x, as x / inf)
+    inverse = tl.math.div_rn(tl.zeros_like(scale) + 1.0, scale)
+    codes = tl.clamp(x * inverse[:, :, None], -448.0, 448.0).to(tl.float8e4nv).to(tl.uint8, bitcast=True)
     tl.store(cache_ptr + row[:, None, None] + t[None, :, None] * 128 + i[None, None, :], codes,
              mask=ok[:, None, None])
     scale_ptr = (cache_ptr + row[:, None] + 512 + t[None, :] * 4).to(tl.pointer_type(tl.float32))
     tl.store(scale_ptr, scale, mask=ok[:, None])
-    p = tl.arange(0, 64)
-    rope = tl.load(k_pe_ptr + tokens[:, None] * k_pe_st + p[None, :], mask=ok[:, None])
     rope_ptr = (cache_ptr + row[:, None] + 528 + p[None, :] * 2).to(tl.pointer_type(tl.int16))
     tl.store(rope_ptr, rope.to(tl.int16, bitcast=True), mask=ok[:, None])
 
@@ -109,6 +118,9 @@ def concat_and_cache_mla(kv_c, k_pe, kv_cache, slot_mapping, kv_cache_dtype: str
         return
     if kv_c.stride(1) != 1 or k_pe.stride(1) != 1:
         raise ValueError("kv_c and k_pe must be contiguous along their last dim")
+    if min(kv_c.shape[0], k_pe.shape[0]) < num_tokens:  # every row is read, padding tokens' too
+        raise ValueError(f"kv_c and k_pe need a row for each of the {num_tokens} slots; they have "
+                         f"{kv_c.shape[0]} and {k_pe.shape[0]}")
     device_index = kv_c.device.index if kv_c.is_cuda else None
     tokens = tokens or tokens_per_program(num_tokens, _sm_count(device_index))
     grid = (triton.cdiv(num_tokens, tokens),)
