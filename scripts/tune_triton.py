@@ -4,8 +4,9 @@ bandwidth measured in the same process. The defaults in kvbench.impls.kernels co
 - flash: the flash write (auto and fp8; launch shapes, eviction hints, the division, the slot awaited before the
   loads or not, the defaults before 2026-12-05), warm and cold;
 - served: the write in vLLM's served layout (nhd-packed, block 64) at 8 and 4 KV heads x 128, shapes models serve;
-- decode: the same layout with small decode batches (64 and 512 tokens padded to vLLM's CUDA graphs), 8 and 128 heads;
+- decode: the same layout with small decode batches (64 and 512 tokens padded to vLLM's CUDA graphs), 1 to 128 heads;
 - mla: the MLA write (tokens per program, warps, the division, eviction hints), cold L2;
+- mla-decode: the MLA write with decode batches (64 and 512 tokens, padded);
 - indexer: the indexer write;
 - paged: the paged write (value stored transposed or not), "x ideal" and "x sector ideal" (kvbench.ops.sectors);
 - sectors: the sector model checked: a whole fill and a 2-bytes-per-sector strided write of one region, measured
@@ -70,6 +71,9 @@ def flash_variants(p):
     tile = {**default, "BLOCK_H": min(triton.next_power_of_2(c.num_heads), max(1, 2048 // default["BLOCK_D"])),
             "num_warps": 8}  # vLLM's Triton op's shape: up to 2048 elements of a token a program, 8 warps
     out["2048 el/8 w always"] = tile
+    whole = tile["BLOCK_H"] * tile["BLOCK_D"]  # the same whole-token programs with fewer warps (small batches)
+    out["whole tokens, 4 w"] = {**tile, "num_warps": 4}
+    out["whole tokens, a warp per 128 el"] = {**tile, "num_warps": max(1, min(8, whole // 128))}
     if c.is_fp8:
         for elements, warps in ((2048, 2), (4096, 4), (8192, 4), (8192, 8)):
             cfg = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, True, elements, warps)
@@ -196,7 +200,7 @@ def sector_check(bw, region_bytes: int = 512 << 20, samples: int = 15, device: s
           flush=True)
 
 
-TABLES = ("flash", "served", "decode", "mla", "indexer", "paged", "sectors", "gathers")
+TABLES = ("flash", "served", "decode", "mla", "mla-decode", "indexer", "paged", "sectors", "gathers")
 ONLY: list[re.Pattern] = []  # --only
 
 
@@ -231,11 +235,15 @@ def main():
         table("served decode batches (nhd-packed, block 64, padded to vLLM's CUDA graphs)",
               [make_case("triton", "nhd-packed", num_tokens=n, num_heads=h, block_size=64, num_blocks=1024,
                          slots="decode-padded", kv_cache_dtype=kv)  # a block per sequence: 512 would do
-               for h in (8, 128) for kv in ("auto", "fp8") for n in (64, 512)], flash_variants, bw)
+               for h in (1, 4, 8, 128) for kv in ("auto", "fp8") for n in (64, 512)], flash_variants, bw)
     if "mla" in chosen:
         table("MLA", [make_case("triton", op="mla", num_tokens=n, kv_cache_dtype=kv, l2=l2, num_blocks=8192)
                       for kv in ("auto", "fp8", "fp8_ds_mla") for n in tokens for l2 in ("cold", "warm")
                       if l2 == "cold" or n == 65536], mla_variants, bw)
+    if "mla-decode" in chosen:  # DeepSeek's decode batches: the served table's MLA rows
+        table("MLA decode batches (padded to vLLM's CUDA graphs)",
+              [make_case("triton", op="mla", num_tokens=n, kv_cache_dtype=kv, slots="decode-padded", num_blocks=1024)
+               for kv in ("auto", "fp8", "fp8_ds_mla") for n in (64, 512)], mla_variants, bw)
     if "indexer" in chosen:
         table("indexer", [make_case("triton", op="indexer", num_tokens=n) for n in [1024] + tokens],
               indexer_variants, bw)

@@ -139,8 +139,10 @@ def test_launch_heuristic():
                                                                  LOAD_FIRST=True)
     small = launch_config(2, 128, 128, 132)
     assert small["BLOCK_H"] == 1 and small["num_warps"] == 1  # 256 programs for 2 tokens
-    decode = launch_config(64, 8, 128, 132, fp8=True)  # an fp8 decode batch: programs of one head, still 4 warps
-    assert (decode["BLOCK_H"], decode["num_warps"]) == (1, 4)
+    decode = launch_config(64, 8, 128, 132, fp8=True)  # an fp8 decode batch: programs of one head, one warp
+    assert (decode["BLOCK_H"], decode["num_warps"]) == (1, 1)
+    prefill = launch_config(8192, 4, 128, 132, fp8=True)  # 512-element fp8 programs: a warp per 256 elements
+    assert (prefill["BLOCK_H"], prefill["num_warps"]) == (4, 2)
     assert launch_config(16, 32, 80, 132)["BLOCK_D"] == 128
 
 

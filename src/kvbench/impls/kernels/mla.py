@@ -3,7 +3,8 @@
 One program writes TOKENS tokens: their kv_c rows as one [TOKENS, RANK_BLOCK] tile and their k_pe rows as one
 [TOKENS, PE_BLOCK] tile (powers of two, masked), stored straight into the cache rows. A row is only 1.1 KB, so
 several tokens per program keep enough bytes in flight per SM; TOKENS shrinks for small token counts so that the
-grid still covers the chip. fp8 rows divide by the scale with IEEE division (as vLLM and the reference do);
+grid still covers the chip. fp8 rows divide by the scale with IEEE division (as vLLM and the reference do; by
+default through the reciprocal and one correction, cache_write.divide_rn's DIV 1);
 fp8_ds_mla rows take each 128-value tile's power-of-two scale from the tile's amax, computed exactly from the
 float32 bits of max(amax / 448, 1e-4) (the next power of two up: the exponent, plus one unless the mantissa is 0).
 """
@@ -19,7 +20,10 @@ import triton.language as tl
 from kvbench.impls.kernels.cache_write import divide_rn
 
 FP8_CODES = {None: 0, "e4m3": 1, "e5m2": 2}
-MAX_TOKENS_PER_PROGRAM = 4  # with 2 warps: the best of 1-16 tokens x 2-8 warps on an H200 (notes/triton.md)
+# (most tokens per program, warps) by cache kind, from scripts/tune_triton.py's MLA table on an H100 (2026-12-05,
+# notes/triton.md): at 65536 tokens, cold L2, auto 56.4 us (4 / 1) against 56.6 (4 / 2, the H200's choice before),
+# fp8 41.8 (2 / 2, DIV 1) against 42.7 (4 / 2, DIV 0), fp8_ds_mla 47.9 (2 / 1) against 53.3 (4 / 2)
+LAUNCH = {"auto": (4, 1), "fp8": (2, 2), "fp8_ds_mla": (2, 1)}
 PROGRAMS_PER_SM = 4
 
 
@@ -98,7 +102,7 @@ def _sm_count(device_index: int | None) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def tokens_per_program(num_tokens: int, sm_count: int, most: int = MAX_TOKENS_PER_PROGRAM) -> int:
+def tokens_per_program(num_tokens: int, sm_count: int, most: int = LAUNCH["auto"][0]) -> int:
     """As many tokens per program as keep at least PROGRAMS_PER_SM programs per SM (a power of two, 1..most)."""
     tokens = most
     while tokens > 1 and triton.cdiv(num_tokens, tokens) < PROGRAMS_PER_SM * sm_count:
@@ -107,7 +111,7 @@ def tokens_per_program(num_tokens: int, sm_count: int, most: int = MAX_TOKENS_PE
 
 
 def concat_and_cache_mla(kv_c, k_pe, kv_cache, slot_mapping, kv_cache_dtype: str, scale, skip_scale: bool = False,
-                         tokens: int | None = None, num_warps: int | None = None, div: int = 0,
+                         tokens: int | None = None, num_warps: int | None = None, div: int = 1,
                          evict: str = "") -> None:
     """Write kv_c [T, R] and k_pe [T, P] rows into kv_cache [blocks, block_size, entry] (see kvbench.ops.mla);
     `tokens`, `num_warps`, `div` and `evict` override the launch heuristic (scripts/tune_triton.py)."""
@@ -122,15 +126,18 @@ def concat_and_cache_mla(kv_c, k_pe, kv_cache, slot_mapping, kv_cache_dtype: str
         raise ValueError(f"kv_c and k_pe need a row for each of the {num_tokens} slots; they have "
                          f"{kv_c.shape[0]} and {k_pe.shape[0]}")
     device_index = kv_c.device.index if kv_c.is_cuda else None
-    tokens = tokens or tokens_per_program(num_tokens, _sm_count(device_index))
+    kind = "fp8_ds_mla" if kv_cache_dtype == "fp8_ds_mla" else "fp8" if KV_CACHE_DTYPES[kv_cache_dtype] else "auto"
+    most, warps = LAUNCH[kind]
+    tokens = tokens or tokens_per_program(num_tokens, _sm_count(device_index), most)
+    num_warps = num_warps or warps
     grid = (triton.cdiv(num_tokens, tokens),)
     common = (kv_c.stride(0), k_pe.stride(0), kv_cache.stride(0), kv_cache.stride(1))
     if kv_cache_dtype == "fp8_ds_mla":
         _ds_mla_kernel[grid](kv_c, k_pe, kv_cache, slot_mapping, num_tokens, *common,
-                             BLOCK_SIZE=kv_cache.shape[1], TOKENS=tokens, num_warps=num_warps or 2)
+                             BLOCK_SIZE=kv_cache.shape[1], TOKENS=tokens, num_warps=num_warps)
         return
     rank, pe = kv_c.shape[1], k_pe.shape[1]
     _mla_kernel[grid](kv_c, k_pe, kv_cache, slot_mapping, scale, num_tokens, *common, RANK=rank, PE=pe,
                       RANK_BLOCK=triton.next_power_of_2(rank), PE_BLOCK=triton.next_power_of_2(pe),
                       BLOCK_SIZE=kv_cache.shape[1], TOKENS=tokens, FP8=FP8_CODES[KV_CACHE_DTYPES[kv_cache_dtype]],
-                      SKIP_SCALE=skip_scale, DIV=div, EVICT=evict, num_warps=num_warps or 2)
+                      SKIP_SCALE=skip_scale, DIV=div, EVICT=evict, num_warps=num_warps)
