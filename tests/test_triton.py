@@ -133,14 +133,20 @@ def test_launch_heuristic():
     assert launch_config(65536, 128, 128, 132) == dict(BLOCK_H=16, BLOCK_D=128, num_warps=2, EVICT="", DIV=1,
                                                        VALUE_T=False, LOAD_FIRST=True)
     assert launch_config(256, 128, 128, 132)["BLOCK_H"] == 16  # 2048 programs: at least 4 per SM (528)
-    assert launch_config(32, 128, 128, 132)["BLOCK_H"] == 4  # 256, then 512 programs were too few: halved twice
+    assert launch_config(32, 128, 128, 132)["BLOCK_H"] == 8  # 256 programs were too few: halved once, to 1024
+    # elements, no further (512 programs: a small batch)
     assert launch_config(65536, 128, 128, 132, fp8=True) == dict(BLOCK_H=32, BLOCK_D=128, num_warps=4,
                                                                  EVICT="evict_first", DIV=1, VALUE_T=False,
                                                                  LOAD_FIRST=True)
     small = launch_config(2, 128, 128, 132)
-    assert small["BLOCK_H"] == 1 and small["num_warps"] == 1  # 256 programs for 2 tokens
-    decode = launch_config(64, 8, 128, 132, fp8=True)  # an fp8 decode batch: programs of one head, one warp
-    assert (decode["BLOCK_H"], decode["num_warps"]) == (1, 1)
+    assert small["BLOCK_H"] == 8 and small["num_warps"] == 4  # 32 programs of 1024 elements for 2 tokens, 4 warps
+    for fp8 in (False, True):  # a decode batch of 8 KV heads: whole tokens (64 programs), 4 warps each
+        decode = launch_config(64, 8, 128, 132, fp8=fp8)
+        assert (decode["BLOCK_H"], decode["num_warps"]) == (8, 4)
+    assert launch_config(64, 1, 128, 132, fp8=True)["num_warps"] == 4  # 64 programs of one head
+    big_decode = launch_config(64, 128, 128, 132, fp8=True)  # 1024 programs of 1024 elements: enough, 4 warps
+    assert (big_decode["BLOCK_H"], big_decode["num_warps"]) == (8, 4)
+    assert launch_config(64, 8, 128, 132, max_warps=2)["num_warps"] == 2  # a tuning variant's bound holds
     prefill = launch_config(8192, 4, 128, 132, fp8=True)  # 512-element fp8 programs: a warp per 256 elements
     assert (prefill["BLOCK_H"], prefill["num_warps"]) == (4, 2)
     assert launch_config(16, 32, 80, 132)["BLOCK_D"] == 128
