@@ -20,6 +20,9 @@ shapes (no autotuning, so launches can be captured in a CUDA graph):
 - fp8: x / scale by the reciprocal and one fused multiply-add correction (DIV 1, correctly rounded for scales
   from 2**-100 to 2**100: divide_rn),
   streamed with evict_first;
+- paged layout: the value tile is stored transposed (VALUE_T), so that a thread's neighbouring stores are one
+  head's consecutive dims, block_size elements apart (H100, 2026-12-05, 128 x 128 at 16384 random slots: bf16
+  8480 against 12714 us, fp8 4488 against 14721; 8 x 128 fp8 273 against 396);
 - a program loads its rows and both fp8 scales without waiting for its slot (LOAD_FIRST), which only decides
   whether and where they are stored: the loads share one memory latency, which matters for the small decode
   batches, where a call takes a few microseconds. (Before 2026-12-05 the value's scale was loaded only after the
@@ -133,7 +136,7 @@ def _write_kernel(
         k_dst = block * kc_sb + offset * kc_so + h * kc_sh + d
     v_dst = block * vc_sb + offset * vc_so + h * vc_sh + d * vc_sd  # paged: vc_sd = block_size (transposed)
     tl.store(key_cache_ptr + k_dst, k, mask=mask, eviction_policy=EVICT)
-    if VALUE_T:  # the value tile stored as [dims, heads]: a tuning variant for the paged value's scattered stores
+    if VALUE_T:  # the value tile stored as [dims, heads]: the paged value's scattered stores (its default)
         tl.store(value_cache_ptr + tl.trans(v_dst), tl.trans(v), mask=tl.trans(mask), eviction_policy=EVICT)
     else:
         tl.store(value_cache_ptr + v_dst, v, mask=mask, eviction_policy=EVICT)
@@ -206,7 +209,7 @@ def reshape_and_cache(
     block_size = key_cache.shape[3] if layout == "paged" else value_cache.shape[2 if layout == "hnd" else 1]
     device_index = key.device.index if key.is_cuda else None
     base = launch_config(num_tokens, num_heads, head_size, _sm_count(device_index), fp8=fp8_format is not None)
-    config = {**base, **(config or {})}
+    config = {**base, "VALUE_T": layout == "paged", **(config or {})}
     grid = (num_tokens, triton.cdiv(num_heads, config["BLOCK_H"]))
     _write_kernel[grid](
         key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale,
