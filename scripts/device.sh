@@ -10,7 +10,7 @@
 #   releases kvbench vllm-history --releases $RELEASES with the packed kernels in .kernels -> releases-gpuN.tgz
 #   tables   each op's sweep: vLLM's kernels, kvbench's, torch; 8 sizes   -> tables.tgz (JSON + text)
 #   tune     launch-parameter variants of kvbench's Triton kernels, the sector model's check -> tune.txt
-#            (TUNE_TABLES=flash,served,decode,mla,indexer,paged,sectors,gathers to choose; TUNE_ONLY: a regular
+#            (TUNE_TABLES=flash,served,decode,mla,mla-decode,indexer,paged,sectors,gathers to choose; TUNE_ONLY: a regular
 #            expression the variants' names must match; TUNE_S: limit, default 300; TUNE_NAME: the file's name)
 #   history  vLLM 0.31.0, 0.32.0 and 0.33.0 through `kvbench vllm-history` (git tags stand in for vLLM's repository)
 #            -> history.tgz (asv results + machine file)
@@ -74,7 +74,8 @@ served_table() {  # VERSION: scripts/served_table.py with that vLLM's kernels ->
   ( use_vllm "$1" || exit 1; timeout "${SERVED_S:-240}" python3 scripts/served_table.py "$OUT" 2> "$OUT/served-table.log" \
     | tail -n 90 ) || tail -n 5 "$OUT/served-table.log"
 }
-tune() {  # TUNE_TABLES (default all: flash,served,decode,mla,indexer,paged,sectors,gathers), TUNE_S (300) -> tune.txt
+tune() {  # TUNE_TABLES (default all: flash,served,decode,mla,mla-decode,indexer,paged,sectors,gathers), TUNE_S
+  # (300) -> ${TUNE_NAME:-tune}.txt
   step "tune ${TUNE_TABLES:-all tables}"
   local file=$OUT/${TUNE_NAME:-tune}.txt
   timeout "${TUNE_S:-300}" python3 scripts/tune_triton.py --quick ${TUNE_TABLES:+--tables "$TUNE_TABLES"} \

@@ -56,22 +56,24 @@ def flash_variants(p):
         out[f"{elements} el/{warps} w, cached"] = {**cfg, "EVICT": ""}
     default = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, c.is_fp8)
     out["default, slot first"] = {**default, "LOAD_FIRST": False}  # the slot awaited before the loads
-    if c.is_fp8:  # the defaults before 2026-12-05: div_rn, slot first, warps by elements (1 for a decode batch)
-        old_warps = max(1, min(4, default["BLOCK_H"] * default["BLOCK_D"] // 1024))
+    if c.is_fp8:  # the defaults before 2026-12-05: div_rn, slot first, BLOCK_H halved down to one head, warps by
+        # elements (1 for a decode batch)
+        old_h = _previous_block_h(c, sm)
+        old_warps = max(1, min(4, old_h * default["BLOCK_D"] // 1024))
         out["default, DIV 0"] = {**default, "DIV": 0}
-        out["previous default"] = {**default, "DIV": 0, "LOAD_FIRST": False, "num_warps": old_warps}
+        out["previous default"] = {**default, "BLOCK_H": old_h, "DIV": 0, "LOAD_FIRST": False, "num_warps": old_warps}
         # 4 warps on a 512-element program (4 KV heads x 128, 8 x 64) slowed fp8 prefill (H100, 2026-12-05)
         elements = default["BLOCK_H"] * default["BLOCK_D"]
         out["a warp per 256 el"] = {**default, "num_warps": max(1, min(4, elements // 256))}
         out["a warp per 1024 el"] = {**default, "num_warps": max(1, min(4, elements // 1024))}  # the rule before
         # 2026-12-05 with today's loads and division
-    for warps in (2, 4, 8):  # more warps than elements / 1024 gives: small batches get 1 warp a program by default,
-        # where vLLM's Triton op runs 8 (it tiles a token's heads x head_size by up to 2048 elements)
+    for warps in (2, 4, 8):  # the default's programs with other warps (vLLM's Triton op runs 8)
         out[f"default, {warps} w"] = {**default, "num_warps": warps}
     tile = {**default, "BLOCK_H": min(triton.next_power_of_2(c.num_heads), max(1, 2048 // default["BLOCK_D"])),
             "num_warps": 8}  # vLLM's Triton op's shape: up to 2048 elements of a token a program, 8 warps
     out["2048 el/8 w always"] = tile
-    whole = tile["BLOCK_H"] * tile["BLOCK_D"]  # the same whole-token programs with fewer warps (small batches)
+    whole = tile["BLOCK_H"] * tile["BLOCK_D"]  # the same programs (whole tokens up to 2048 elements: 16 of 128
+    # heads x 128) with fewer warps
     out["whole tokens, 4 w"] = {**tile, "num_warps": 4}
     out["whole tokens, a warp per 128 el"] = {**tile, "num_warps": max(1, min(8, whole // 128))}
     if c.is_fp8:
@@ -79,6 +81,15 @@ def flash_variants(p):
             cfg = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, True, elements, warps)
             out[f"{elements} el/{warps} w, cached"] = {**cfg, "EVICT": ""}
     return _flash_writers(out)
+
+
+def _previous_block_h(c, sm: int) -> int:
+    """BLOCK_H as the rule before 2026-12-05 chose it for an fp8 cache: up to 4096 elements, halved while the grid
+    has fewer than 4 programs per SM, down to one head."""
+    block_h = min(triton.next_power_of_2(c.num_heads), max(1, 4096 // triton.next_power_of_2(c.head_size)))
+    while block_h > 1 and c.num_tokens * triton.cdiv(c.num_heads, block_h) < 4 * sm:
+        block_h //= 2
+    return block_h
 
 
 def _flash_writers(configs):

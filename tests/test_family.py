@@ -206,18 +206,37 @@ def test_mla_tuning_variants_match_the_reference_in_the_interpreter(kv, div, evi
 
 def test_ds_mla_codes_by_the_scales_reciprocal_are_the_quotients_at_extreme_tiles():
     """fp8_ds_mla divides by each tile's power-of-two scale as a product with its reciprocal: the same codes as the
-    reference's division for tiles from 2**-16 to 2**100 (the floor scale 2**-13 and one near the top) and all-zero
-    ones (inputs that divide without rounding: the interpreter's fp8 rounding of ties is not the GPU's)."""
+    reference's division for tiles from 2**-16 to 2**118 (the floor scale 2**-13, and 2**116 near the top of bf16's
+    range) and all-zero ones (inputs that divide without rounding: the interpreter's fp8 rounding of ties is not the
+    GPU's). It guards the scale's exponent and its reciprocal; a product and a quotient agree on such inputs."""
     impl = get("triton", "mla")
     case = make_case("triton", op="mla", num_tokens=24, num_blocks=4, block_size=16, device="cpu", slots="padded",
                      kv_cache_dtype="fp8_ds_mla")
     w = ops.workload(case, seed=5)
     w.kv_c.copy_(exact_inputs(w.kv_c.shape, 128, w.kv_c.dtype))
     tiles = w.kv_c.view(case.num_tokens, 4, 128)
-    tiles[:, 0] *= 2.0**100
+    tiles[:, 0] *= 2.0**118
     tiles[:, 1] *= 2.0**-16
     tiles[:, 2] = 0.0
     assert verify(impl.name, [w], impl.bind(w), impl.compare).method == "bit-exact"
+
+
+@pytest.mark.parametrize("kv", ["auto", "fp8", "fp8_ds_mla"])
+def test_mla_programs_past_the_last_token_store_nothing(kv):
+    """23 tokens (padding among them) in programs of 1, 2, 4 and 8 tokens: the last program's rows past the slot
+    mapping are neither read nor stored, every token's row is the reference's."""
+    from kvbench.impls.kernels.mla import concat_and_cache_mla
+
+    impl = get("triton", "mla")
+    case = make_case("triton", op="mla", num_tokens=23, num_blocks=4, block_size=16, device="cpu", slots="padded",
+                     kv_cache_dtype=kv)
+    w = ops.workload(case, seed=3)
+    w.kv_c.copy_(exact_inputs(w.kv_c.shape, 128, w.kv_c.dtype, top=56.0))
+    w.k_pe.copy_(exact_inputs(w.k_pe.shape, 64, w.k_pe.dtype, top=56.0))
+    w.scale.fill_(0.125)
+    for tokens in (1, 2, 4, 8):
+        write = lambda: concat_and_cache_mla(w.kv_c, w.k_pe, w.kv_cache, w.slot_mapping, kv, w.scale, tokens=tokens)
+        assert verify(impl.name, [w], write, impl.compare).method == "bit-exact", tokens
 
 
 def test_an_mla_slot_mapping_longer_than_the_rows_is_refused_before_any_launch():

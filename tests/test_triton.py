@@ -53,6 +53,7 @@ MATRIX = [
 ]
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # (a per-head scale read past the heads divided by garbage)
 @pytest.mark.parametrize("layout, dtype, kv, scales", MATRIX)
 def test_interpreter_matches_reference(layout, dtype, kv, scales):
     case = make_case("triton", layout, num_tokens=7, num_heads=3, head_size=64, num_blocks=3, dtype=dtype,
@@ -146,7 +147,9 @@ def test_launch_heuristic():
     assert launch_config(64, 1, 128, 132, fp8=True)["num_warps"] == 4  # 64 programs of one head
     big_decode = launch_config(64, 128, 128, 132, fp8=True)  # 1024 programs of 1024 elements: enough, 4 warps
     assert (big_decode["BLOCK_H"], big_decode["num_warps"]) == (8, 4)
-    assert launch_config(64, 8, 128, 132, max_warps=2)["num_warps"] == 2  # a tuning variant's bound holds
+    assert launch_config(64, 8, 128, 132, max_warps=2)["num_warps"] == 2  # a tuning variant's warps hold
+    assert launch_config(64, 8, 128, 132, max_warps=8)["num_warps"] == 8
+    assert launch_config(4096, 8, 128, 132, paged=True)["VALUE_T"]  # the paged value is stored transposed
     prefill = launch_config(8192, 4, 128, 132, fp8=True)  # 512-element fp8 programs: a warp per 256 elements
     assert (prefill["BLOCK_H"], prefill["num_warps"]) == (4, 2)
     assert launch_config(16, 32, 80, 132)["BLOCK_D"] == 128

@@ -75,10 +75,11 @@ def divide_rn(x, scale, DIV: tl.constexpr):
 
 
 @triton.jit
-def _load_scale(scale_ptr, heads, PER_HEAD: tl.constexpr):
-    """The per-tensor scale, or the program's heads' scales as a column."""
+def _load_scale(scale_ptr, heads, NUM_HEADS: tl.constexpr, PER_HEAD: tl.constexpr):
+    """The per-tensor scale, or the program's heads' scales as a column (1 past the last head: a program's heads
+    may run past it when BLOCK_H does not divide NUM_HEADS)."""
     if PER_HEAD:
-        scale = tl.load(scale_ptr + heads)[:, None]
+        scale = tl.load(scale_ptr + heads, mask=heads < NUM_HEADS, other=1.0)[:, None]
     else:  # (one return: Triton 3.6 refuses returns of two shapes, even under a constexpr condition)
         scale = tl.load(scale_ptr)
     return scale
@@ -118,8 +119,8 @@ def _write_kernel(
 
     if FP8 != 0:  # both scales asked for with the rows: v's would otherwise wait for k's division (one memory
         # latency more, a fifth of a decode batch's call on an H100)
-        k_scale = _load_scale(k_scale_ptr, heads, PER_HEAD)
-        v_scale = _load_scale(v_scale_ptr, heads, PER_HEAD)
+        k_scale = _load_scale(k_scale_ptr, heads, NUM_HEADS, PER_HEAD)
+        v_scale = _load_scale(v_scale_ptr, heads, NUM_HEADS, PER_HEAD)
     k = tl.load(key_ptr + token * key_st + h * key_sh + d, mask=mask, eviction_policy=EVICT)
     v = tl.load(value_ptr + token * value_st + h * value_sh + d, mask=mask, eviction_policy=EVICT)
     if FP8 != 0:
@@ -150,7 +151,7 @@ def _sm_count(device_index: int | None) -> int:
 
 
 def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int, fp8: bool = False,
-                  max_elements: int | None = None, max_warps: int | None = None) -> dict:
+                  max_elements: int | None = None, max_warps: int | None = None, paged: bool = False) -> dict:
     """BLOCK_H, BLOCK_D, num_warps and the eviction policy for a write (see the module docstring)."""
     block_d = triton.next_power_of_2(head_size)
     heads = triton.next_power_of_2(num_heads)
@@ -160,11 +161,11 @@ def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int
     while block_h > fewest and num_tokens * triton.cdiv(num_heads, block_h) < enough:
         block_h //= 2
     if num_tokens * triton.cdiv(num_heads, block_h) < enough:  # a small batch: few programs, each with more warps
-        num_warps = min(max_warps or SMALL_BATCH_WARPS, SMALL_BATCH_WARPS)
+        num_warps = max_warps or SMALL_BATCH_WARPS  # (a tuning variant's warps as asked)
     else:
         num_warps = max(1, min(max_warps or MAX_WARPS[fp8], block_h * block_d // ELEMENTS_PER_WARP[fp8]))
     return dict(BLOCK_H=block_h, BLOCK_D=block_d, num_warps=num_warps, EVICT=EVICTION_POLICY[fp8], DIV=1,
-                VALUE_T=False, LOAD_FIRST=True)
+                VALUE_T=paged, LOAD_FIRST=True)
 
 
 def _cache_strides(layout: str, key_cache: torch.Tensor, value_cache: torch.Tensor) -> tuple[int, ...]:
@@ -208,8 +209,9 @@ def reshape_and_cache(
         return
     block_size = key_cache.shape[3] if layout == "paged" else value_cache.shape[2 if layout == "hnd" else 1]
     device_index = key.device.index if key.is_cuda else None
-    base = launch_config(num_tokens, num_heads, head_size, _sm_count(device_index), fp8=fp8_format is not None)
-    config = {**base, "VALUE_T": layout == "paged", **(config or {})}
+    base = launch_config(num_tokens, num_heads, head_size, _sm_count(device_index), fp8=fp8_format is not None,
+                         paged=layout == "paged")
+    config = {**base, **(config or {})}
     grid = (num_tokens, triton.cdiv(num_heads, config["BLOCK_H"]))
     _write_kernel[grid](
         key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale,

@@ -4,7 +4,8 @@ One program writes TOKENS tokens: their kv_c rows as one [TOKENS, RANK_BLOCK] ti
 [TOKENS, PE_BLOCK] tile (powers of two, masked), stored straight into the cache rows. A row is only 1.1 KB, so
 several tokens per program keep enough bytes in flight per SM; TOKENS shrinks for small token counts so that the
 grid still covers the chip. fp8 rows divide by the scale with IEEE division (as vLLM and the reference do; by
-default through the reciprocal and one correction, cache_write.divide_rn's DIV 1);
+default through the reciprocal and one correction, cache_write.divide_rn's DIV 1, exact for scales from 2**-100
+to 2**100);
 fp8_ds_mla rows take each 128-value tile's power-of-two scale from the tile's amax, computed exactly from the
 float32 bits of max(amax / 448, 1e-4) (the next power of two up: the exponent, plus one unless the mantissa is 0).
 """
