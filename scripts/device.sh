@@ -5,12 +5,13 @@
 #   tests    every GPU test (vLLM 0.33's real kernels loaded)            -> gpu-tests.txt
 #   tests33 / tests34  the same but the read ops (readops has them) with vLLM 0.33.0 / 0.34.0 -> gpu-tests-0.3X.0.txt
 #   served   scripts/served_table.py with vLLM 0.34.0: as served vs as benchmarked -> served-table.md/.json
-#   readops  the other cache ops: GPU tests (vLLM 0.34.0) and each op's sweep -> gpu-tests-readops.txt, readops.txt/.tgz
-#            (READOPS_SWEEPS=0: the tests only; READOPS_TESTS_S, SWEEP_S: time limits)
+#   readops  the other cache ops: GPU tests (vLLM $READOPS_VLLM, default 0.34.0) and each op's sweep
+#            -> gpu-tests-readops-VERSION.txt, readops.txt/.tgz (READOPS_SWEEPS=0: the tests only; READOPS_TESTS_S,
+#            SWEEP_S: time limits)
 #   releases kvbench vllm-history --releases $RELEASES with the packed kernels in .kernels -> releases-gpuN.tgz
 #   tables   each op's sweep: vLLM's kernels, kvbench's, torch; 8 sizes   -> tables.tgz (JSON + text)
 #   tune     launch-parameter variants of kvbench's Triton kernels, the sector model's check -> tune.txt
-#            (TUNE_TABLES=flash,served,decode,mla,mla-decode,indexer,paged,sectors,gathers to choose; TUNE_ONLY: a regular
+#            (TUNE_TABLES=flash,served,main,decode,mla,mla-decode,indexer,paged,sectors,gathers; TUNE_ONLY: a regular
 #            expression the variants' names must match; TUNE_S: limit, default 300; TUNE_NAME: the file's name)
 #   history  vLLM 0.31.0, 0.32.0 and 0.33.0 through `kvbench vllm-history` (git tags stand in for vLLM's repository)
 #            -> history.tgz (asv results + machine file)
@@ -74,7 +75,7 @@ served_table() {  # VERSION: scripts/served_table.py with that vLLM's kernels ->
   ( use_vllm "$1" || exit 1; timeout "${SERVED_S:-240}" python3 scripts/served_table.py "$OUT" 2> "$OUT/served-table.log" \
     | tail -n 90 ) || tail -n 5 "$OUT/served-table.log"
 }
-tune() {  # TUNE_TABLES (default all: flash,served,decode,mla,mla-decode,indexer,paged,sectors,gathers), TUNE_S
+tune() {  # TUNE_TABLES (default all: flash,served,main,decode,mla,mla-decode,indexer,paged,sectors,gathers), TUNE_S
   # (300) -> ${TUNE_NAME:-tune}.txt
   step "tune ${TUNE_TABLES:-all tables}"
   local file=$OUT/${TUNE_NAME:-tune}.txt
@@ -195,11 +196,12 @@ releases)  # vLLM's history, release by release: RELEASES="0.20.0 0.21.0 ..." wh
 tests34) GPU_TESTS_S=${GPU_TESTS_S:-280} gpu_tests 0.34.0 gpu-tests-0.34.0 --ignore=tests/test_read_ops.py ;;
 tests33) GPU_TESTS_S=${GPU_TESTS_S:-280} gpu_tests 0.33.0 gpu-tests-0.33.0 --ignore=tests/test_read_ops.py ;;
 served) served_table 0.34.0 ;;
-readops)  # the other cache ops: their GPU tests with vLLM 0.34.0, then each op's sweep (vLLM, kvbench, torch)
-  step "read side and other cache ops"
-  ( use_vllm 0.34.0 || exit 1; export SWEEP_DIR=readops
+readops)  # the other cache ops: their GPU tests with vLLM $READOPS_VLLM (0.34.0), then each op's sweep
+  step "read side and other cache ops (vLLM ${READOPS_VLLM:-0.34.0})"
+  ( use_vllm "${READOPS_VLLM:-0.34.0}" || exit 1; export SWEEP_DIR=readops
     timeout -s INT -k 20 "${READOPS_TESTS_S:-240}" python3 -m pytest -m gpu tests/test_read_ops.py \
-      tests/test_coverage.py -q -p no:cacheprovider -rf --durations=10 2>&1 | tee "$OUT/gpu-tests-readops.txt" | tail -n 25
+      tests/test_coverage.py -q -p no:cacheprovider -rf --durations=10 2>&1 \
+      | tee "$OUT/gpu-tests-readops-${READOPS_VLLM:-0.34.0}.txt" | tail -n 25
     [ "${READOPS_SWEEPS:-1}" = 0 ] && exit 0  # the tests only (a card whose tables are not wanted)
     mkdir -p "$OUT/readops"
     for op in convert-fp8 gather cp-gather indexer-gather upconvert-gather swap-blocks mla-grouped concat-mla-q mla-rope

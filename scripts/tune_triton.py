@@ -4,7 +4,8 @@ bandwidth measured in the same process. The defaults in kvbench.impls.kernels co
 - flash: the flash write (auto and fp8; launch shapes, eviction hints, the division, the slot awaited before the
   loads or not, the defaults before 2026-12-05), warm and cold;
 - served: the write in vLLM's served layout (nhd-packed, block 64) at 8 and 4 KV heads x 128, shapes models serve;
-- decode: the same layout with small decode batches (64 and 512 tokens padded to vLLM's CUDA graphs), 1 to 128 heads;
+- main: vLLM's benchmark shape (128 x 128, nhd, random slots) at 256, 1024 and 4096 tokens;
+- decode: the served layout with small decode batches (64 and 512 tokens padded to vLLM's CUDA graphs), 1 to 128 heads;
 - mla: the MLA write (tokens per program, warps, the division, eviction hints), cold L2;
 - mla-decode: the MLA write with decode batches (64 and 512 tokens, padded);
 - indexer: the indexer write;
@@ -211,7 +212,7 @@ def sector_check(bw, region_bytes: int = 512 << 20, samples: int = 15, device: s
           flush=True)
 
 
-TABLES = ("flash", "served", "decode", "mla", "mla-decode", "indexer", "paged", "sectors", "gathers")
+TABLES = ("flash", "served", "main", "decode", "mla", "mla-decode", "indexer", "paged", "sectors", "gathers")
 ONLY: list[re.Pattern] = []  # --only
 
 
@@ -242,6 +243,11 @@ def main():
               [make_case("triton", "nhd-packed", num_tokens=n, num_heads=h, block_size=64, num_blocks=4096,
                          kv_cache_dtype=kv) for h in (8, 4) for kv in ("auto", "fp8") for n in (2048, 8192, 65536)],
               flash_variants, bw)
+    if "main" in chosen:  # vLLM's benchmark shape at mid sizes, where vLLM's Triton op led kvbench's fp8 write
+        # (H100, 2026-12-05: 9.56 against 6.13 us at 256 tokens)
+        table("vLLM's benchmark shape (128 x 128 nhd, random slots) at mid sizes",
+              [make_case("triton", "nhd", num_tokens=n, kv_cache_dtype=kv) for kv in ("auto", "fp8")
+               for n in (256, 1024, 4096)], flash_variants, bw)
     if "decode" in chosen:  # the H100's served table (2026-12-05): fp8 up to 1.4-1.8x vLLM's Triton op here
         table("served decode batches (nhd-packed, block 64, padded to vLLM's CUDA graphs)",
               [make_case("triton", "nhd-packed", num_tokens=n, num_heads=h, block_size=64, num_blocks=1024,
