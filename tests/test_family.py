@@ -187,18 +187,24 @@ def exact_inputs(shape, per, dtype, top=448.0):
     return (y * 0.125).to(dtype)
 
 
+def exact_mla_workload(kv, num_tokens, num_blocks, seed):
+    """An MLA workload (padded slots, block 16) whose inputs divide by its scale 0.125 without rounding."""
+    case = make_case("triton", op="mla", num_tokens=num_tokens, num_blocks=num_blocks, block_size=16, device="cpu",
+                     slots="padded", kv_cache_dtype=kv)
+    w = ops.workload(case, seed=seed)
+    w.kv_c.copy_(exact_inputs(w.kv_c.shape, 128, w.kv_c.dtype, top=56.0))
+    w.k_pe.copy_(exact_inputs(w.k_pe.shape, 64, w.k_pe.dtype, top=56.0))
+    w.scale.fill_(0.125)
+    return w
+
+
 @pytest.mark.parametrize("kv, div, evict", [("fp8", 1, "evict_first"), ("fp8", 0, ""), ("auto", 0, "evict_last")])
 def test_mla_tuning_variants_match_the_reference_in_the_interpreter(kv, div, evict):
     """scripts/tune_triton.py's MLA variants: the Markstein division and eviction hints write the same rows."""
     from kvbench.impls.kernels.mla import concat_and_cache_mla
 
     impl = get("triton", "mla")
-    case = make_case("triton", op="mla", num_tokens=40, num_blocks=8, block_size=16, device="cpu", slots="padded",
-                     kv_cache_dtype=kv)
-    w = ops.workload(case, seed=9)
-    w.kv_c.copy_(exact_inputs(w.kv_c.shape, 128, w.kv_c.dtype, top=56.0))
-    w.k_pe.copy_(exact_inputs(w.k_pe.shape, 64, w.k_pe.dtype, top=56.0))
-    w.scale.fill_(0.125)
+    w = exact_mla_workload(kv, 40, 8, seed=9)
     write = lambda: concat_and_cache_mla(w.kv_c, w.k_pe, w.kv_cache, w.slot_mapping, kv, w.scale, div=div,
                                          evict=evict)
     assert verify(impl.name, [w], write, impl.compare).method == "bit-exact"
@@ -228,12 +234,7 @@ def test_mla_programs_past_the_last_token_store_nothing(kv):
     from kvbench.impls.kernels.mla import concat_and_cache_mla
 
     impl = get("triton", "mla")
-    case = make_case("triton", op="mla", num_tokens=23, num_blocks=4, block_size=16, device="cpu", slots="padded",
-                     kv_cache_dtype=kv)
-    w = ops.workload(case, seed=3)
-    w.kv_c.copy_(exact_inputs(w.kv_c.shape, 128, w.kv_c.dtype, top=56.0))
-    w.k_pe.copy_(exact_inputs(w.k_pe.shape, 64, w.k_pe.dtype, top=56.0))
-    w.scale.fill_(0.125)
+    w = exact_mla_workload(kv, 23, 4, seed=3)
     for tokens in (1, 2, 4, 8):
         write = lambda: concat_and_cache_mla(w.kv_c, w.k_pe, w.kv_cache, w.slot_mapping, kv, w.scale, tokens=tokens)
         assert verify(impl.name, [w], write, impl.compare).method == "bit-exact", tokens
