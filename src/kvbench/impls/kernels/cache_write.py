@@ -158,9 +158,13 @@ def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int
     block_h = min(heads, max(1, (max_elements or MAX_ELEMENTS_PER_PROGRAM[fp8]) // block_d))
     fewest = min(heads, max(1, MIN_ELEMENTS_PER_PROGRAM // block_d))  # a whole token, or 1024 elements of it
     enough = PROGRAMS_PER_SM * sm_count
-    while block_h > fewest and num_tokens * triton.cdiv(num_heads, block_h) < enough:
+
+    def programs(block_h: int) -> int:
+        return num_tokens * triton.cdiv(num_heads, block_h)
+
+    while block_h > fewest and programs(block_h) < enough:
         block_h //= 2
-    if num_tokens * triton.cdiv(num_heads, block_h) < enough:  # a small batch: few programs, each with more warps
+    if programs(block_h) < enough:  # a small batch: few programs, each with more warps
         num_warps = max_warps or SMALL_BATCH_WARPS  # (a tuning variant's warps as asked)
     else:
         num_warps = max(1, min(max_warps or MAX_WARPS[fp8], block_h * block_d // ELEMENTS_PER_WARP[fp8]))

@@ -12,15 +12,11 @@ float32 bits of max(amax / 448, 1e-4) (the next power of two up: the exponent, p
 
 from __future__ import annotations
 
-import functools
-
-import torch
 import triton
 import triton.language as tl
 
-from kvbench.impls.kernels.cache_write import divide_rn
+from kvbench.impls.kernels.cache_write import FP8_CODES, _sm_count, divide_rn
 
-FP8_CODES = {None: 0, "e4m3": 1, "e5m2": 2}
 # (most tokens per program, warps) by cache kind, from scripts/tune_triton.py's MLA table on an H100 (2026-12-05,
 # notes/triton.md): at 65536 tokens, cold L2, auto 56.4 us (4 / 1) against 56.6 (4 / 2, the H200's choice before),
 # fp8 41.8 (2 / 2, DIV 1) against 42.7 (4 / 2, DIV 0), fp8_ds_mla 47.9 (2 / 1) against 53.3 (4 / 2)
@@ -94,13 +90,6 @@ def _ds_mla_kernel(kv_c_ptr, k_pe_ptr, cache_ptr, slot_ptr, num_tokens, kv_c_st,
     tl.store(scale_ptr, scale, mask=ok[:, None])
     rope_ptr = (cache_ptr + row[:, None] + 528 + p[None, :] * 2).to(tl.pointer_type(tl.int16))
     tl.store(rope_ptr, rope.to(tl.int16, bitcast=True), mask=ok[:, None])
-
-
-@functools.lru_cache(maxsize=None)
-def _sm_count(device_index: int | None) -> int:
-    if device_index is None:  # CPU tensors under TRITON_INTERPRET=1
-        return 4
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
 def tokens_per_program(num_tokens: int, sm_count: int, most: int = LAUNCH["auto"][0]) -> int:
