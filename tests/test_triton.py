@@ -72,8 +72,8 @@ def test_interpreter_odd_head_sizes_and_block_32(head_size, block_size, layout):
     assert verify(TRITON.name, [w], TRITON.bind(w), TRITON.compare).tokens_checked == 3  # tokens 1 and 4 are padding
 
 
-# Tuning variants (scripts/tune_triton.py): the division, the slot awaited first, the paged value stored untransposed
-# and the paths the defaults replaced: div_rn per element (DIV 0), the slot awaited before the loads (LOAD_FIRST off)
+# Tuning variants (scripts/tune_triton.py): the paths the defaults replaced: div_rn per element (DIV 0), the slot
+# awaited before the loads (LOAD_FIRST off), the paged value stored untransposed (VALUE_T off)
 VARIANTS = [("nhd", "fp8", "tensor", dict(DIV=0)), ("hnd", "fp8", "head", dict(DIV=0, LOAD_FIRST=False)),
             ("paged", "auto", "tensor", dict(VALUE_T=False, LOAD_FIRST=False)),  # the paged default is VALUE_T
             ("paged", "fp8_e5m2", "tensor", dict(VALUE_T=False))]
