@@ -365,6 +365,7 @@ def test_mla_rope_checks_the_rotation_and_the_padding():
     w = ops.workload(case, seed=1)
     ops.of(case).reference_write(w)
     w.calls_verified = 1  # the timed path: several rotations deep
+    assert verify("correct", [w], lambda: ops.of(case).reference_write(w)).method == "bit-exact"
 
     def rotates_padding_keys():
         ops.of(case).reference_write(w)

@@ -142,7 +142,8 @@ class RopeWorkload(Workload):
                               slots=tokens))
             out.append(Output("rotated k_pe", k_now, k_now.unsqueeze(1), k_want, ("element",),
                               slots=torch.arange(c.num_tokens, device=c.device)))
-        elif padding.numel():
+        elif padding.numel():  # the valid tokens' k_pe is not compared: poison, as the verifier leaves what it compared
+            bits(k_now)[tokens] = poison_value(k_now)
             out.append(Output("k_pe of padding tokens", k_now, k_now.unsqueeze(1), self.k_initial[padding],
                               ("element",), slots=padding))
         return out
