@@ -9,7 +9,8 @@ bandwidth measured in the same process. The defaults in kvbench.impls.kernels co
 - mla: the MLA write (tokens per program, warps, the division, eviction hints), cold L2;
 - mla-decode: the MLA write with decode batches (64 and 512 tokens, padded);
 - indexer: the indexer write;
-- paged: the paged write (value stored transposed or not), "x ideal" and "x sector ideal" (kvbench.ops.sectors);
+- paged: the paged write (tokens in slot order or not, value stored transposed or not), "x ideal" and "x sector
+  ideal" (kvbench.ops.sectors);
 - sectors: the sector model checked: a whole fill and a 2-bytes-per-sector strided write of one region, measured
   against what the model predicts at the copy rate;
 - gathers: the read side's gathers (gather auto and fp8, cp-gather, upconvert-gather): rows per program, warps,
@@ -100,13 +101,19 @@ def _flash_writers(configs):
 
 
 def paged_variants(p):
+    """The default, its tokens in slot order or not (SORTED), the value stored untransposed, launch shapes."""
     c = p.case
     sm = torch.cuda.get_device_properties(0).multi_processor_count
-    out = {}
-    for elements, warps in ((1024, 1), (2048, 2), (4096, 4), (16384, 8)):
-        cfg = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, c.is_fp8, elements, warps)
-        out[f"{elements} el/{warps} w"] = cfg
-        out[f"{elements} el/{warps} w, value transposed"] = {**cfg, "VALUE_T": True}
+    default = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, c.is_fp8, paged=True)
+    out = {"default": default, "default, slot order" if not default["SORTED"] else "default, token order":
+           {**default, "SORTED": not default["SORTED"]}}
+    for sort in (False, True):
+        order = "slot order" if sort else "token order"
+        out[f"value untransposed, {order}"] = {**default, "VALUE_T": False, "SORTED": sort}
+        for elements, warps in ((1024, 1), (4096, 4), (16384, 8)):
+            cfg = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, c.is_fp8, elements, warps,
+                                            paged=True)
+            out[f"{elements} el/{warps} w, {order}"] = {**cfg, "SORTED": sort}
     return _flash_writers(out)
 
 
@@ -265,9 +272,10 @@ def main():
         table("indexer", [make_case("triton", op="indexer", num_tokens=n) for n in [1024] + tokens],
               indexer_variants, bw)
     if "paged" in chosen:
-        table("paged (random slots)", [make_case("triton", "paged", num_tokens=n, num_heads=h, kv_cache_dtype=kv)
-                                       for h in (128, 8) for n in (1024, 16384) for kv in ("auto", "fp8")],
-              paged_variants, bw)
+        table("paged (random slots; prefill: consecutive slots, where slot order costs only the argsort)",
+              [make_case("triton", "paged", num_tokens=n, num_heads=h, kv_cache_dtype=kv, slots=slots)
+               for h in (128, 8) for n in (1024, 4096, 16384) for kv in ("auto", "fp8")
+               for slots in ("random", "prefill") if slots == "random" or n == 16384], paged_variants, bw)
     if "sectors" in chosen:
         sector_check(bw)
     if "gathers" in chosen:

@@ -73,10 +73,13 @@ def test_interpreter_odd_head_sizes_and_block_32(head_size, block_size, layout):
 
 
 # Tuning variants (scripts/tune_triton.py): the paths the defaults replaced: div_rn per element (DIV 0), the slot
-# awaited before the loads (LOAD_FIRST off), the paged value stored untransposed (VALUE_T off)
+# awaited before the loads (LOAD_FIRST off), the paged value stored untransposed (VALUE_T off); and SORTED
 VARIANTS = [("nhd", "fp8", "tensor", dict(DIV=0)), ("hnd", "fp8", "head", dict(DIV=0, LOAD_FIRST=False)),
             ("paged", "auto", "tensor", dict(VALUE_T=False, LOAD_FIRST=False)),  # the paged default is VALUE_T
-            ("paged", "fp8_e5m2", "tensor", dict(VALUE_T=False))]
+            ("paged", "fp8_e5m2", "tensor", dict(VALUE_T=False)),
+            ("paged", "auto", "tensor", dict(SORTED=True)),
+            ("paged", "fp8", "tensor", dict(SORTED=True, VALUE_T=False))]
+# (SORTED: the tokens written in slot order, the paged default for large calls; 7 tokens test it here)
 
 
 def variant_writer(w, config):
@@ -132,13 +135,13 @@ def test_launch_heuristic():
     from kvbench.impls.kernels.cache_write import launch_config
 
     assert launch_config(65536, 128, 128, 132) == dict(BLOCK_H=16, BLOCK_D=128, num_warps=2, EVICT="", DIV=1,
-                                                       VALUE_T=False, LOAD_FIRST=True)
+                                                       VALUE_T=False, LOAD_FIRST=True, SORTED=False)
     assert launch_config(256, 128, 128, 132)["BLOCK_H"] == 16  # 2048 programs: at least 4 per SM (528)
     assert launch_config(32, 128, 128, 132)["BLOCK_H"] == 8  # 256 programs were too few: halved once, to 1024
     # elements, no further (512 programs: a small batch)
     assert launch_config(65536, 128, 128, 132, fp8=True) == dict(BLOCK_H=32, BLOCK_D=128, num_warps=4,
                                                                  EVICT="evict_first", DIV=1, VALUE_T=False,
-                                                                 LOAD_FIRST=True)
+                                                                 LOAD_FIRST=True, SORTED=False)
     small = launch_config(2, 128, 128, 132)
     assert small["BLOCK_H"] == 8 and small["num_warps"] == 4  # 32 programs of 1024 elements for 2 tokens, 4 warps
     for fp8 in (False, True):  # a decode batch of 8 KV heads: whole tokens (64 programs), 4 warps each
@@ -150,6 +153,9 @@ def test_launch_heuristic():
     assert launch_config(64, 8, 128, 132, max_warps=2)["num_warps"] == 2  # a tuning variant's warps hold
     assert launch_config(64, 8, 128, 132, max_warps=8)["num_warps"] == 8
     assert launch_config(4096, 8, 128, 132, paged=True)["VALUE_T"]  # the paged value is stored transposed
+    assert [launch_config(n, 128, 128, 132, paged=True)["SORTED"] for n in (1023, 1024)] == [False, True]  # slot
+    assert [launch_config(n, 8, 128, 132, paged=True)["SORTED"] for n in (8192, 16384)] == [False, True]  # order
+    assert not launch_config(65536, 8, 128, 132)["SORTED"]  # only the paged layout's partial sectors gain
     prefill = launch_config(8192, 4, 128, 132, fp8=True)  # 512-element fp8 programs: a warp per 256 elements
     assert (prefill["BLOCK_H"], prefill["num_warps"]) == (4, 2)
     assert launch_config(16, 32, 80, 132)["BLOCK_D"] == 128

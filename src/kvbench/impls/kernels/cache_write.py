@@ -23,6 +23,12 @@ shapes (no autotuning, so launches can be captured in a CUDA graph):
 - paged layout: the value tile is stored transposed (VALUE_T), so that a thread's neighbouring stores are one
   head's consecutive dims, block_size elements apart (H100, 2026-12-05, 128 x 128 at 16384 random slots: bf16
   8480 against 12714 us, fp8 4488 against 14721; 8 x 128 fp8 273 against 396);
+- paged layout, calls of 2**24 elements or more (1024 tokens of 128 x 128): the tokens are written in slot order
+  (SORTED: one argsort of the slot mapping, captured in the CUDA graph with the kernel), so that the tokens of
+  one cache block, whose 2-byte value pieces share 32-byte sectors, are written by programs that run together
+  and their partial sectors can merge in the L2 before they are read for ownership and written back; in a random
+  order each token's sectors are written back alone (the sector model, kvbench.ops.sectors, counts a sector once
+  per call);
 - a program loads its rows and both fp8 scales without waiting for its slot (LOAD_FIRST), which only decides
   whether and where they are stored: the loads share one memory latency, which matters for the small decode
   batches, where a call takes a few microseconds. (Before 2026-12-05 the value's scale was loaded only after the
@@ -51,6 +57,8 @@ PROGRAMS_PER_SM = 4
 MIN_ELEMENTS_PER_PROGRAM = 1024  # halving BLOCK_H stops at a whole token, or at this many of its elements
 SMALL_BATCH_WARPS = 4  # warps of a program in a grid that stays under PROGRAMS_PER_SM programs per SM
 EVICTION_POLICY = {False: "", True: "evict_first"}  # by "is the cache fp8" (notes/triton.md)
+SORT_MIN_ELEMENTS = 1 << 24  # paged calls writing this many elements of each cache or more (1024 tokens of
+# 128 x 128) write their tokens in slot order (SORTED); below, the argsort's few microseconds would weigh
 
 
 @triton.jit
@@ -98,16 +106,19 @@ def _fp8_codes(x, scale, FP8: tl.constexpr, DIV: tl.constexpr):
 
 @triton.jit
 def _write_kernel(
-    key_ptr, value_ptr, key_cache_ptr, value_cache_ptr, slot_ptr, k_scale_ptr, v_scale_ptr,
+    key_ptr, value_ptr, key_cache_ptr, value_cache_ptr, slot_ptr, k_scale_ptr, v_scale_ptr, order_ptr,
     key_st, key_sh, value_st, value_sh,  # input strides: token, head (head_size stride is 1)
     kc_sb, kc_so, kc_sh, kc_sx,  # key cache strides: block, offset in block, head, x-chunk (paged only)
     vc_sb, vc_so, vc_sh, vc_sd,  # value cache strides: block, offset in block, head, head_size element
     NUM_HEADS: tl.constexpr, HEAD_SIZE: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
     PAGED: tl.constexpr, X: tl.constexpr, FP8: tl.constexpr, PER_HEAD: tl.constexpr, EVICT: tl.constexpr,
-    DIV: tl.constexpr, VALUE_T: tl.constexpr, LOAD_FIRST: tl.constexpr,
+    DIV: tl.constexpr, VALUE_T: tl.constexpr, LOAD_FIRST: tl.constexpr, ORDERED: tl.constexpr,
 ):
-    token = tl.program_id(0).to(tl.int64)
+    if ORDERED:  # program i writes the token of the i-th smallest slot (order_ptr: the slots' argsort)
+        token = tl.load(order_ptr + tl.program_id(0)).to(tl.int64)
+    else:
+        token = tl.program_id(0).to(tl.int64)
     slot = tl.load(slot_ptr + token)
     if not LOAD_FIRST:
         if slot < 0:  # padding token
@@ -169,7 +180,8 @@ def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int
     else:
         num_warps = max(1, min(max_warps or MAX_WARPS[fp8], block_h * block_d // ELEMENTS_PER_WARP[fp8]))
     return dict(BLOCK_H=block_h, BLOCK_D=block_d, num_warps=num_warps, EVICT=EVICTION_POLICY[fp8], DIV=1,
-                VALUE_T=paged, LOAD_FIRST=True)
+                VALUE_T=paged, LOAD_FIRST=True,
+                SORTED=paged and num_tokens * num_heads * head_size >= SORT_MIN_ELEMENTS)
 
 
 def _cache_strides(layout: str, key_cache: torch.Tensor, value_cache: torch.Tensor) -> tuple[int, ...]:
@@ -199,8 +211,8 @@ def reshape_and_cache(
 ) -> None:
     """Write key/value [: len(slot_mapping)] into the caches of `layout` (see the module docstring).
 
-    `config` overrides launch parameters (BLOCK_H, num_warps, EVICT, DIV, VALUE_T, LOAD_FIRST) for experiments
-    (scripts/tune_triton.py).
+    `config` overrides launch parameters (BLOCK_H, num_warps, EVICT, DIV, VALUE_T, LOAD_FIRST, SORTED) for
+    experiments (scripts/tune_triton.py).
     """
     num_tokens = slot_mapping.shape[0]
     _, num_heads, head_size = key.shape
@@ -216,13 +228,15 @@ def reshape_and_cache(
     base = launch_config(num_tokens, num_heads, head_size, _sm_count(device_index), fp8=fp8_format is not None,
                          paged=layout == "paged")
     config = {**base, **(config or {})}
+    ordered = config.pop("SORTED")
+    order = torch.argsort(slot_mapping) if ordered else slot_mapping  # (not read unless ordered)
     grid = (num_tokens, triton.cdiv(num_heads, config["BLOCK_H"]))
     _write_kernel[grid](
-        key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale,
+        key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale, order,
         key.stride(0), key.stride(1), value.stride(0), value.stride(1),
         *_cache_strides(layout, key_cache, value_cache),
         NUM_HEADS=num_heads, HEAD_SIZE=head_size, BLOCK_SIZE=block_size,
         PAGED=layout == "paged", X=key_cache.shape[-1] if layout == "paged" else 1,
-        FP8=FP8_CODES[fp8_format], PER_HEAD=k_scale.dim() == 1,
+        FP8=FP8_CODES[fp8_format], PER_HEAD=k_scale.dim() == 1, ORDERED=ordered,
         **config,
     )
