@@ -73,13 +73,42 @@ def test_interpreter_odd_head_sizes_and_block_32(head_size, block_size, layout):
 
 
 # Tuning variants (scripts/tune_triton.py): the paths the defaults replaced: div_rn per element (DIV 0), the slot
-# awaited before the loads (LOAD_FIRST off), the paged value stored untransposed (VALUE_T off); and SORTED
+# awaited before the loads (LOAD_FIRST off), the paged value stored untransposed (VALUE_T off); and candidates
 VARIANTS = [("nhd", "fp8", "tensor", dict(DIV=0)), ("hnd", "fp8", "head", dict(DIV=0, LOAD_FIRST=False)),
-            ("paged", "auto", "tensor", dict(VALUE_T=False, LOAD_FIRST=False)),  # the paged default is VALUE_T
+            ("paged", "auto", "tensor", dict(VALUE_T=False, LOAD_FIRST=False, KEY_X=False)),  # default VALUE_T
             ("paged", "fp8_e5m2", "tensor", dict(VALUE_T=False)),
-            ("paged", "auto", "tensor", dict(SORTED=True)),
-            ("paged", "fp8", "tensor", dict(SORTED=True, VALUE_T=False))]
-# (SORTED: the tokens written in slot order, the paged default for large calls; 7 tokens test it here)
+            ("paged", "auto", "tensor", dict(TOKENS=4)), ("paged", "fp8", "tensor", dict(TOKENS=4, SORTED=True)),
+            ("paged", "fp8_e5m2", "tensor", dict(SORTED=True, BLOCK_H=2))]
+# (TOKENS, SORTED: the paged layout's kernel of several tokens a program, in slot order or not)
+
+
+@pytest.mark.parametrize("slots", ["prefill", "random"])
+@pytest.mark.parametrize("tokens, ordered", [(8, False), (16, True)])
+def test_interpreter_paged_tokens_kernel(slots, tokens, ordered):
+    """Several tokens a program, the tokens of one block stored together: consecutive slots (a prefill chunk
+    crossing blocks), a count that is no multiple of TOKENS, padding, odd head count and size."""
+    case = make_case("triton", "paged", num_tokens=37, num_heads=3, head_size=80, num_blocks=8, block_size=16,
+                     dtype="bfloat16", slots=slots, device="cpu")
+    w = interpreter_workload(case, noncontiguous=True, padding=True)
+    writer = variant_writer(w, dict(TOKENS=tokens, SORTED=ordered, BLOCK_H=2))
+    assert verify(TRITON.name, [w], writer, TRITON.compare).tokens_checked == 37 - len(range(1, 37, 3))
+
+
+def test_the_paged_kernels_launch_parameters_are_refused_elsewhere():
+    case = make_case("triton", "nhd", num_tokens=4, num_heads=2, head_size=64, num_blocks=2, device="cpu")
+    w = make(case, seed=1)
+    with pytest.raises(ValueError, match="TOKENS 4 and SORTED False are for the paged layout, not 'nhd'"):
+        variant_writer(w, dict(TOKENS=4))()
+
+
+def test_a_paged_key_cache_whose_chunks_do_not_follow_each_other_is_refused():
+    """The kernels store the key's x-chunks as 16-byte vectors at slot stride x: another stride is a one-line error."""
+    case = make_case("triton", "paged", num_tokens=4, num_heads=2, head_size=64, num_blocks=2, device="cpu")
+    w = make(case, seed=1)
+    wide = torch.zeros(*w.key_cache.shape[:4], 2 * w.key_cache.shape[4], dtype=w.key_cache.dtype)
+    w.key_cache = wide[..., :w.key_cache.shape[4]]
+    with pytest.raises(ValueError, match=r"x-chunks must be contiguous .* \(16, 1\); expected \(8, 1\)"):
+        variant_writer(w, {})()
 
 
 def variant_writer(w, config):
@@ -135,13 +164,15 @@ def test_launch_heuristic():
     from kvbench.impls.kernels.cache_write import launch_config
 
     assert launch_config(65536, 128, 128, 132) == dict(BLOCK_H=16, BLOCK_D=128, num_warps=2, EVICT="", DIV=1,
-                                                       VALUE_T=False, LOAD_FIRST=True, SORTED=False)
+                                                       VALUE_T=False, LOAD_FIRST=True, KEY_X=True,
+                                                       TOKENS=1, SORTED=False)
     assert launch_config(256, 128, 128, 132)["BLOCK_H"] == 16  # 2048 programs: at least 4 per SM (528)
     assert launch_config(32, 128, 128, 132)["BLOCK_H"] == 8  # 256 programs were too few: halved once, to 1024
     # elements, no further (512 programs: a small batch)
     assert launch_config(65536, 128, 128, 132, fp8=True) == dict(BLOCK_H=32, BLOCK_D=128, num_warps=4,
                                                                  EVICT="evict_first", DIV=1, VALUE_T=False,
-                                                                 LOAD_FIRST=True, SORTED=False)
+                                                                 LOAD_FIRST=True, KEY_X=True, TOKENS=1,
+                                                                 SORTED=False)
     small = launch_config(2, 128, 128, 132)
     assert small["BLOCK_H"] == 8 and small["num_warps"] == 4  # 32 programs of 1024 elements for 2 tokens, 4 warps
     for fp8 in (False, True):  # a decode batch of 8 KV heads: whole tokens (64 programs), 4 warps each
@@ -152,10 +183,12 @@ def test_launch_heuristic():
     assert (big_decode["BLOCK_H"], big_decode["num_warps"]) == (8, 4)
     assert launch_config(64, 8, 128, 132, max_warps=2)["num_warps"] == 2  # a tuning variant's warps hold
     assert launch_config(64, 8, 128, 132, max_warps=8)["num_warps"] == 8
-    assert launch_config(4096, 8, 128, 132, paged=True)["VALUE_T"]  # the paged value is stored transposed
-    assert [launch_config(n, 128, 128, 132, paged=True)["SORTED"] for n in (1023, 1024)] == [False, True]  # slot
-    assert [launch_config(n, 8, 128, 132, paged=True)["SORTED"] for n in (8192, 16384)] == [False, True]  # order
-    assert not launch_config(65536, 8, 128, 132)["SORTED"]  # only the paged layout's partial sectors gain
+    assert launch_config(64, 8, 128, 132, paged=True)["VALUE_T"]  # a paged decode batch: a token a program, its
+    # value stored transposed
+    paged = [launch_config(n, 8, 128, 132, paged=True) for n in (2048, 4096, 65536)]
+    assert [(c["TOKENS"], c["BLOCK_H"], c["num_warps"], c["SORTED"]) for c in paged] == [
+        (1, 8, 1, False), (16, 2, 4, False), (16, 2, 4, True)]  # 2048: 512 programs of 16 tokens, too few; 65536
+    # tokens: 2**26 elements, slot order
     prefill = launch_config(8192, 4, 128, 132, fp8=True)  # 512-element fp8 programs: a warp per 256 elements
     assert (prefill["BLOCK_H"], prefill["num_warps"]) == (4, 2)
     assert launch_config(16, 32, 80, 132)["BLOCK_D"] == 128

@@ -20,15 +20,13 @@ shapes (no autotuning, so launches can be captured in a CUDA graph):
 - fp8: x / scale by the reciprocal and one fused multiply-add correction (DIV 1, correctly rounded for scales
   from 2**-100 to 2**100: divide_rn),
   streamed with evict_first;
-- paged layout: the value tile is stored transposed (VALUE_T), so that a thread's neighbouring stores are one
-  head's consecutive dims, block_size elements apart (H100, 2026-12-05, 128 x 128 at 16384 random slots: bf16
-  8480 against 12714 us, fp8 4488 against 14721; 8 x 128 fp8 273 against 396);
-- paged layout, calls of 2**24 elements or more (1024 tokens of 128 x 128): the tokens are written in slot order
-  (SORTED: one argsort of the slot mapping, captured in the CUDA graph with the kernel), so that the tokens of
-  one cache block, whose 2-byte value pieces share 32-byte sectors, are written by programs that run together
-  and their partial sectors can merge in the L2 before they are read for ownership and written back; in a random
-  order each token's sectors are written back alone (the sector model, kvbench.ops.sectors, counts a sector once
-  per call);
+- paged layout: 16 tokens a program where that leaves at least 4 programs per SM (_paged_tokens_kernel), their
+  value tile stored tokens fastest: the tokens of one cache block put their 2-byte pieces of a 32-byte sector
+  into one store instruction, one sector write where there were up to 16 (consecutive slots: a prefill chunk);
+  large calls take their tokens in slot order (one argsort of the slot mapping, captured with the kernel), so
+  that random slots of one block meet in a program too. Otherwise one token a program, the value tile stored
+  transposed (VALUE_T), a thread's neighbouring stores one head's consecutive dims (H100, 2026-12-05, 128 x 128
+  at 16384 random slots: bf16 8480 against 12714 us, fp8 4488 against 14721; 8 x 128 fp8 273 against 396);
 - a program loads its rows and both fp8 scales without waiting for its slot (LOAD_FIRST), which only decides
   whether and where they are stored: the loads share one memory latency, which matters for the small decode
   batches, where a call takes a few microseconds. (Before 2026-12-05 the value's scale was loaded only after the
@@ -57,8 +55,9 @@ PROGRAMS_PER_SM = 4
 MIN_ELEMENTS_PER_PROGRAM = 1024  # halving BLOCK_H stops at a whole token, or at this many of its elements
 SMALL_BATCH_WARPS = 4  # warps of a program in a grid that stays under PROGRAMS_PER_SM programs per SM
 EVICTION_POLICY = {False: "", True: "evict_first"}  # by "is the cache fp8" (notes/triton.md)
-SORT_MIN_ELEMENTS = 1 << 24  # paged calls writing this many elements of each cache or more (1024 tokens of
-# 128 x 128) write their tokens in slot order (SORTED); below, the argsort's few microseconds would weigh
+PAGED_TOKENS, PAGED_ELEMENTS, PAGED_WARPS = 16, 4096, 4  # the paged layout's programs: tokens, elements, warps
+SORT_MIN_ELEMENTS = 1 << 26  # paged calls of this many elements a cache or more take their tokens in slot order
+# (4096 tokens of 128 x 128): below, the argsort's tens of microseconds weigh more than the merged sectors gain
 
 
 @triton.jit
@@ -106,19 +105,16 @@ def _fp8_codes(x, scale, FP8: tl.constexpr, DIV: tl.constexpr):
 
 @triton.jit
 def _write_kernel(
-    key_ptr, value_ptr, key_cache_ptr, value_cache_ptr, slot_ptr, k_scale_ptr, v_scale_ptr, order_ptr,
+    key_ptr, value_ptr, key_cache_ptr, value_cache_ptr, slot_ptr, k_scale_ptr, v_scale_ptr,
     key_st, key_sh, value_st, value_sh,  # input strides: token, head (head_size stride is 1)
     kc_sb, kc_so, kc_sh, kc_sx,  # key cache strides: block, offset in block, head, x-chunk (paged only)
     vc_sb, vc_so, vc_sh, vc_sd,  # value cache strides: block, offset in block, head, head_size element
     NUM_HEADS: tl.constexpr, HEAD_SIZE: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
     PAGED: tl.constexpr, X: tl.constexpr, FP8: tl.constexpr, PER_HEAD: tl.constexpr, EVICT: tl.constexpr,
-    DIV: tl.constexpr, VALUE_T: tl.constexpr, LOAD_FIRST: tl.constexpr, ORDERED: tl.constexpr,
+    DIV: tl.constexpr, VALUE_T: tl.constexpr, LOAD_FIRST: tl.constexpr, KEY_X: tl.constexpr,
 ):
-    if ORDERED:  # program i writes the token of the i-th smallest slot (order_ptr: the slots' argsort)
-        token = tl.load(order_ptr + tl.program_id(0)).to(tl.int64)
-    else:
-        token = tl.program_id(0).to(tl.int64)
+    token = tl.program_id(0).to(tl.int64)
     slot = tl.load(slot_ptr + token)
     if not LOAD_FIRST:
         if slot < 0:  # padding token
@@ -143,7 +139,9 @@ def _write_kernel(
     block = slot // BLOCK_SIZE
     offset = slot % BLOCK_SIZE
     if PAGED:  # key [blocks, heads, head_size // X, block_size, X]: 16-byte chunks block_size * 16 bytes apart
-        k_dst = block * kc_sb + h * kc_sh + (d // X) * kc_sx + offset * kc_so + d % X
+        slot_stride = X if KEY_X else kc_so  # X, checked by the caller: a stride Triton can see makes the chunks
+        # 16-byte vector stores; with the run-time stride (KEY_X off, before 2026-12-05) they were 2-byte ones
+        k_dst = block * kc_sb + h * kc_sh + (d // X) * kc_sx + offset * slot_stride + d % X
     else:
         k_dst = block * kc_sb + offset * kc_so + h * kc_sh + d
     v_dst = block * vc_sb + offset * vc_so + h * vc_sh + d * vc_sd  # paged: vc_sd = block_size (transposed)
@@ -152,6 +150,45 @@ def _write_kernel(
         tl.store(value_cache_ptr + tl.trans(v_dst), tl.trans(v), mask=tl.trans(mask), eviction_policy=EVICT)
     else:
         tl.store(value_cache_ptr + v_dst, v, mask=mask, eviction_policy=EVICT)
+
+
+@triton.jit
+def _paged_tokens_kernel(
+    key_ptr, value_ptr, key_cache_ptr, value_cache_ptr, slot_ptr, k_scale_ptr, v_scale_ptr, order_ptr, num_tokens,
+    key_st, key_sh, value_st, value_sh, kc_sb, kc_so, kc_sh, kc_sx, vc_sb, vc_so, vc_sh, vc_sd,  # as _write_kernel
+    NUM_HEADS: tl.constexpr, HEAD_SIZE: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr, X: tl.constexpr, FP8: tl.constexpr, EVICT: tl.constexpr,
+    DIV: tl.constexpr, TOKENS: tl.constexpr, ORDERED: tl.constexpr,
+):
+    """The paged write, TOKENS tokens (ORDERED: the next TOKENS of the slots' argsort) x BLOCK_H heads a program.
+    The value tile is stored as [heads, dims, tokens], tokens fastest: the tokens of one cache block (consecutive
+    slots) put their 2-byte pieces of a 32-byte sector in the same store instruction, one sector write for them
+    all instead of one each."""
+    i = tl.program_id(0) * TOKENS + tl.arange(0, TOKENS)
+    in_range = i < num_tokens
+    if ORDERED:
+        token = tl.load(order_ptr + i, mask=in_range, other=0)
+    else:
+        token = i.to(tl.int64)
+    slot = tl.load(slot_ptr + token, mask=in_range, other=-1)
+    heads = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    dims = tl.arange(0, BLOCK_D)
+    t, h, d = token[:, None, None], heads[None, :, None], dims[None, None, :]
+    rows = in_range[:, None, None] & (h < NUM_HEADS) & (d < HEAD_SIZE)
+    k = tl.load(key_ptr + t * key_st + h * key_sh + d, mask=rows, eviction_policy=EVICT)
+    v = tl.load(value_ptr + t * value_st + h * value_sh + d, mask=rows, eviction_policy=EVICT)
+    if FP8 != 0:  # (per-tensor scales: the paged layout takes no per-head ones)
+        k = _fp8_codes(k, tl.load(k_scale_ptr), FP8, DIV)
+        v = _fp8_codes(v, tl.load(v_scale_ptr), FP8, DIV)
+    s = slot[:, None, None]
+    mask = rows & (s >= 0)
+    block = s // BLOCK_SIZE
+    offset = s % BLOCK_SIZE
+    k_dst = block * kc_sb + h * kc_sh + (d // X) * kc_sx + offset * X + d % X  # (as _write_kernel's)
+    v_dst = block * vc_sb + offset * vc_so + h * vc_sh + d * vc_sd
+    tl.store(key_cache_ptr + k_dst, k, mask=mask, eviction_policy=EVICT)
+    tl.store(value_cache_ptr + tl.permute(v_dst, (1, 2, 0)), tl.permute(v, (1, 2, 0)),
+             mask=tl.permute(mask, (1, 2, 0)), eviction_policy=EVICT)
 
 
 @functools.lru_cache(maxsize=None)
@@ -179,9 +216,14 @@ def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int
         num_warps = max_warps or SMALL_BATCH_WARPS  # (a tuning variant's warps as asked)
     else:
         num_warps = max(1, min(max_warps or MAX_WARPS[fp8], block_h * block_d // ELEMENTS_PER_WARP[fp8]))
-    return dict(BLOCK_H=block_h, BLOCK_D=block_d, num_warps=num_warps, EVICT=EVICTION_POLICY[fp8], DIV=1,
-                VALUE_T=paged, LOAD_FIRST=True,
-                SORTED=paged and num_tokens * num_heads * head_size >= SORT_MIN_ELEMENTS)
+    config = dict(BLOCK_H=block_h, BLOCK_D=block_d, num_warps=num_warps, EVICT=EVICTION_POLICY[fp8], DIV=1,
+                  VALUE_T=paged, LOAD_FIRST=True, KEY_X=True, TOKENS=1, SORTED=False)
+    if paged:  # several tokens a program where the grid stays large enough (_paged_tokens_kernel)
+        block_h = min(heads, max(1, PAGED_ELEMENTS // (PAGED_TOKENS * block_d)))
+        if triton.cdiv(num_tokens, PAGED_TOKENS) * triton.cdiv(num_heads, block_h) >= enough:
+            config.update(BLOCK_H=block_h, num_warps=max_warps or PAGED_WARPS, TOKENS=PAGED_TOKENS,
+                          SORTED=num_tokens * num_heads * head_size >= SORT_MIN_ELEMENTS)
+    return config
 
 
 def _cache_strides(layout: str, key_cache: torch.Tensor, value_cache: torch.Tensor) -> tuple[int, ...]:
@@ -211,7 +253,8 @@ def reshape_and_cache(
 ) -> None:
     """Write key/value [: len(slot_mapping)] into the caches of `layout` (see the module docstring).
 
-    `config` overrides launch parameters (BLOCK_H, num_warps, EVICT, DIV, VALUE_T, LOAD_FIRST, SORTED) for
+    `config` overrides launch parameters (BLOCK_H, num_warps, EVICT, DIV, VALUE_T, LOAD_FIRST, KEY_X; for the paged
+    layout TOKENS, tokens a program, and SORTED, the tokens taken in slot order: _paged_tokens_kernel) for
     experiments (scripts/tune_triton.py).
     """
     num_tokens = slot_mapping.shape[0]
@@ -224,19 +267,31 @@ def reshape_and_cache(
     if num_tokens == 0:
         return
     block_size = key_cache.shape[3] if layout == "paged" else value_cache.shape[2 if layout == "hnd" else 1]
+    if layout == "paged" and key_cache.stride()[3:] != (key_cache.shape[4], 1):
+        raise ValueError(f"the paged key cache's x-chunks must be contiguous and follow each other (strides of its "
+                         f"last two dims: {key_cache.stride()[3:]}; expected ({key_cache.shape[4]}, 1))")
     device_index = key.device.index if key.is_cuda else None
     base = launch_config(num_tokens, num_heads, head_size, _sm_count(device_index), fp8=fp8_format is not None,
                          paged=layout == "paged")
     config = {**base, **(config or {})}
-    ordered = config.pop("SORTED")
-    order = torch.argsort(slot_mapping) if ordered else slot_mapping  # (not read unless ordered)
+    tokens, ordered = config.pop("TOKENS"), config.pop("SORTED")
+    strides = (key.stride(0), key.stride(1), value.stride(0), value.stride(1),
+               *_cache_strides(layout, key_cache, value_cache))
+    if tokens > 1 or ordered:  # several tokens a program, or in slot order: the paged layout's own kernel
+        if layout != "paged":
+            raise ValueError(f"TOKENS {tokens} and SORTED {ordered} are for the paged layout, not {layout!r}")
+        del config["VALUE_T"], config["LOAD_FIRST"], config["KEY_X"]
+        order = torch.argsort(slot_mapping) if ordered else slot_mapping  # (not read unless ordered)
+        _paged_tokens_kernel[(triton.cdiv(num_tokens, tokens), triton.cdiv(num_heads, config["BLOCK_H"]))](
+            key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale, order, num_tokens, *strides,
+            NUM_HEADS=num_heads, HEAD_SIZE=head_size, BLOCK_SIZE=block_size, X=key_cache.shape[-1],
+            FP8=FP8_CODES[fp8_format], TOKENS=tokens, ORDERED=ordered, **config)
+        return
     grid = (num_tokens, triton.cdiv(num_heads, config["BLOCK_H"]))
     _write_kernel[grid](
-        key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale, order,
-        key.stride(0), key.stride(1), value.stride(0), value.stride(1),
-        *_cache_strides(layout, key_cache, value_cache),
-        NUM_HEADS=num_heads, HEAD_SIZE=head_size, BLOCK_SIZE=block_size,
+        key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale,
+        *strides, NUM_HEADS=num_heads, HEAD_SIZE=head_size, BLOCK_SIZE=block_size,
         PAGED=layout == "paged", X=key_cache.shape[-1] if layout == "paged" else 1,
-        FP8=FP8_CODES[fp8_format], PER_HEAD=k_scale.dim() == 1, ORDERED=ordered,
+        FP8=FP8_CODES[fp8_format], PER_HEAD=k_scale.dim() == 1,
         **config,
     )
