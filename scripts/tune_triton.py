@@ -102,17 +102,16 @@ def _flash_writers(configs):
 
 def paged_variants(p):
     """The default; one token a program (value transposed), its key chunks stored whole or as before 2026-12-05
-    (2-byte stores), in slot order or not; tokens a program x heads, in slot order or not."""
+    (2-byte stores); tokens a program x heads x warps, in slot order or not."""
     c = p.case
     sm = torch.cuda.get_device_properties(0).multi_processor_count
     default = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, c.is_fp8, paged=True)
     one = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, c.is_fp8)  # a token a program
     out = {"default": default, "a token a program": {**one, "VALUE_T": True},
-           "a token a program, key in 2-byte stores (before)": {**one, "VALUE_T": True, "KEY_X": False},
-           "a token a program, slot order": {**one, "VALUE_T": True, "SORTED": True}}
-    for tokens, heads in ((4, 2), (8, 2), (16, 1), (16, 2), (32, 1)):
+           "a token a program, key in 2-byte stores (before)": {**one, "VALUE_T": True, "KEY_X": False}}
+    for tokens, heads, warps in ((16, 2, 4), (32, 1, 2), (32, 1, 4), (32, 1, 8), (64, 1, 4), (64, 1, 8), (128, 1, 4),
+                                 (128, 1, 8)):
         block_h = min(heads, triton.next_power_of_2(c.num_heads))
-        warps = max(1, min(4, tokens * block_h * default["BLOCK_D"] // 1024))
         for sort in (False, True):
             out[f"{tokens} tokens x {block_h} heads, {warps} w, {'slot' if sort else 'token'} order"] = {
                 **default, "TOKENS": tokens, "BLOCK_H": block_h, "num_warps": warps, "SORTED": sort}
