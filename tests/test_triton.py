@@ -83,14 +83,14 @@ VARIANTS = [("nhd", "fp8", "tensor", dict(DIV=0)), ("hnd", "fp8", "head", dict(D
 
 
 @pytest.mark.parametrize("slots", ["prefill", "random"])
-@pytest.mark.parametrize("tokens, ordered", [(8, False), (16, True)])
-def test_interpreter_paged_tokens_kernel(slots, tokens, ordered):
+@pytest.mark.parametrize("tokens, ordered, heads", [(8, False, 2), (32, True, 1)])
+def test_interpreter_paged_tokens_kernel(slots, tokens, ordered, heads):
     """Several tokens a program, the tokens of one block stored together: consecutive slots (a prefill chunk
     crossing blocks), a count that is no multiple of TOKENS, padding, odd head count and size."""
     case = make_case("triton", "paged", num_tokens=37, num_heads=3, head_size=80, num_blocks=8, block_size=16,
                      dtype="bfloat16", slots=slots, device="cpu")
     w = interpreter_workload(case, noncontiguous=True, padding=True)
-    writer = variant_writer(w, dict(TOKENS=tokens, SORTED=ordered, BLOCK_H=2))
+    writer = variant_writer(w, dict(TOKENS=tokens, SORTED=ordered, BLOCK_H=heads))
     assert verify(TRITON.name, [w], writer, TRITON.compare).tokens_checked == 37 - len(range(1, 37, 3))
 
 
@@ -187,7 +187,7 @@ def test_launch_heuristic():
     # value stored transposed
     paged = [launch_config(n, 8, 128, 132, paged=True) for n in (2048, 4096, 65536)]
     assert [(c["TOKENS"], c["BLOCK_H"], c["num_warps"], c["SORTED"]) for c in paged] == [
-        (1, 8, 1, False), (16, 2, 4, False), (16, 2, 4, True)]  # 2048: 512 programs of 16 tokens, too few; 65536
+        (1, 8, 1, False), (32, 1, 4, False), (32, 1, 4, True)]  # 2048: 512 programs of 32 tokens, too few; 65536
     # tokens: 2**26 elements, slot order
     prefill = launch_config(8192, 4, 128, 132, fp8=True)  # 512-element fp8 programs: a warp per 256 elements
     assert (prefill["BLOCK_H"], prefill["num_warps"]) == (4, 2)

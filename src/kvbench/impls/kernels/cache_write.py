@@ -20,13 +20,16 @@ shapes (no autotuning, so launches can be captured in a CUDA graph):
 - fp8: x / scale by the reciprocal and one fused multiply-add correction (DIV 1, correctly rounded for scales
   from 2**-100 to 2**100: divide_rn),
   streamed with evict_first;
-- paged layout: 16 tokens a program where that leaves at least 4 programs per SM (_paged_tokens_kernel), their
-  value tile stored tokens fastest: the tokens of one cache block put their 2-byte pieces of a 32-byte sector
-  into one store instruction, one sector write where there were up to 16 (consecutive slots: a prefill chunk);
-  large calls take their tokens in slot order (one argsort of the slot mapping, captured with the kernel), so
-  that random slots of one block meet in a program too. Otherwise one token a program, the value tile stored
-  transposed (VALUE_T), a thread's neighbouring stores one head's consecutive dims (H100, 2026-12-05, 128 x 128
-  at 16384 random slots: bf16 8480 against 12714 us, fp8 4488 against 14721; 8 x 128 fp8 273 against 396);
+- paged layout: 32 tokens of one head a program, 4 warps, where that leaves at least 4 programs per SM
+  (_paged_tokens_kernel), the value tile stored tokens fastest: the tokens of one cache block put their 2-byte
+  pieces of a 32-byte sector into one store instruction (consecutive slots: a prefill chunk); calls of 2**26
+  elements or more take their tokens in slot order (one argsort of the slot mapping, captured with the kernel),
+  so that random slots of one block meet in a program too. H100, 2026-12-05, against one token a program:
+  128 x 128 at 16384 random slots bf16 7279 against 8382 us, fp8 3524 against 4341; prefill chunks fp8 1444
+  against 1762, 8 x 128 fp8 87 against 117; 1024 random slots and 8 x 128 random within 2 %. Otherwise one token
+  a program, the value tile stored transposed (VALUE_T), a thread's neighbouring stores one head's consecutive
+  dims (H100, 2026-12-05, 128 x 128 at 16384 random slots: bf16 8480 against 12714 us, fp8 4488 against 14721);
+  either kernel stores the key's x-chunks as 16-byte vectors (they were 2-byte stores, at the same speed);
 - a program loads its rows and both fp8 scales without waiting for its slot (LOAD_FIRST), which only decides
   whether and where they are stored: the loads share one memory latency, which matters for the small decode
   batches, where a call takes a few microseconds. (Before 2026-12-05 the value's scale was loaded only after the
@@ -55,9 +58,9 @@ PROGRAMS_PER_SM = 4
 MIN_ELEMENTS_PER_PROGRAM = 1024  # halving BLOCK_H stops at a whole token, or at this many of its elements
 SMALL_BATCH_WARPS = 4  # warps of a program in a grid that stays under PROGRAMS_PER_SM programs per SM
 EVICTION_POLICY = {False: "", True: "evict_first"}  # by "is the cache fp8" (notes/triton.md)
-PAGED_TOKENS, PAGED_ELEMENTS, PAGED_WARPS = 16, 4096, 4  # the paged layout's programs: tokens, elements, warps
+PAGED_TOKENS, PAGED_HEADS, PAGED_WARPS = 32, 1, 4  # the paged layout's programs: tokens, heads, warps
 SORT_MIN_ELEMENTS = 1 << 26  # paged calls of this many elements a cache or more take their tokens in slot order
-# (4096 tokens of 128 x 128): below, the argsort's tens of microseconds weigh more than the merged sectors gain
+# (4096 tokens of 128 x 128): below, the argsort's ~30 us weigh more than the merged sectors gain (H100)
 
 
 @triton.jit
@@ -219,9 +222,8 @@ def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int
     config = dict(BLOCK_H=block_h, BLOCK_D=block_d, num_warps=num_warps, EVICT=EVICTION_POLICY[fp8], DIV=1,
                   VALUE_T=paged, LOAD_FIRST=True, KEY_X=True, TOKENS=1, SORTED=False)
     if paged:  # several tokens a program where the grid stays large enough (_paged_tokens_kernel)
-        block_h = min(heads, max(1, PAGED_ELEMENTS // (PAGED_TOKENS * block_d)))
-        if triton.cdiv(num_tokens, PAGED_TOKENS) * triton.cdiv(num_heads, block_h) >= enough:
-            config.update(BLOCK_H=block_h, num_warps=max_warps or PAGED_WARPS, TOKENS=PAGED_TOKENS,
+        if triton.cdiv(num_tokens, PAGED_TOKENS) * triton.cdiv(num_heads, PAGED_HEADS) >= enough:
+            config.update(BLOCK_H=PAGED_HEADS, num_warps=max_warps or PAGED_WARPS, TOKENS=PAGED_TOKENS,
                           SORTED=num_tokens * num_heads * head_size >= SORT_MIN_ELEMENTS)
     return config
 
