@@ -74,9 +74,11 @@ def test_interpreter_odd_head_sizes_and_block_32(head_size, block_size, layout):
 
 # Tuning variants (scripts/tune_triton.py): the paths the defaults replaced: div_rn per element (DIV 0), the slot
 # awaited before the loads (LOAD_FIRST off), the paged value stored untransposed (VALUE_T off); and candidates
+ONE = dict(TOKENS=1, SORTED=False)
 VARIANTS = [("nhd", "fp8", "tensor", dict(DIV=0)), ("hnd", "fp8", "head", dict(DIV=0, LOAD_FIRST=False)),
-            ("paged", "auto", "tensor", dict(VALUE_T=False, LOAD_FIRST=False, KEY_X=False)),  # default VALUE_T
-            ("paged", "fp8_e5m2", "tensor", dict(VALUE_T=False)),
+            ("paged", "auto", "tensor", dict(VALUE_T=False, LOAD_FIRST=False, KEY_X=False, **ONE)),  # one token a
+            ("paged", "fp8_e5m2", "tensor", dict(VALUE_T=False, **ONE)),  # program (the GPU tests' 4096 x 8 heads
+            # would take the kernel of several tokens by default)
             ("paged", "auto", "tensor", dict(TOKENS=4)), ("paged", "fp8", "tensor", dict(TOKENS=4, SORTED=True)),
             ("paged", "fp8_e5m2", "tensor", dict(SORTED=True, BLOCK_H=2))]
 # (TOKENS, SORTED: the paged layout's kernel of several tokens a program, in slot order or not)
@@ -94,11 +96,33 @@ def test_interpreter_paged_tokens_kernel(slots, tokens, ordered, heads):
     assert verify(TRITON.name, [w], writer, TRITON.compare).tokens_checked == 37 - len(range(1, 37, 3))
 
 
-def test_the_paged_kernels_launch_parameters_are_refused_elsewhere():
+def test_the_paged_tokens_kernel_by_the_default_heuristic():
+    """512 tokens of one head: 16 programs of 32 tokens, the 4 a simulated SM needs: the default takes the kernel."""
+    from kvbench.impls.kernels.cache_write import launch_config
+
+    case = make_case("triton", "paged", num_tokens=512, num_heads=1, head_size=64, num_blocks=64, block_size=16,
+                     dtype="half", slots="prefill", device="cpu")
+    assert launch_config(512, 1, 64, 4, paged=True)["TOKENS"] == 32
+    w = interpreter_workload(case, noncontiguous=True, padding=True)
+    assert verify(TRITON.name, [w], TRITON.bind(w), TRITON.compare).tokens_checked == 512 - len(range(1, 512, 3))
+
+
+def test_the_paged_kernels_launch_parameters_are_refused_where_they_do_not_apply():
     case = make_case("triton", "nhd", num_tokens=4, num_heads=2, head_size=64, num_blocks=2, device="cpu")
     w = make(case, seed=1)
     with pytest.raises(ValueError, match="TOKENS 4 and SORTED False are for the paged layout, not 'nhd'"):
         variant_writer(w, dict(TOKENS=4))()
+    paged = make(make_case("triton", "paged", num_tokens=4, num_heads=2, head_size=64, num_blocks=2, device="cpu"), 1)
+    with pytest.raises(ValueError, match="VALUE_T apply to one token a program; with TOKENS 4"):
+        variant_writer(paged, dict(TOKENS=4, VALUE_T=False))()
+    with pytest.raises(ValueError, match=r"power-of-two TOKENS \(not 6\)"):
+        variant_writer(paged, dict(TOKENS=6))()
+    paged.k_scale = torch.ones(2)
+    with pytest.raises(ValueError, match=r"per-tensor scales \(not 2 values\)"):
+        variant_writer(paged, dict(TOKENS=4))()
+    paged.slot_mapping = paged.slot_mapping.int()
+    with pytest.raises(ValueError, match="slot_mapping must be int64, not torch.int32"):
+        variant_writer(paged, {})()
 
 
 def test_a_paged_key_cache_whose_chunks_do_not_follow_each_other_is_refused():

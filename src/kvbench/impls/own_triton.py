@@ -14,7 +14,8 @@ from kvbench.ops.layouts import SERVED_LAYOUTS
 
 class TritonWrite(Implementation):
     name = "triton"
-    description = "kvbench's own Triton kernel (one program per token and group of heads; any strides)"
+    description = ("kvbench's own Triton kernel (a program per token and group of heads; paged: per 32 tokens of a "
+                   "head; any strides)")
     layouts = ("nhd", "hnd", "paged") + SERVED_LAYOUTS
     per_head_scales = True
     packages = ("triton",)

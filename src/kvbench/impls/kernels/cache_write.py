@@ -6,8 +6,9 @@ int64 slot mapping whose length is the number of tokens, negative slots skipped;
 uint8 holding fp8 e4m3/e5m2 codes of saturate(x / scale) rounded to nearest (per-tensor scale, or per-head on the
 flash layouts).
 
-One program writes BLOCK_H heads of one token, key and value. Launch parameters come from a fixed heuristic on the
-shapes (no autotuning, so launches can be captured in a CUDA graph):
+One program writes BLOCK_H heads of one token, key and value (the paged layout's own kernel: of TOKENS tokens).
+Launch parameters come from a fixed heuristic on the shapes (no autotuning, so launches can be captured in a CUDA
+graph):
 - BLOCK_D = head_size rounded up to a power of two (masked), so rows stay contiguous for 16-byte accesses;
 - BLOCK_H: as many heads as make <= 2048 elements per program (4096 for fp8 caches), halved while the grid has
   fewer than 4 programs per SM (small token counts need many small programs to spread over the chip), but not
@@ -60,7 +61,8 @@ SMALL_BATCH_WARPS = 4  # warps of a program in a grid that stays under PROGRAMS_
 EVICTION_POLICY = {False: "", True: "evict_first"}  # by "is the cache fp8" (notes/triton.md)
 PAGED_TOKENS, PAGED_HEADS, PAGED_WARPS = 32, 1, 4  # the paged layout's programs: tokens, heads, warps
 SORT_MIN_ELEMENTS = 1 << 26  # paged calls of this many elements a cache or more take their tokens in slot order
-# (4096 tokens of 128 x 128): below, the argsort's ~30 us weigh more than the merged sectors gain (H100)
+# (4096 tokens of 128 x 128). Timed on an H100 at 2**24 (slot order lost: the argsort's ~30 us) and 2**28 (it won);
+# the boundary between them was not timed
 
 
 @triton.jit
@@ -203,7 +205,9 @@ def _sm_count(device_index: int | None) -> int:
 
 def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int, fp8: bool = False,
                   max_elements: int | None = None, max_warps: int | None = None, paged: bool = False) -> dict:
-    """BLOCK_H, BLOCK_D, num_warps and the eviction policy for a write (see the module docstring)."""
+    """BLOCK_H, BLOCK_D, num_warps, the eviction policy, the division (DIV), the paged value stored transposed
+    (VALUE_T), rows loaded before the slot (LOAD_FIRST), the paged key's slot stride as a constant (KEY_X), and for
+    the paged layout tokens a program (TOKENS) and slot order (SORTED): see the module docstring."""
     block_d = triton.next_power_of_2(head_size)
     heads = triton.next_power_of_2(num_heads)
     block_h = min(heads, max(1, (max_elements or MAX_ELEMENTS_PER_PROGRAM[fp8]) // block_d))
@@ -266,6 +270,8 @@ def reshape_and_cache(
     if min(key.shape[0], value.shape[0]) < num_tokens:  # every row is read, padding tokens' too (LOAD_FIRST)
         raise ValueError(f"key and value need a row for each of the {num_tokens} slots; they have "
                          f"{key.shape[0]} and {value.shape[0]}")
+    if slot_mapping.dtype != torch.int64:  # (block * block stride is computed in the slots' type)
+        raise ValueError(f"slot_mapping must be int64, not {slot_mapping.dtype}")
     if num_tokens == 0:
         return
     block_size = key_cache.shape[3] if layout == "paged" else value_cache.shape[2 if layout == "hnd" else 1]
@@ -275,13 +281,21 @@ def reshape_and_cache(
     device_index = key.device.index if key.is_cuda else None
     base = launch_config(num_tokens, num_heads, head_size, _sm_count(device_index), fp8=fp8_format is not None,
                          paged=layout == "paged")
-    config = {**base, **(config or {})}
+    asked = config or {}
+    config = {**base, **asked}
     tokens, ordered = config.pop("TOKENS"), config.pop("SORTED")
     strides = (key.stride(0), key.stride(1), value.stride(0), value.stride(1),
                *_cache_strides(layout, key_cache, value_cache))
     if tokens > 1 or ordered:  # several tokens a program, or in slot order: the paged layout's own kernel
         if layout != "paged":
             raise ValueError(f"TOKENS {tokens} and SORTED {ordered} are for the paged layout, not {layout!r}")
+        one_token_only = sorted({"VALUE_T", "LOAD_FIRST", "KEY_X"} & set(asked))
+        if one_token_only:
+            raise ValueError(f"{', '.join(one_token_only)} apply to one token a program; with TOKENS {tokens} or "
+                             f"SORTED {ordered} ask for TOKENS=1, SORTED=False too")
+        if tokens & (tokens - 1) or k_scale.numel() != 1:
+            raise ValueError(f"the paged kernel of several tokens takes a power-of-two TOKENS (not {tokens}) and "
+                             f"per-tensor scales (not {k_scale.numel()} values)")
         del config["VALUE_T"], config["LOAD_FIRST"], config["KEY_X"]
         order = torch.argsort(slot_mapping) if ordered else slot_mapping  # (not read unless ordered)
         _paged_tokens_kernel[(triton.cdiv(num_tokens, tokens), triton.cdiv(num_heads, config["BLOCK_H"]))](
