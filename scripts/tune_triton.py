@@ -101,14 +101,13 @@ def _flash_writers(configs):
 
 
 def paged_variants(p):
-    """The default; one token a program (value transposed), its key chunks stored whole or as before 2026-12-05
-    (2-byte stores); tokens a program x heads x warps, in slot order or not."""
+    """The default; one token a program (value transposed, the default before 2026-12-05); tokens a program x heads
+    x warps, in slot order or not."""
     c = p.case
     sm = torch.cuda.get_device_properties(0).multi_processor_count
     default = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, c.is_fp8, paged=True)
     one = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, c.is_fp8)  # a token a program
-    out = {"default": default, "a token a program": {**one, "VALUE_T": True},
-           "a token a program, key in 2-byte stores (before)": {**one, "VALUE_T": True, "KEY_X": False}}
+    out = {"default": default, "a token a program (before)": {**one, "VALUE_T": True}}
     for tokens, heads, warps in ((16, 2, 4), (32, 1, 2), (32, 1, 4), (32, 1, 8), (64, 1, 4), (64, 1, 8), (128, 1, 4),
                                  (128, 1, 8)):
         block_h = min(heads, triton.next_power_of_2(c.num_heads))

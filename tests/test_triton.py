@@ -76,7 +76,7 @@ def test_interpreter_odd_head_sizes_and_block_32(head_size, block_size, layout):
 # awaited before the loads (LOAD_FIRST off), the paged value stored untransposed (VALUE_T off); and candidates
 ONE = dict(TOKENS=1, SORTED=False)
 VARIANTS = [("nhd", "fp8", "tensor", dict(DIV=0)), ("hnd", "fp8", "head", dict(DIV=0, LOAD_FIRST=False)),
-            ("paged", "auto", "tensor", dict(VALUE_T=False, LOAD_FIRST=False, KEY_X=False, **ONE)),  # one token a
+            ("paged", "auto", "tensor", dict(VALUE_T=False, LOAD_FIRST=False, **ONE)),  # one token a
             ("paged", "fp8_e5m2", "tensor", dict(VALUE_T=False, **ONE)),  # program (the GPU tests' 4096 x 8 heads
             # would take the kernel of several tokens by default)
             ("paged", "auto", "tensor", dict(TOKENS=4)), ("paged", "fp8", "tensor", dict(TOKENS=4, SORTED=True)),
@@ -188,15 +188,13 @@ def test_launch_heuristic():
     from kvbench.impls.kernels.cache_write import launch_config
 
     assert launch_config(65536, 128, 128, 132) == dict(BLOCK_H=16, BLOCK_D=128, num_warps=2, EVICT="", DIV=1,
-                                                       VALUE_T=False, LOAD_FIRST=True, KEY_X=True,
-                                                       TOKENS=1, SORTED=False)
+                                                       VALUE_T=False, LOAD_FIRST=True, TOKENS=1, SORTED=False)
     assert launch_config(256, 128, 128, 132)["BLOCK_H"] == 16  # 2048 programs: at least 4 per SM (528)
     assert launch_config(32, 128, 128, 132)["BLOCK_H"] == 8  # 256 programs were too few: halved once, to 1024
     # elements, no further (512 programs: a small batch)
     assert launch_config(65536, 128, 128, 132, fp8=True) == dict(BLOCK_H=32, BLOCK_D=128, num_warps=4,
                                                                  EVICT="evict_first", DIV=1, VALUE_T=False,
-                                                                 LOAD_FIRST=True, KEY_X=True, TOKENS=1,
-                                                                 SORTED=False)
+                                                                 LOAD_FIRST=True, TOKENS=1, SORTED=False)
     small = launch_config(2, 128, 128, 132)
     assert small["BLOCK_H"] == 8 and small["num_warps"] == 4  # 32 programs of 1024 elements for 2 tokens, 4 warps
     for fp8 in (False, True):  # a decode batch of 8 KV heads: whole tokens (64 programs), 4 warps each

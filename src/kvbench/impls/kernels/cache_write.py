@@ -109,6 +109,15 @@ def _fp8_codes(x, scale, FP8: tl.constexpr, DIV: tl.constexpr):
 
 
 @triton.jit
+def _paged_key_offsets(block, offset, h, d, kc_sb, kc_sh, kc_sx, X: tl.constexpr):
+    """Element offsets in the paged key cache [blocks, heads, head_size // X, block_size, X]: 16-byte chunks
+    block_size * 16 bytes apart. The slot stride is the constant X (the caller checks it): a stride Triton can see
+    makes the chunks 16-byte vector stores; with the run-time stride (before 2026-12-05) the sm_90 code stored them
+    in 2-byte pieces, at the same speed on an H100."""
+    return block * kc_sb + h * kc_sh + (d // X) * kc_sx + offset * X + d % X
+
+
+@triton.jit
 def _write_kernel(
     key_ptr, value_ptr, key_cache_ptr, value_cache_ptr, slot_ptr, k_scale_ptr, v_scale_ptr,
     key_st, key_sh, value_st, value_sh,  # input strides: token, head (head_size stride is 1)
@@ -117,7 +126,7 @@ def _write_kernel(
     NUM_HEADS: tl.constexpr, HEAD_SIZE: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr,
     PAGED: tl.constexpr, X: tl.constexpr, FP8: tl.constexpr, PER_HEAD: tl.constexpr, EVICT: tl.constexpr,
-    DIV: tl.constexpr, VALUE_T: tl.constexpr, LOAD_FIRST: tl.constexpr, KEY_X: tl.constexpr,
+    DIV: tl.constexpr, VALUE_T: tl.constexpr, LOAD_FIRST: tl.constexpr,
 ):
     token = tl.program_id(0).to(tl.int64)
     slot = tl.load(slot_ptr + token)
@@ -143,10 +152,8 @@ def _write_kernel(
             return
     block = slot // BLOCK_SIZE
     offset = slot % BLOCK_SIZE
-    if PAGED:  # key [blocks, heads, head_size // X, block_size, X]: 16-byte chunks block_size * 16 bytes apart
-        slot_stride = X if KEY_X else kc_so  # X, checked by the caller: a stride Triton can see makes the chunks
-        # 16-byte vector stores; with the run-time stride (KEY_X off, before 2026-12-05) they were 2-byte ones
-        k_dst = block * kc_sb + h * kc_sh + (d // X) * kc_sx + offset * slot_stride + d % X
+    if PAGED:
+        k_dst = _paged_key_offsets(block, offset, h, d, kc_sb, kc_sh, kc_sx, X)
     else:
         k_dst = block * kc_sb + offset * kc_so + h * kc_sh + d
     v_dst = block * vc_sb + offset * vc_so + h * vc_sh + d * vc_sd  # paged: vc_sd = block_size (transposed)
@@ -189,7 +196,7 @@ def _paged_tokens_kernel(
     mask = rows & (s >= 0)
     block = s // BLOCK_SIZE
     offset = s % BLOCK_SIZE
-    k_dst = block * kc_sb + h * kc_sh + (d // X) * kc_sx + offset * X + d % X  # (as _write_kernel's)
+    k_dst = _paged_key_offsets(block, offset, h, d, kc_sb, kc_sh, kc_sx, X)
     v_dst = block * vc_sb + offset * vc_so + h * vc_sh + d * vc_sd
     tl.store(key_cache_ptr + k_dst, k, mask=mask, eviction_policy=EVICT)
     tl.store(value_cache_ptr + tl.permute(v_dst, (1, 2, 0)), tl.permute(v, (1, 2, 0)),
@@ -206,8 +213,8 @@ def _sm_count(device_index: int | None) -> int:
 def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int, fp8: bool = False,
                   max_elements: int | None = None, max_warps: int | None = None, paged: bool = False) -> dict:
     """BLOCK_H, BLOCK_D, num_warps, the eviction policy, the division (DIV), the paged value stored transposed
-    (VALUE_T), rows loaded before the slot (LOAD_FIRST), the paged key's slot stride as a constant (KEY_X), and for
-    the paged layout tokens a program (TOKENS) and slot order (SORTED): see the module docstring."""
+    (VALUE_T), rows loaded before the slot (LOAD_FIRST), and for the paged layout tokens a program (TOKENS) and
+    slot order (SORTED): see the module docstring."""
     block_d = triton.next_power_of_2(head_size)
     heads = triton.next_power_of_2(num_heads)
     block_h = min(heads, max(1, (max_elements or MAX_ELEMENTS_PER_PROGRAM[fp8]) // block_d))
@@ -224,7 +231,7 @@ def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int
     else:
         num_warps = max(1, min(max_warps or MAX_WARPS[fp8], block_h * block_d // ELEMENTS_PER_WARP[fp8]))
     config = dict(BLOCK_H=block_h, BLOCK_D=block_d, num_warps=num_warps, EVICT=EVICTION_POLICY[fp8], DIV=1,
-                  VALUE_T=paged, LOAD_FIRST=True, KEY_X=True, TOKENS=1, SORTED=False)
+                  VALUE_T=paged, LOAD_FIRST=True, TOKENS=1, SORTED=False)
     if paged:  # several tokens a program where the grid stays large enough (_paged_tokens_kernel)
         if triton.cdiv(num_tokens, PAGED_TOKENS) * triton.cdiv(num_heads, PAGED_HEADS) >= enough:
             config.update(BLOCK_H=PAGED_HEADS, num_warps=max_warps or PAGED_WARPS, TOKENS=PAGED_TOKENS,
@@ -259,7 +266,7 @@ def reshape_and_cache(
 ) -> None:
     """Write key/value [: len(slot_mapping)] into the caches of `layout` (see the module docstring).
 
-    `config` overrides launch parameters (BLOCK_H, num_warps, EVICT, DIV, VALUE_T, LOAD_FIRST, KEY_X; for the paged
+    `config` overrides launch parameters (BLOCK_H, num_warps, EVICT, DIV, VALUE_T, LOAD_FIRST; for the paged
     layout TOKENS, tokens a program, and SORTED, the tokens taken in slot order: _paged_tokens_kernel) for
     experiments (scripts/tune_triton.py).
     """
@@ -289,14 +296,14 @@ def reshape_and_cache(
     if tokens > 1 or ordered:  # several tokens a program, or in slot order: the paged layout's own kernel
         if layout != "paged":
             raise ValueError(f"TOKENS {tokens} and SORTED {ordered} are for the paged layout, not {layout!r}")
-        one_token_only = sorted({"VALUE_T", "LOAD_FIRST", "KEY_X"} & set(asked))
+        one_token_only = sorted({"VALUE_T", "LOAD_FIRST"} & set(asked))
         if one_token_only:
             raise ValueError(f"{', '.join(one_token_only)} apply to one token a program; with TOKENS {tokens} or "
                              f"SORTED {ordered} ask for TOKENS=1, SORTED=False too")
         if tokens & (tokens - 1) or k_scale.numel() != 1:
             raise ValueError(f"the paged kernel of several tokens takes a power-of-two TOKENS (not {tokens}) and "
                              f"per-tensor scales (not {k_scale.numel()} values)")
-        del config["VALUE_T"], config["LOAD_FIRST"], config["KEY_X"]
+        del config["VALUE_T"], config["LOAD_FIRST"]
         order = torch.argsort(slot_mapping) if ordered else slot_mapping  # (not read unless ordered)
         _paged_tokens_kernel[(triton.cdiv(num_tokens, tokens), triton.cdiv(num_heads, config["BLOCK_H"]))](
             key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale, order, num_tokens, *strides,
