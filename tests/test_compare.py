@@ -234,3 +234,50 @@ def test_bad_flags_are_one_line(capsys):
         with pytest.raises(SystemExit) as exc:
             cli.main(argv)
         assert exc.value.code == 2 and "\n" not in capsys.readouterr().err.strip()
+
+
+class _Graphless:
+    """A benchmark class timed in cudagraph mode, as the suite's GPU classes are."""
+    params, param_names, mode = [["x"]], ["implementation"], "cudagraph"
+
+    def case(self, implementation):
+        return type("Case", (), {"num_tokens": 1, "label": lambda self: "case"})()
+
+
+def _worker_with(prepare):
+    """An in-process compare worker whose revision's runner.prepare is `prepare` (its samplers cannot capture a
+    graph, like vLLM's swap_blocks_batch)."""
+    from kvbench import errors
+    from kvbench.compare.worker import Worker
+
+    def sampler(mode):
+        raise errors.Unavailable(f"no graph in {mode}")
+
+    worker = Worker(".")
+    worker.errors = errors
+    worker.suite = type("Suite", (), {"PRIMARY_MODE": "no_graph", "MAX_TOKENS": 8, "DEVICE": "cuda"})
+    worker.runner = type("Runner", (), {"prepare": staticmethod(prepare)})
+    worker.classes = lambda: {"Graphless": _Graphless}
+    worker.pin = lambda req: None
+    worker.prepared = type("Prepared", (), {"sampler": staticmethod(sampler),
+                                            "verified": type("V", (), {"method": "bit-exact"})})
+    return worker
+
+
+def test_the_worker_checks_the_class_mode_before_it_allocates_and_skips_what_cannot_be_timed():
+    from kvbench import errors
+
+    seen = []
+
+    def prepare(case, implementation, mode=None):  # today's runner: Unavailable before any allocation
+        seen.append(mode)
+        raise errors.Unavailable(f"{implementation} cannot be captured in {mode}")
+
+    worker = _worker_with(prepare)
+    reply = worker.op_prepare({"class": "Graphless", "method": "case", "params": ["x"]})
+    assert seen == ["cudagraph"]
+    assert (reply["status"], reply["reason"]) == ("skipped", "x cannot be captured in cudagraph")
+
+    worker = _worker_with(lambda case, implementation: worker.prepared)  # an older revision's prepare: no mode
+    assert worker.op_prepare({"class": "Graphless", "method": "case", "params": ["x"]})["status"] == "ok"
+    assert worker.op_calibrate({}) == {"status": "skipped", "reason": "no graph in cudagraph"}
