@@ -254,6 +254,29 @@ def test_gpu_shapes_noncontiguous_padding_per_head(head_size, block_size, layout
     assert verify(TRITON.name, [w], TRITON.bind(w), TRITON.compare).tokens_checked == 1000 - len(range(0, 1000, 7))
 
 
+SPECIAL = [float("nan"), float("inf"), -float("inf"), 1e30, -1e30, 0.0, -0.0, -1e-30, 1e-30, 224.0, -224.0, 232.0,
+           28672.0, -30000.0]  # (at scale 0.5: e4m3's largest, between it and the midpoint above, e5m2's largest)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout, tokens", [("nhd", None), ("paged", 1), ("paged", 32)])
+@pytest.mark.parametrize("kv", ["fp8", "fp8_e5m2"])
+def test_gpu_special_values_as_the_reference(layout, tokens, kv):
+    """NaN stays NaN, infinities and values past the format saturate, signed zeros and underflow keep their sign,
+    as the reference's clamp and cast: the hardware's saturating conversion and the kernel's own clamp agree."""
+    case = make_case("triton", layout, num_tokens=512, num_blocks=256, num_heads=8, kv_cache_dtype=kv,
+                     slots="random")
+    w = make(case, seed=23)
+    for x in (w.key, w.value):
+        flat = x.view(-1)
+        at = torch.randint(0, flat.numel(), (4096,), generator=torch.Generator().manual_seed(1)).to(flat.device)
+        flat[at] = torch.tensor(SPECIAL, dtype=x.dtype).repeat(1 + 4096 // len(SPECIAL))[:4096].to(x.device)
+    w.k_scale.fill_(0.5)
+    w.v_scale.fill_(0.5)
+    writer = TRITON.bind(w) if tokens is None else variant_writer(w, dict(TOKENS=tokens, SORTED=False))
+    assert verify(TRITON.name, [w], writer, TRITON.compare).method == "bit-exact"
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("layout, kv, scales, config", VARIANTS)
 def test_gpu_tuning_variants_bit_exact_on_random_inputs(layout, kv, scales, config):

@@ -32,8 +32,8 @@ def _quantize(x, scale, FP8: tl.constexpr, SKIP_SCALE: tl.constexpr, DIV: tl.con
     if not SKIP_SCALE:
         y = divide_rn(y, scale, DIV)
     if FP8 == 1:
-        return tl.clamp(y, -448.0, 448.0).to(tl.float8e4nv).to(tl.uint8, bitcast=True)
-    return tl.clamp(y, -57344.0, 57344.0).to(tl.float8e5).to(tl.uint8, bitcast=True)
+        return tl.clamp(y, -448.0, 448.0, propagate_nan=tl.PropagateNan.ALL).to(tl.float8e4nv).to(tl.uint8, bitcast=True)
+    return tl.clamp(y, -57344.0, 57344.0, propagate_nan=tl.PropagateNan.ALL).to(tl.float8e5).to(tl.uint8, bitcast=True)
 
 
 @triton.jit
