@@ -277,6 +277,27 @@ def test_gpu_special_values_as_the_reference(layout, tokens, kv):
     assert verify(TRITON.name, [w], writer, TRITON.compare).method == "bit-exact"
 
 
+def _with_special_values(*tensors):
+    for x in tensors:
+        flat = x.view(-1)
+        n = min(4096, flat.numel() // 4)
+        at = torch.randint(0, flat.numel(), (n,), generator=torch.Generator().manual_seed(1)).to(flat.device)
+        flat[at] = torch.tensor(SPECIAL, dtype=x.dtype).repeat(1 + n // len(SPECIAL))[:n].to(x.device)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("op, fields", [("mla", dict(kv_cache_dtype="fp8")), ("mla", dict(kv_cache_dtype="fp8_e5m2")),
+                                        ("convert-fp8", dict(direction="quantize", dtype="float"))])
+def test_gpu_special_values_as_the_reference_mla_and_convert(op, fields):
+    """As test_gpu_special_values_as_the_reference for the MLA write (per-tensor scale) and convert-fp8's quantize
+    (fp8_ds_mla is not: a NaN in a tile makes the reference's tile scale NaN, which its kernel does not follow)."""
+    impl = impls.get("triton", op)
+    w = make(make_case("triton", op=op, num_tokens=512, num_blocks=64, **fields), seed=29)
+    _with_special_values(*([w.kv_c, w.k_pe] if op == "mla" else [w.src]))
+    w.scale.fill_(0.5)
+    assert verify(impl.name, [w], impl.bind(w), impl.compare).method == "bit-exact"
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("layout, kv, scales, config", VARIANTS)
 def test_gpu_tuning_variants_bit_exact_on_random_inputs(layout, kv, scales, config):
