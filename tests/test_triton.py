@@ -115,6 +115,8 @@ def test_the_paged_kernels_launch_parameters_are_refused_where_they_do_not_apply
     paged = make(make_case("triton", "paged", num_tokens=4, num_heads=2, head_size=64, num_blocks=2, device="cpu"), 1)
     with pytest.raises(ValueError, match="VALUE_T apply to one token a program; with TOKENS 4"):
         variant_writer(paged, dict(TOKENS=4, VALUE_T=False))()
+    from kvbench.impls.kernels.cache_write import launch_config  # its whole dict, as scripts/tune_triton.py passes
+    variant_writer(paged, {**launch_config(4, 2, 64, 4, paged=True), "TOKENS": 4})()  # it, is taken
     with pytest.raises(ValueError, match=r"power-of-two TOKENS \(not 6\)"):
         variant_writer(paged, dict(TOKENS=6))()
     paged.k_scale = torch.ones(2)

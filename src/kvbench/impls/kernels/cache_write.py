@@ -302,7 +302,8 @@ def reshape_and_cache(
     if tokens > 1 or ordered:  # several tokens a program, or in slot order: the paged layout's own kernel
         if layout != "paged":
             raise ValueError(f"TOKENS {tokens} and SORTED {ordered} are for the paged layout, not {layout!r}")
-        one_token_only = sorted({"VALUE_T", "LOAD_FIRST"} & set(asked))
+        one_token_only = sorted(k for k in ("VALUE_T", "LOAD_FIRST") if asked.get(k, True) is False)  # (True is
+        # what this kernel does too: launch_config's whole dict is a valid config)
         if one_token_only:
             raise ValueError(f"{', '.join(one_token_only)} apply to one token a program; with TOKENS {tokens} or "
                              f"SORTED {ordered} ask for TOKENS=1, SORTED=False too")
