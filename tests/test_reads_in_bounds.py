@@ -4,9 +4,10 @@ A masked-off load reads nothing, an unmasked one past the last token reads whate
 often harmless, at the end of an allocation an illegal address. The verifier cannot see it (nothing wrong is
 stored) and neither can Triton's interpreter, which reads host memory through raw pointers. So here every input of
 a small case is copied to the very end of its own mapping, followed by a page that cannot be read; the kernels run
-through the interpreter in a child process, where a read past an input is a segmentation fault. Token counts are
-no multiple of the kernels' tiles, so the last program's tile runs past the last token. A kernel of the test's own
-that loads without its mask shows that such a read is caught.
+through the interpreter in a child process, where a read past an input is a segmentation fault; then again with
+every input at the very start of its mapping, after such pages (a read before it: a -1 index unmasked). Token counts
+are no multiple of the kernels' tiles, so the last program's tile runs past the last token. A kernel of the test's
+own that loads without its mask shows that such a read is caught.
 """
 
 import ctypes
@@ -44,23 +45,46 @@ CASES = [
 _KEEP = []  # the mappings behind the guarded tensors
 
 
-def guarded(tensor):
-    """A copy of `tensor` whose last byte is the last byte before a page no access is allowed to (PROT_NONE)."""
+GUARD_PAGES = 16  # unreadable pages beside each input: a row or head past the end lands in them too
+
+
+def guarded(tensor, at_start: bool = False):
+    """A copy of `tensor` whose last byte is the last byte before GUARD_PAGES pages no access is allowed to
+    (PROT_NONE), or, `at_start`, whose first byte follows such pages."""
     import torch
 
     nbytes = tensor.numel() * tensor.element_size()
     pages = max(1, -(-nbytes // mmap.PAGESIZE))
-    area = mmap.mmap(-1, (pages + 1) * mmap.PAGESIZE)
+    area = mmap.mmap(-1, (pages + 2 * GUARD_PAGES) * mmap.PAGESIZE)
     base = ctypes.addressof(ctypes.c_char.from_buffer(area))
     libc = ctypes.CDLL(None, use_errno=True)
     libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    if libc.mprotect(base + pages * mmap.PAGESIZE, mmap.PAGESIZE, 0) != 0:  # 0: PROT_NONE
-        raise OSError(ctypes.get_errno(), "mprotect failed")
+    for first in (0, GUARD_PAGES + pages):  # 0: PROT_NONE
+        if libc.mprotect(base + first * mmap.PAGESIZE, GUARD_PAGES * mmap.PAGESIZE, 0) != 0:
+            raise OSError(ctypes.get_errno(), "mprotect failed")
     _KEEP.append(area)
-    raw = torch.frombuffer(area, dtype=torch.uint8, count=nbytes, offset=pages * mmap.PAGESIZE - nbytes)
+    start = GUARD_PAGES * mmap.PAGESIZE + (0 if at_start else pages * mmap.PAGESIZE - nbytes)
+    raw = torch.frombuffer(area, dtype=torch.uint8, count=nbytes, offset=start)
     copy = raw.view(tensor.dtype).view(tensor.shape)
     copy.copy_(tensor)
     return copy
+
+
+def guard_inputs(obj, inputs: set, at_start: bool, done: set) -> None:
+    """Replace, in place, every tensor of dataclass `obj` (and of the dataclasses it holds) whose id is in `inputs`
+    by its guarded copy; the copies' ids go to `done`."""
+    import dataclasses
+
+    import torch
+
+    for field in dataclasses.fields(obj):
+        value = getattr(obj, field.name)
+        if isinstance(value, torch.Tensor) and id(value) in inputs:
+            copy = guarded(value, at_start)
+            object.__setattr__(obj, field.name, copy)  # (frozen dataclasses too)
+            done.add(id(copy))
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            guard_inputs(value, inputs, at_start, done)
 
 
 def _writer(impl, w, config):
@@ -73,24 +97,22 @@ def _writer(impl, w, config):
 
 
 def child() -> None:
-    """Each case's inputs guarded, its Triton writer called once; prints each case before it runs."""
-    import dataclasses
-
-    import torch
-
+    """Each case's inputs guarded, its Triton writer called once, inputs at the end then at the start of their
+    mappings; prints each case before it runs."""
     from kvbench import impls, ops
     from kvbench.runner import make_case
 
-    for op, fields, config in CASES:
-        print(f"running {op} {json.dumps(fields)} {json.dumps(config)}", flush=True)
-        impl = impls.get("triton", op)
-        w = ops.workload(make_case("triton", op=op, device="cpu", **fields), seed=3)
-        inputs = {id(t) for t in w.inputs()}
-        for field in dataclasses.fields(w):
-            value = getattr(w, field.name)
-            if isinstance(value, torch.Tensor) and id(value) in inputs:
-                setattr(w, field.name, guarded(value))
-        _writer(impl, w, config)()
+    for at_start in (False, True):
+        for op, fields, config in CASES:
+            where = "start" if at_start else "end"
+            print(f"running {op} {json.dumps(fields)} {json.dumps(config)} (inputs at the {where})", flush=True)
+            impl = impls.get("triton", op)
+            w = ops.workload(make_case("triton", op=op, device="cpu", **fields), seed=3)
+            done: set = set()
+            guard_inputs(w, {id(t) for t in w.inputs()}, at_start, done)
+            left = [name for name, t in zip(w.INPUT_NAMES, w.inputs()) if id(t) not in done]
+            assert not left, f"{op}: inputs not guarded: {left}"
+            _writer(impl, w, config)()
     print("all cases ran", flush=True)
 
 
@@ -122,7 +144,7 @@ needs_interpreter = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1"
 @needs_interpreter
 def test_a_read_past_an_input_is_caught():
     run = _run("control")
-    assert run.returncode == -signal.SIGSEGV, (run.returncode, run.stdout[-500:], run.stderr[-500:])
+    assert run.returncode in (-signal.SIGSEGV, -signal.SIGBUS), (run.returncode, run.stdout[-500:], run.stderr[-500:])
 
 
 @needs_interpreter
