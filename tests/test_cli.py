@@ -212,3 +212,17 @@ def test_same_process_ratios_pair_asv_with_the_logged_independent_timing(capsys)
     assert commands.print_ratios("t", rows) is True  # 5 % off: more than the 3 % allowed
     assert commands.print_ratios("t", [dict(rows[0], ratio=1.02)]) is False
     assert "| triton           |           16 | half    | fp8  |" in capsys.readouterr().out
+
+
+def test_a_closed_pipe_on_stdout_ends_quietly():
+    """`kvbench ... | head`: the reader goes away before kvbench writes; no traceback, exit 128 + SIGPIPE."""
+    import signal
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-m", "kvbench.cli", "check-env"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    child.stdout.close()  # before the child, still importing, prints its line
+    err = child.stderr.read()
+    assert child.wait(timeout=120) == 128 + signal.SIGPIPE, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

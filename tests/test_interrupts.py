@@ -81,7 +81,7 @@ def test_fidelity_interrupted_keeps_its_finished_rows(monkeypatch, tmp_path, cap
         done.append(tokens)
         return Fidelity(name, tokens, 8, 2.0, 2.02)
 
-    monkeypatch.setattr(commands, "resolve", lambda device: "cuda")
+    monkeypatch.setattr(commands, "resolve", lambda device, needed_by=None: "cuda")
     monkeypatch.setattr(commands, "caller", lambda device, same: one_case)
     out = tmp_path / "f.json"
     assert cli.main(["fidelity", "--num-tokens", "2", "16", "--json", str(out)]) == 130

@@ -4,6 +4,8 @@ or SIGTERM in one line too (exit 130 / 143), after the command kept what it fini
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 from kvbench.cli import interrupts
@@ -31,13 +33,19 @@ def main(argv=None) -> int:
     try:
         with interrupts.handled():
             args = parser().parse_args(argv)
-            return args.run(args)
+            code = args.run(args)
+            sys.stdout.flush()  # a closed pipe shows here (below), not as a traceback when Python exits
+            return code
     except KvbenchError as exc:  # bad input or configuration, an unusable device, an unreadable file
         print(f"kvbench: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except Interrupted as exc:  # Ctrl-C or SIGTERM: what was finished is kept (the command says where)
         print(f"kvbench: {interrupts.message(exc)}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # the reader of stdout went away (`kvbench asv-summary FILE | head`): no traceback,
+        # and none at exit either, when Python flushes what is left for the closed pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

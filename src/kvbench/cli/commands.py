@@ -126,7 +126,7 @@ def _fidelity_case(name: str, layout: str | None, tokens: int):
 
 def cmd_fidelity(args) -> int:
     out = files.check_writable(args.json, "--json") if args.json else None
-    resolve("cuda")
+    resolve("cuda", needed_by="kvbench fidelity (it compares against CUDA events)")
     call = caller("cuda", args.same_process)
     planned = len(args.implementation) * len(args.num_tokens)
     rows = []

@@ -29,15 +29,18 @@ def cuda_reason() -> str | None:
     return None
 
 
-def resolve(asked: str | None = None) -> str:
+def resolve(asked: str | None = None, needed_by: str | None = None) -> str:
     """The device to run on: `asked` (a --device flag), else KVBENCH_DEVICE, else 'cuda' where a CUDA device is
     visible and 'cpu' otherwise. A device asked for explicitly that is not usable is an error, never a silent
-    fallback (a GPU runner that lost its GPU must not publish CPU numbers)."""
+    fallback (a GPU runner that lost its GPU must not publish CPU numbers). `needed_by`: a command that runs on
+    CUDA only, named in that error instead of a flag the user did not give."""
     device = asked or config.device()
     if device is None:
         return "cuda" if cuda_present() else "cpu"
     if device == "cuda":
         reason = cuda_reason()
+        if reason and needed_by:
+            raise DeviceUnavailable(f"{needed_by} needs a CUDA device, but {reason}; run it on a GPU machine")
         if reason:
             where = "--device cuda" if asked else "KVBENCH_DEVICE=cuda"
             raise DeviceUnavailable(f"{where} was asked for, but {reason}; use cpu or run on a GPU machine")
