@@ -55,7 +55,7 @@ def test_cpu_defaults_fit_the_machine_and_say_so(capsys):
     assert "chosen for cpu: num_blocks 1024 (--num-blocks), mode no_graph (--mode)" in out
     assert "given: iters 3, implementation torch, num_tokens 2, num_heads 4, device cpu" in out
     assert "(op kv, measuring with no_graph)" in out and "| 2            |" in out
-    assert err.startswith("estimate: 1 cases, ")
+    assert err.startswith("estimate: 1 case, ")
 
 
 def test_what_the_user_gave_is_never_called_a_default(capsys):
@@ -86,6 +86,26 @@ def test_a_long_estimate_says_how_to_narrow_it():
     line = progress.estimate_line(cases, 200, 20e9, 2**33)
     assert "narrow it with --num-tokens, --implementation or --iters" in line and "8.0 GiB" in line
     assert "narrow" not in progress.estimate_line(cases[:1], 3, 20e9, 2**20)
+
+
+def test_a_cold_case_is_estimated_with_its_rotation_and_a_slow_op_with_its_rate(monkeypatch):
+    """A cold-L2 sample calls every set of its rotation (kvbench.runner.rotation_size), and the quantizing ops'
+    references move their bytes far slower than the kv write's: both were missing (fp8_ds_mla cold: 22 s estimated,
+    7 min 44 s taken on a 2-core host)."""
+    import dataclasses
+
+    from kvbench import runner
+    from kvbench.cli import progress
+    from kvbench.ops.mla import Case as MLACase
+
+    monkeypatch.setattr(runner, "l2_bytes", lambda device: 32 << 20)
+    warm = MLACase(num_tokens=1024, num_blocks=2048, block_size=64, kv_cache_dtype="fp8_ds_mla", device="cpu")
+    cold = dataclasses.replace(warm, l2="cold")
+    sets = runner.rotation_size(cold)
+    per_call = warm.bytes_moved / (18.9e9 * progress.CPU_RATE_BY_OP["mla"])
+    assert sets > 50 and progress.CPU_RATE_BY_OP["mla"] < progress.CPU_RATE / 3
+    assert progress.case_seconds(cold, 200, 18.9e9) > 200 * sets * per_call > 10 * progress.case_seconds(warm, 200,
+                                                                                                          18.9e9)
 
 
 def test_a_long_case_shows_progress():

@@ -11,10 +11,15 @@ from kvbench.measure.cpu_sampler import CPU_TARGET_SAMPLE_S
 from kvbench.measure.timing import TARGET_SAMPLE_S
 
 PROGRESS_EVERY_S = 10.0
-# Rough per-case costs for the estimate (seen on a 2-core AVX2 host and an H200): on a CPU the torch reference and
-# vLLM's CPU op move their bytes at about a tenth of the copy rate (bf16, 128 heads: 65 and 47 ms at 1024 tokens,
-# 1.9 GB/s copy 18.9 GB/s); a fresh CUDA process with its verification and graph set-up costs about 1 s.
+# Rough per-case costs for the estimate (seen on a 2-core AVX2 host and an H200): on a CPU the torch reference moves
+# its bytes at a fraction of the copy rate that depends on the op (the kv write, bf16, 128 heads: 68 ms at 1024
+# tokens, 2.0 GB/s against a copy rate of 18.9 GB/s: 0.1; the quantizing ops far less: each op's fraction below,
+# measured so at 1024 tokens, 2026-12-05; fp8_ds_mla's 0.026 for mla); a fresh CUDA process with its verification
+# and graph set-up costs about 1 s.
 CPU_RATE = 0.1
+CPU_RATE_BY_OP = {"kv": 0.1, "mla": 0.026, "indexer": 0.016, "token-head-quant": 0.011, "convert-fp8": 0.032,
+                  "gather": 0.5, "cp-gather": 0.5, "swap-blocks": 0.25, "indexer-gather": 0.048,
+                  "upconvert-gather": 0.032, "mla-grouped": 0.053, "concat-mla-q": 0.38, "mla-rope": 0.026}
 CUDA_CASE_S = 1.0
 CPU_CASE_S = 0.2
 WITHIN_S = 180.0  # a sweep estimated to take longer says how to narrow it
@@ -22,12 +27,21 @@ WITHIN_S = 180.0  # a sweep estimated to take longer says how to narrow it
 
 def case_seconds(case, iters: int, copy_bytes_per_s: float) -> float:
     """About how long measuring `case` takes: set-up (allocation, verification: a few calls and passes over the
-    cache) and `iters` samples of at least the sampler's target length."""
-    per_call = case.bytes_moved / (copy_bytes_per_s * (CPU_RATE if case.device == "cpu" else 0.9))
+    cache) and `iters` samples of at least the sampler's target length; a cold-L2 case's sample calls each set of
+    its rotation once at least (kvbench.runner.rotation_size: on a CPU with a large last-level cache, dozens)."""
+    from kvbench.errors import Unavailable
+    from kvbench.runner import rotation_size
+
+    try:
+        sets = rotation_size(case)
+    except Unavailable:  # skipped at once with its reason
+        return 0.0
+    rate = CPU_RATE_BY_OP.get(case.OP, CPU_RATE) if case.device == "cpu" else 0.9
+    per_call = case.bytes_moved / (copy_bytes_per_s * rate)
     if case.device == "cpu":
-        setup = CPU_CASE_S + 10 * per_call + 3 * case.cache_bytes / copy_bytes_per_s
-        return setup + iters * max(CPU_TARGET_SAMPLE_S, per_call)
-    return CUDA_CASE_S + iters * max(TARGET_SAMPLE_S, per_call)
+        setup = CPU_CASE_S + (10 + sets) * per_call + 3 * case.cache_bytes / copy_bytes_per_s
+        return setup + iters * max(CPU_TARGET_SAMPLE_S, sets * per_call)
+    return CUDA_CASE_S + iters * max(TARGET_SAMPLE_S, sets * per_call)
 
 
 def estimate_line(cases: list, iters: int, copy_bytes_per_s: float, memory_bytes: int) -> str:
@@ -37,7 +51,7 @@ def estimate_line(cases: list, iters: int, copy_bytes_per_s: float, memory_bytes
         return "estimate: nothing to measure"
     each = [case_seconds(c, iters, copy_bytes_per_s) for c in cases]
     total = sum(each)
-    line = (f"estimate: {len(cases)} cases, {_duration(total)} (the longest {_duration(max(each))}), "
+    line = (f"estimate: {len(cases)} case{'s' if len(cases) != 1 else ''}, {_duration(total)} (the longest {_duration(max(each))}), "
             f"at most {_size(memory_bytes)} of memory for one case")
     if total > WITHIN_S:
         line += "; narrow it with --num-tokens, --implementation or --iters"
