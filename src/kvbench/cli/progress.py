@@ -51,7 +51,8 @@ def estimate_line(cases: list, iters: int, copy_bytes_per_s: float, memory_bytes
         return "estimate: nothing to measure"
     each = [case_seconds(c, iters, copy_bytes_per_s) for c in cases]
     total = sum(each)
-    line = (f"estimate: {len(cases)} case{'s' if len(cases) != 1 else ''}, {_duration(total)} (the longest {_duration(max(each))}), "
+    count = f"{len(cases)} case{'s' if len(cases) != 1 else ''}"
+    line = (f"estimate: {count}, {_duration(total)} (the longest {_duration(max(each))}), "
             f"at most {_size(memory_bytes)} of memory for one case")
     if total > WITHIN_S:
         line += "; narrow it with --num-tokens, --implementation or --iters"

@@ -31,9 +31,11 @@ def _quantize(x, scale, FP8: tl.constexpr, SKIP_SCALE: tl.constexpr, DIV: tl.con
     y = x.to(tl.float32)
     if not SKIP_SCALE:
         y = divide_rn(y, scale, DIV)
-    if FP8 == 1:
-        return tl.clamp(y, -448.0, 448.0, propagate_nan=tl.PropagateNan.ALL).to(tl.float8e4nv).to(tl.uint8, bitcast=True)
-    return tl.clamp(y, -57344.0, 57344.0, propagate_nan=tl.PropagateNan.ALL).to(tl.float8e5).to(tl.uint8, bitcast=True)
+    if FP8 == 1:  # (NaN kept, as the reference's clamp keeps it: cache_write._fp8_values)
+        y = tl.clamp(y, -448.0, 448.0, propagate_nan=tl.PropagateNan.ALL)
+        return y.to(tl.float8e4nv).to(tl.uint8, bitcast=True)
+    y = tl.clamp(y, -57344.0, 57344.0, propagate_nan=tl.PropagateNan.ALL)
+    return y.to(tl.float8e5).to(tl.uint8, bitcast=True)
 
 
 @triton.jit
