@@ -100,16 +100,21 @@ def _load_scale(scale_ptr, heads, NUM_HEADS: tl.constexpr, PER_HEAD: tl.constexp
 
 
 @triton.jit
-def _fp8_values(x, scale, FP8: tl.constexpr, DIV: tl.constexpr):
-    """saturate(x / scale) in float32, FP8 1 = e4m3fn, 2 = e5m2: stored into the fp8 view of the cache, which
-    rounds it to nearest. (Converting here and storing the codes as uint8 took 56 more instructions a thread
-    of a 128 x 128 decode program in the sm_90 code of Triton 3.6: the bytes were unpacked and packed again.)
-    NaN stays NaN, as through the reference's clamp: without propagate_nan the clamp (FMNMX, which returns the
-    number of a NaN and a number) made it +-max; FMNMX.NAN costs nothing more."""
-    y = divide_rn(x.to(tl.float32), scale, DIV)
+def saturate(y, FP8: tl.constexpr):
+    """float32 y clamped to the fp8 format's finite range, FP8 1 = e4m3fn, 2 = e5m2. NaN stays NaN, as through the
+    reference's clamp: without propagate_nan the clamp (FMNMX, which returns the number of a NaN and a number) made
+    it +-max; FMNMX.NAN costs nothing more."""
     if FP8 == 1:
         return tl.clamp(y, -448.0, 448.0, propagate_nan=tl.PropagateNan.ALL)
     return tl.clamp(y, -57344.0, 57344.0, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _fp8_values(x, scale, FP8: tl.constexpr, DIV: tl.constexpr):
+    """saturate(x / scale) in float32: stored into the fp8 view of the cache, which rounds it to nearest.
+    (Converting here and storing the codes as uint8 took 56 more instructions a thread of a 128 x 128 decode
+    program in the sm_90 code of Triton 3.6: the bytes were unpacked and packed again.)"""
+    return saturate(divide_rn(x.to(tl.float32), scale, DIV), FP8)
 
 
 @triton.jit

@@ -12,6 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kvbench.impls.kernels.cache_write import saturate
+
 FORMATS = {"e4m3": 1, "e5m2": 2}
 BLOCK = 4096
 
@@ -34,11 +36,10 @@ def _quantize_kernel(src_ptr, dst_ptr, scale, n, FP8: tl.constexpr, BLOCK: tl.co
     mask = i < n
     x = tl.load(src_ptr + i, mask=mask).to(tl.float32)
     y = tl.math.div_rn(x, tl.zeros_like(x) + scale)
-    if FP8 == 1:  # (NaN kept, as the reference's clamp keeps it)
-        y = tl.clamp(y, -448.0, 448.0, propagate_nan=tl.PropagateNan.ALL)
+    y = saturate(y, FP8)
+    if FP8 == 1:
         codes = y.to(tl.float8e4nv).to(tl.uint8, bitcast=True)
     else:
-        y = tl.clamp(y, -57344.0, 57344.0, propagate_nan=tl.PropagateNan.ALL)
         codes = y.to(tl.float8e5).to(tl.uint8, bitcast=True)
     tl.store(dst_ptr + i, codes, mask=mask)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kvbench.impls.kernels.cache_write import FP8_CODES, _sm_count, divide_rn
+from kvbench.impls.kernels.cache_write import FP8_CODES, _sm_count, divide_rn, saturate
 
 # (most tokens per program, warps) by cache kind, from scripts/tune_triton.py's MLA table on an H100 (2026-12-05,
 # notes/triton.md): at 65536 tokens, cold L2, auto 56.4 us (4 / 1) against 56.6 (4 / 2, the H200's choice before),
@@ -31,10 +31,9 @@ def _quantize(x, scale, FP8: tl.constexpr, SKIP_SCALE: tl.constexpr, DIV: tl.con
     y = x.to(tl.float32)
     if not SKIP_SCALE:
         y = divide_rn(y, scale, DIV)
-    if FP8 == 1:  # (NaN kept, as the reference's clamp keeps it: cache_write._fp8_values)
-        y = tl.clamp(y, -448.0, 448.0, propagate_nan=tl.PropagateNan.ALL)
+    y = saturate(y, FP8)
+    if FP8 == 1:
         return y.to(tl.float8e4nv).to(tl.uint8, bitcast=True)
-    y = tl.clamp(y, -57344.0, 57344.0, propagate_nan=tl.PropagateNan.ALL)
     return y.to(tl.float8e5).to(tl.uint8, bitcast=True)
 
 
