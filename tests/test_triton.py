@@ -260,6 +260,15 @@ SPECIAL = [float("nan"), float("inf"), -float("inf"), 1e30, -1e30, 0.0, -0.0, -1
            28672.0, -30000.0]  # (at scale 0.5: e4m3's largest, between it and the midpoint above, e5m2's largest)
 
 
+def _with_special_values(*tensors):
+    """SPECIAL written over up to 4096 random elements of each tensor (a quarter of a small one)."""
+    for x in tensors:
+        flat = x.view(-1)
+        n = min(4096, flat.numel() // 4)
+        at = torch.randint(0, flat.numel(), (n,), generator=torch.Generator().manual_seed(1)).to(flat.device)
+        flat[at] = torch.tensor(SPECIAL, dtype=x.dtype).repeat(1 + n // len(SPECIAL))[:n].to(x.device)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("layout, tokens", [("nhd", None), ("paged", 1), ("paged", 32)])
 @pytest.mark.parametrize("kv", ["fp8", "fp8_e5m2"])
@@ -269,22 +278,11 @@ def test_gpu_special_values_as_the_reference(layout, tokens, kv):
     case = make_case("triton", layout, num_tokens=512, num_blocks=256, num_heads=8, kv_cache_dtype=kv,
                      slots="random")
     w = make(case, seed=23)
-    for x in (w.key, w.value):
-        flat = x.view(-1)
-        at = torch.randint(0, flat.numel(), (4096,), generator=torch.Generator().manual_seed(1)).to(flat.device)
-        flat[at] = torch.tensor(SPECIAL, dtype=x.dtype).repeat(1 + 4096 // len(SPECIAL))[:4096].to(x.device)
+    _with_special_values(w.key, w.value)
     w.k_scale.fill_(0.5)
     w.v_scale.fill_(0.5)
     writer = TRITON.bind(w) if tokens is None else variant_writer(w, dict(TOKENS=tokens, SORTED=False))
     assert verify(TRITON.name, [w], writer, TRITON.compare).method == "bit-exact"
-
-
-def _with_special_values(*tensors):
-    for x in tensors:
-        flat = x.view(-1)
-        n = min(4096, flat.numel() // 4)
-        at = torch.randint(0, flat.numel(), (n,), generator=torch.Generator().manual_seed(1)).to(flat.device)
-        flat[at] = torch.tensor(SPECIAL, dtype=x.dtype).repeat(1 + n // len(SPECIAL))[:n].to(x.device)
 
 
 @pytest.mark.gpu
