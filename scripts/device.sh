@@ -12,7 +12,8 @@
 #   tables   each op's sweep: vLLM's kernels, kvbench's, torch; 8 sizes   -> tables.tgz (JSON + text)
 #   tune     launch-parameter variants of kvbench's Triton kernels, the sector model's check -> tune.txt
 #            (TUNE_TABLES=flash,served,main,decode,mla,mla-decode,indexer,paged,sectors,gathers; TUNE_ONLY: a regular
-#            expression the variants' names must match; TUNE_S: limit, default 300; TUNE_NAME: the file's name)
+#            expression the variants' names must match; TUNE_S: limit, default 300; TUNE_NAME: the file's name;
+#            TUNE_VLLM: the vLLM whose Triton op the flash tables time beside kvbench's, default 0.34.0)
 #   history  vLLM 0.31.0, 0.32.0 and 0.33.0 through `kvbench vllm-history` (git tags stand in for vLLM's repository)
 #            -> history.tgz (asv results + machine file)
 #   lanes GPU:JOBS...  jobs run one after another per GPU, the GPUs in parallel (JOBS: tests, tables, tune, aa,
@@ -79,8 +80,9 @@ tune() {  # TUNE_TABLES (default all: flash,served,main,decode,mla,mla-decode,in
   # (300) -> ${TUNE_NAME:-tune}.txt
   step "tune ${TUNE_TABLES:-all tables}"
   local file=$OUT/${TUNE_NAME:-tune}.txt
-  timeout "${TUNE_S:-300}" python3 scripts/tune_triton.py --quick ${TUNE_TABLES:+--tables "$TUNE_TABLES"} \
-    ${TUNE_ONLY:+--only "$TUNE_ONLY"} > "$file" 2>&1; echo "tune: exit $?"; grep -c "^|" "$file"; }
+  ( use_vllm "${TUNE_VLLM:-0.34.0}" || echo "(the flash tables without vLLM's Triton op)"  # its row beside kvbench's
+    timeout "${TUNE_S:-300}" python3 scripts/tune_triton.py --quick ${TUNE_TABLES:+--tables "$TUNE_TABLES"} \
+      ${TUNE_ONLY:+--only "$TUNE_ONLY"} > "$file" 2>&1; echo "tune: exit $?" ); grep -c "^|" "$file"; }
 copy_tree() {  # DIR: this tree's code in DIR, a git repository of its own (asv files results under its commit)
   rm -rf "$1"; mkdir -p "$1"
   cp -r "$root/src" "$root/benchmarks" "$root/scripts" "$root"/asv*.json "$root/pyproject.toml" "$1/"

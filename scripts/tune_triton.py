@@ -37,11 +37,15 @@ from kvbench.ops.verify import verify
 from kvbench.runner import _round_robin, make_case, prepare
 
 
-def timed(p, bind, samples: int = 15) -> float:
+VLLM_TRITON = "vLLM's Triton op"  # the variant that times vLLM's own op beside kvbench's (within one fp8 step: it
+# divides approximately), where vLLM's kernels are loaded
+
+
+def timed(p, bind, samples: int = 15, compare: str = "exact") -> float:
     """Verify a variant writer on the prepared case's workloads (all of a cold rotation), then its per-call µs."""
     writers = [bind(w) for w in p.workloads]
     write = writers[0] if len(writers) == 1 else _round_robin(writers)
-    verify("variant", p.workloads[:1], writers[0], "exact")
+    verify("variant", p.workloads[:1], writers[0], compare)
     return statistics.median(GraphSampler(write, min_calls=p.rotation).measure(samples)) * 1e6
 
 
@@ -69,11 +73,13 @@ def flash_variants(p):
         out["a warp per 256 el"] = {**default, "num_warps": max(1, min(4, elements // 256))}
         out["a warp per 1024 el"] = {**default, "num_warps": max(1, min(4, elements // 1024))}  # the rule before
         # 2026-12-05 with today's loads and division
-    for warps in (2, 4, 8):  # the default's programs with other warps (vLLM's Triton op runs 8)
+    for warps in (2, 4, 8, 16, 32):  # the default's programs with other warps (vLLM's Triton op runs 16 on CUDA:
+        # at a small batch, each thread's few elements shorten the one pass a program makes)
         out[f"default, {warps} w"] = {**default, "num_warps": warps}
     tile = {**default, "BLOCK_H": min(triton.next_power_of_2(c.num_heads), max(1, 2048 // default["BLOCK_D"])),
-            "num_warps": 8}  # vLLM's Triton op's shape: up to 2048 elements of a token a program, 8 warps
+            "num_warps": 8}  # up to 2048 elements of a token a program (vLLM's Triton op's tile), 8 warps
     out["2048 el/8 w always"] = tile
+    out["2048 el/16 w always"] = {**tile, "num_warps": 16}  # vLLM's Triton op's shape on CUDA
     whole = tile["BLOCK_H"] * tile["BLOCK_D"]  # the same programs (whole tokens up to 2048 elements: 16 of 128
     # heads x 128) with fewer warps
     out["whole tokens, 4 w"] = {**tile, "num_warps": 4}
@@ -82,7 +88,19 @@ def flash_variants(p):
         for elements, warps in ((2048, 2), (4096, 4), (8192, 4), (8192, 8)):
             cfg = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, True, elements, warps)
             out[f"{elements} el/{warps} w, cached"] = {**cfg, "EVICT": ""}
-    return _flash_writers(out)
+    return {**_flash_writers(out), **_vllm_triton(c)}
+
+
+def _vllm_triton(case) -> dict:
+    """vLLM's Triton write op as a variant, where vLLM's kernels are loaded and it takes the case; else nothing."""
+    from kvbench import impls
+
+    try:
+        impl = impls.get("vllm-triton", "kv")
+        impl.check(case)
+    except Exception:  # not loaded here, or not this layout: the table has kvbench's rows only
+        return {}
+    return {VLLM_TRITON: impl.bind}
 
 
 def _previous_block_h(c, sm: int) -> int:
@@ -186,7 +204,7 @@ def table(title, cases, variants, bw):
             if ONLY and not ONLY[0].search(name):
                 continue
             try:
-                us = timed(p, bind)
+                us = timed(p, bind, compare="step" if name == VLLM_TRITON else "exact")
                 rows.append((shape, case.kv_cache_dtype, case.num_tokens, case.l2, name, f"{us:.2f}",
                              f"{ideal_us / us:.3f}", f"{sector_us / us:.3f}" if sector_us else ""))
             except Exception as exc:  # a variant that does not compile or verify: shown, not fatal
