@@ -67,6 +67,9 @@ def flash_variants(p):
         old_h = _previous_block_h(c, sm)
         old_warps = max(1, min(4, old_h * default["BLOCK_D"] // 1024))
         out["default, DIV 0"] = {**default, "DIV": 0}
+        for div in (2, 3):  # the quotient clamped before its correction: no select (3: the store saturates)
+            out[f"default, DIV {div}"] = {**default, "DIV": div}
+            out[f"default, 16 w, DIV {div}"] = {**default, "DIV": div, "num_warps": 16}
         out["previous default"] = {**default, "BLOCK_H": old_h, "DIV": 0, "LOAD_FIRST": False, "num_warps": old_warps}
         # 4 warps on a 512-element program (4 KV heads x 128, 8 x 64) slowed fp8 prefill (H100, 2026-12-05)
         elements = default["BLOCK_H"] * default["BLOCK_D"]

@@ -80,7 +80,9 @@ VARIANTS = [("nhd", "fp8", "tensor", dict(DIV=0)), ("hnd", "fp8", "head", dict(D
             ("paged", "fp8_e5m2", "tensor", dict(VALUE_T=False, **ONE)),  # program (the GPU tests' 4096 x 8 heads
             # would take the kernel of several tokens by default)
             ("paged", "auto", "tensor", dict(TOKENS=4)), ("paged", "fp8", "tensor", dict(TOKENS=4, SORTED=True)),
-            ("paged", "fp8_e5m2", "tensor", dict(SORTED=True, BLOCK_H=2))]
+            ("paged", "fp8_e5m2", "tensor", dict(SORTED=True, BLOCK_H=2)),
+            ("nhd", "fp8", "head", dict(DIV=2)), ("hnd", "fp8_e5m2", "tensor", dict(DIV=3)),  # the quotient clamped
+            ("paged", "fp8", "tensor", dict(DIV=3))]  # before its correction (3: the GPU's store saturates)
 # (TOKENS, SORTED: the paged layout's kernel of several tokens a program, in slot order or not)
 
 
@@ -148,15 +150,21 @@ try:  # a kernel of the test's own around divide_rn (Triton resolves the names a
     import triton
     import triton.language as tl
 
-    from kvbench.impls.kernels.cache_write import divide_rn
+    from kvbench.impls.kernels.cache_write import _fp8_values, divide_rn
 
     @triton.jit
     def _quotient(x_ptr, s_ptr, out_ptr, N: tl.constexpr, DIV: tl.constexpr):
         rows, cols = tl.arange(0, 8)[:, None], tl.arange(0, N)[None, :]
         x = tl.load(x_ptr + rows * N + cols)
         tl.store(out_ptr + rows * N + cols, divide_rn(x, tl.load(s_ptr + rows), DIV))
+
+    @triton.jit
+    def _saturated(x_ptr, s_ptr, out_ptr, N: tl.constexpr, FP8: tl.constexpr, DIV: tl.constexpr):
+        rows, cols = tl.arange(0, 8)[:, None], tl.arange(0, N)[None, :]
+        x = tl.load(x_ptr + rows * N + cols)
+        tl.store(out_ptr + rows * N + cols, _fp8_values(x, tl.load(s_ptr + rows), FP8, DIV))
 except ImportError:
-    _quotient = None
+    _quotient = _saturated = None
 
 
 @pytest.mark.skipif(_quotient is None, reason="triton not installed")
@@ -176,6 +184,27 @@ def test_markstein_division_is_ieee_division_in_the_interpreter():
         got = torch.empty_like(x)
         _quotient[(1,)](x, s.flatten().contiguous(), got, N=256, DIV=1)
         assert torch.equal(got.view(torch.int32), (x / s).view(torch.int32)), trial
+
+
+@pytest.mark.skipif(_saturated is None, reason="triton not installed")
+@pytest.mark.parametrize("fp8, limit", [(1, 448.0), (2, 57344.0)])
+@pytest.mark.parametrize("div", [1, 2])
+def test_saturated_quotient_in_the_interpreter(fp8, limit, div):
+    """The value each fp8 write converts, clamp(x / scale, -max, max), bit for bit from DIV 1 (the division, then
+    the clamp) and DIV 2 (the product clamped before its correction): random quotients inside and past the range,
+    the range's ends, signed zeros, underflow, infinite inputs, and NaN kept."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(8, 256, generator=gen) * 10.0 ** torch.randint(-3, 6, (8, 1), generator=gen)
+    s = torch.rand(8, 1, generator=gen) * 10 + 1e-3
+    s[0, 0] = 0.5
+    x[0, :10] = torch.tensor([-0.0, 0.0, -1e-40, 1e-40, float("inf"), -float("inf"), float("nan"), limit * 0.5,
+                              -limit * 0.5, limit * 0.5 * (1 + 2**-23)])
+    got = torch.empty_like(x)
+    _saturated[(1,)](x, s.flatten().contiguous(), got, N=256, FP8=fp8, DIV=div)
+    want = torch.clamp(x / s, -limit, limit)
+    nan = want.isnan()
+    assert torch.equal(got.isnan(), nan)
+    assert torch.equal(got[~nan].view(torch.int32), want[~nan].view(torch.int32))
 
 
 @pytest.mark.parametrize("layout, kv, scales, config", VARIANTS)
@@ -272,16 +301,19 @@ def _with_special_values(*tensors):
 @pytest.mark.gpu
 @pytest.mark.parametrize("layout, tokens", [("nhd", None), ("paged", 1), ("paged", 32)])
 @pytest.mark.parametrize("kv", ["fp8", "fp8_e5m2"])
-def test_gpu_special_values_as_the_reference(layout, tokens, kv):
+@pytest.mark.parametrize("div", [None, 1, 2, 3])
+def test_gpu_special_values_as_the_reference(layout, tokens, kv, div):
     """NaN stays NaN, infinities and values past the format saturate, signed zeros and underflow keep their sign,
-    as the reference's clamp and cast: the hardware's saturating conversion and the kernel's own clamp agree."""
+    as the reference's clamp and cast: the hardware's saturating conversion and the kernel's own clamp agree; the
+    default division and each of DIV 1-3 (3: the conversion alone saturates)."""
     case = make_case("triton", layout, num_tokens=512, num_blocks=256, num_heads=8, kv_cache_dtype=kv,
                      slots="random")
     w = make(case, seed=23)
     _with_special_values(w.key, w.value)
     w.k_scale.fill_(0.5)
     w.v_scale.fill_(0.5)
-    writer = TRITON.bind(w) if tokens is None else variant_writer(w, dict(TOKENS=tokens, SORTED=False))
+    config = ({} if tokens is None else dict(TOKENS=tokens, SORTED=False)) | ({} if div is None else dict(DIV=div))
+    writer = variant_writer(w, config) if config else TRITON.bind(w)
     assert verify(TRITON.name, [w], writer, TRITON.compare).method == "bit-exact"
 
 
