@@ -143,13 +143,13 @@ def mla_variants(p):
     kernel, which takes neither)."""
     out = {}
     kv = p.case.kv_cache_dtype
-    divs = (0, 1) if kv in ("fp8", "fp8_e5m2") else (0,)
+    divs = (0, 1, 2) if kv in ("fp8", "fp8_e5m2") else (0,)
     evicts = ("", "evict_first") if kv != "fp8_ds_mla" else ("",)
     for tokens in (1, 2, 4, 8):
         for warps in (1, 2, 4):
             for div in divs:
                 for evict in evicts:
-                    name = f"{tokens} tok/{warps} w" + (", DIV 1" if div else "") + (f", {evict}" if evict else "")
+                    name = f"{tokens} tok/{warps} w" + (f", DIV {div}" if div else "") + (f", {evict}" if evict else "")
                     out[name] = (lambda w, t=tokens, n=warps, d=div, e=evict: lambda: mla.concat_and_cache_mla(
                         w.kv_c, w.k_pe, w.kv_cache, w.slot_mapping, w.case.kv_cache_dtype, w.scale,
                         w.case.skip_scale, tokens=t, num_warps=n, div=d, evict=e))

@@ -198,9 +198,11 @@ def exact_mla_workload(kv, num_tokens, num_blocks, seed):
     return w
 
 
-@pytest.mark.parametrize("kv, div, evict", [("fp8", 1, "evict_first"), ("fp8", 0, ""), ("auto", 0, "evict_last")])
+@pytest.mark.parametrize("kv, div, evict", [("fp8", 1, "evict_first"), ("fp8", 0, ""), ("auto", 0, "evict_last"),
+                                            ("fp8", 2, "")])
 def test_mla_tuning_variants_match_the_reference_in_the_interpreter(kv, div, evict):
-    """scripts/tune_triton.py's MLA variants: the Markstein division and eviction hints write the same rows."""
+    """scripts/tune_triton.py's MLA variants: the Markstein division (DIV 1; 2: the product clamped before its
+    correction) and eviction hints write the same rows."""
     from kvbench.impls.kernels.mla import concat_and_cache_mla
 
     impl = get("triton", "mla")

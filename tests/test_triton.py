@@ -319,15 +319,22 @@ def test_gpu_special_values_as_the_reference(layout, tokens, kv, div):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("op, fields", [("mla", dict(kv_cache_dtype="fp8")), ("mla", dict(kv_cache_dtype="fp8_e5m2")),
+                                        ("mla", dict(kv_cache_dtype="fp8", div=2)),
+                                        ("mla", dict(kv_cache_dtype="fp8_e5m2", div=2)),
                                         ("convert-fp8", dict(direction="quantize", dtype="float"))])
 def test_gpu_special_values_as_the_reference_mla_and_convert(op, fields):
     """As test_gpu_special_values_as_the_reference for the MLA write (per-tensor scale) and convert-fp8's quantize
     (fp8_ds_mla is not: a NaN in a tile makes the reference's tile scale NaN, which its kernel does not follow)."""
+    from kvbench.impls.kernels.mla import concat_and_cache_mla
+
     impl = impls.get("triton", op)
+    div = fields.pop("div", None)  # the MLA kernel's division (2: the product clamped before its correction)
     w = make(make_case("triton", op=op, num_tokens=512, num_blocks=64, **fields), seed=29)
     _with_special_values(*([w.kv_c, w.k_pe] if op == "mla" else [w.src]))
     w.scale.fill_(0.5)
-    assert verify(impl.name, [w], impl.bind(w), impl.compare).method == "bit-exact"
+    writer = impl.bind(w) if div is None else lambda: concat_and_cache_mla(
+        w.kv_c, w.k_pe, w.kv_cache, w.slot_mapping, w.case.kv_cache_dtype, w.scale, div=div)
+    assert verify(impl.name, [w], writer, impl.compare).method == "bit-exact"
 
 
 @pytest.mark.gpu

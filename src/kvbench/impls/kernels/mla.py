@@ -15,7 +15,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kvbench.impls.kernels.cache_write import FP8_CODES, _sm_count, divide_rn, saturate
+from kvbench.impls.kernels.cache_write import FP8_CODES, _saturated_quotient, _sm_count, divide_rn, saturate
 
 # (most tokens per program, warps) by cache kind, from scripts/tune_triton.py's MLA table on an H100 (2026-12-05,
 # notes/triton.md): at 65536 tokens, cold L2, auto 56.4 us (4 / 1) against 56.6 (4 / 2, the H200's choice before),
@@ -29,9 +29,13 @@ def _quantize(x, scale, FP8: tl.constexpr, SKIP_SCALE: tl.constexpr, DIV: tl.con
     """fp8 codes (uint8) of saturate(x / scale) rounded to nearest (IEEE division, DIV as in cache_write.divide_rn;
     none with SKIP_SCALE); FP8 1 = e4m3fn, 2 = e5m2."""
     y = x.to(tl.float32)
-    if not SKIP_SCALE:
-        y = divide_rn(y, scale, DIV)
-    y = saturate(y, FP8)
+    if SKIP_SCALE:
+        y = saturate(y, FP8)
+    elif DIV >= 2:  # the product clamped before its correction (cache_write._saturated_quotient; its own
+        # saturation: MLA converts in registers)
+        y = _saturated_quotient(y, scale, FP8, 2)
+    else:
+        y = saturate(divide_rn(y, scale, DIV), FP8)
     if FP8 == 1:
         return y.to(tl.float8e4nv).to(tl.uint8, bitcast=True)
     return y.to(tl.float8e5).to(tl.uint8, bitcast=True)
