@@ -328,6 +328,7 @@ def test_gpu_special_values_as_the_reference_mla_and_convert(op, fields):
     from kvbench.impls.kernels.mla import concat_and_cache_mla
 
     impl = impls.get("triton", op)
+    fields = dict(fields)
     div = fields.pop("div", None)  # the MLA kernel's division (2: the product clamped before its correction)
     w = make(make_case("triton", op=op, num_tokens=512, num_blocks=64, **fields), seed=29)
     _with_special_values(*([w.kv_c, w.k_pe] if op == "mla" else [w.src]))
