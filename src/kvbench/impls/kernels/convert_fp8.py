@@ -12,9 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from kvbench.impls.kernels.cache_write import saturate
+from kvbench.impls.kernels.cache_write import FP8_CODES, saturate
 
-FORMATS = {"e4m3": 1, "e5m2": 2}
 BLOCK = 4096
 
 
@@ -53,4 +52,4 @@ def convert_fp8(dst: torch.Tensor, src: torch.Tensor, scale: float, fmt: str, bl
     if n == 0:
         return
     kernel = _dequantize_kernel if src.dtype == torch.uint8 else _quantize_kernel
-    kernel[(triton.cdiv(n, block),)](src, dst, scale, n, FP8=FORMATS[fmt], BLOCK=block, num_warps=num_warps)
+    kernel[(triton.cdiv(n, block),)](src, dst, scale, n, FP8=FP8_CODES[fmt], BLOCK=block, num_warps=num_warps)
