@@ -67,7 +67,10 @@ def flash_variants(p):
         old_h = _previous_block_h(c, sm)
         old_warps = max(1, min(4, old_h * default["BLOCK_D"] // 1024))
         out["default, DIV 0"] = {**default, "DIV": 0}
-        for div in (2, 3):  # the quotient clamped before its correction: no select (3: the store saturates)
+        # the default before 2026-12-06: DIV 1, and 4 warps where a small batch now takes 16
+        out["before (DIV 1, small batch 4 w)"] = {**default, "DIV": 1, "num_warps": 4 if default["num_warps"] == 16
+                                                  else default["num_warps"]}
+        for div in (1, 2, 3):  # the quotient clamped before its correction: no select (3: the store saturates)
             out[f"default, DIV {div}"] = {**default, "DIV": div}
             out[f"default, 16 w, DIV {div}"] = {**default, "DIV": div, "num_warps": 16}
         out["previous default"] = {**default, "BLOCK_H": old_h, "DIV": 0, "LOAD_FIRST": False, "num_warps": old_warps}
