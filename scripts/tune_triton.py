@@ -67,8 +67,10 @@ def flash_variants(p):
         old_h = _previous_block_h(c, sm)
         old_warps = max(1, min(4, old_h * default["BLOCK_D"] // 1024))
         out["default, DIV 0"] = {**default, "DIV": 0}
-        # the default before 2026-12-06: DIV 1, and 4 warps where a small batch now takes 16
-        out["before (DIV 1, small batch 4 w)"] = {**default, "DIV": 1, "num_warps": 4 if default["num_warps"] == 16
+        # the default before 2026-12-06: DIV 1, and 4 warps where a grid of at most a program per SM now takes 8
+        one_each = c.num_tokens * triton.cdiv(c.num_heads, default["BLOCK_H"]) <= sm
+        out["before (DIV 1, small batch 4 w)"] = {**default, "DIV": 1,
+                                                  "num_warps": cache_write.SMALL_BATCH_WARPS if one_each
                                                   else default["num_warps"]}
         for div in (1, 2, 3):  # the quotient clamped before its correction: no select (3: the store saturates)
             out[f"default, DIV {div}"] = {**default, "DIV": div}

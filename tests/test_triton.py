@@ -218,20 +218,23 @@ def test_interpreter_tuning_variants_match_reference(layout, kv, scales, config)
 def test_launch_heuristic():
     from kvbench.impls.kernels.cache_write import launch_config
 
-    assert launch_config(65536, 128, 128, 132) == dict(BLOCK_H=16, BLOCK_D=128, num_warps=2, EVICT="", DIV=1,
+    assert launch_config(65536, 128, 128, 132) == dict(BLOCK_H=16, BLOCK_D=128, num_warps=2, EVICT="", DIV=3,
                                                        VALUE_T=False, LOAD_FIRST=True, TOKENS=1, SORTED=False)
     assert launch_config(256, 128, 128, 132)["BLOCK_H"] == 16  # 2048 programs: at least 4 per SM (528)
     assert launch_config(32, 128, 128, 132)["BLOCK_H"] == 8  # 256 programs were too few: halved once, to 1024
     # elements, no further (512 programs: a small batch)
     assert launch_config(65536, 128, 128, 132, fp8=True) == dict(BLOCK_H=32, BLOCK_D=128, num_warps=4,
-                                                                 EVICT="evict_first", DIV=1, VALUE_T=False,
+                                                                 EVICT="evict_first", DIV=3, VALUE_T=False,
                                                                  LOAD_FIRST=True, TOKENS=1, SORTED=False)
     small = launch_config(2, 128, 128, 132)
     assert small["BLOCK_H"] == 8 and small["num_warps"] == 4  # 32 programs of 1024 elements for 2 tokens, 4 warps
-    for fp8 in (False, True):  # a decode batch of 8 KV heads: whole tokens (64 programs), 4 warps each
+    for fp8, warps in ((False, 4), (True, 8)):  # a decode batch of 8 KV heads: whole tokens (64 programs), 4
+        # warps each, 8 with an fp8 cache (at most a program per SM)
         decode = launch_config(64, 8, 128, 132, fp8=fp8)
-        assert (decode["BLOCK_H"], decode["num_warps"]) == (8, 4)
-    assert launch_config(64, 1, 128, 132, fp8=True)["num_warps"] == 4  # 64 programs of one head
+        assert (decode["BLOCK_H"], decode["num_warps"]) == (8, warps)
+    assert launch_config(64, 1, 128, 132, fp8=True)["num_warps"] == 8  # 64 programs of one head
+    assert launch_config(512, 8, 128, 132, fp8=True)["num_warps"] == 4  # 512 programs: still a small batch, but
+    # more than one a SM
     big_decode = launch_config(64, 128, 128, 132, fp8=True)  # 1024 programs of 1024 elements: enough, 4 warps
     assert (big_decode["BLOCK_H"], big_decode["num_warps"]) == (8, 4)
     assert launch_config(64, 8, 128, 132, max_warps=2)["num_warps"] == 2  # a tuning variant's warps hold

@@ -15,11 +15,15 @@ graph):
   below a whole token or 1024 of its elements;
 - num_warps: one warp per 1024 elements, 1 to 2; for fp8 caches, whose programs convert every element, one per
   256 elements, 1 to 4 (4 always slowed 512-element programs: 4 KV heads x 128 at 65536 tokens 77.8 against
-  69.8 us on an H100); a small batch, whose grid stays under 4 programs per SM, takes 4 warps a program (decode
-  batches in the served layout on an H100, 2026-12-05: 8 x 128 fp8 at 64 tokens 1.53 us against 1.69 with
-  programs of one head; 4 x 128 fp8 at 512 tokens 1.83 against 1.97);
-- fp8: x / scale by the reciprocal and one fused multiply-add correction (DIV 1, correctly rounded for scales
-  from 2**-100 to 2**100: divide_rn),
+  69.8 us on an H100); a small batch, whose grid stays under 4 programs per SM, takes 4 warps a program, 8 with
+  an fp8 cache and at most one program per SM (decode batches in the served layout on an H100, 2026-12-06, fp8 at
+  64 tokens: 1 x 128 1.47 us with 8 warps against 1.58 with 16 and 1.51 before (4 warps, DIV 1), 4 x 128 1.47
+  against 1.57 and 1.54, 8 x 128 1.60 against 1.61 and 1.65; at 512 tokens 16 warps took 2.49-2.62 us where 4
+  took 1.74-2.21: notes/triton.md);
+- fp8: x / scale by the reciprocal and one fused multiply-add correction, the product clamped to the format's
+  range first (DIV 3, _saturated_quotient: correctly rounded for scales from 2**-100 to 2**100, as divide_rn's
+  DIV 1, in 4 instructions an element instead of 7; H100, 2026-12-06, served layout: 8 x 128 at 2048 tokens 3.28
+  against 3.82 us, 4 x 128 2.53 against 2.78, 128 x 128 at 64 tokens 2.50 against 2.64, 65536 tokens alike),
   streamed with evict_first;
 - paged layout: 32 tokens of one head a program, 4 warps, where that leaves at least 4 programs per SM
   (_paged_tokens_kernel), the value tile stored tokens fastest: the tokens of one cache block put their 2-byte
@@ -59,6 +63,9 @@ ELEMENTS_PER_WARP = {False: 1024, True: 256}  # fp8 programs convert every eleme
 PROGRAMS_PER_SM = 4
 MIN_ELEMENTS_PER_PROGRAM = 1024  # halving BLOCK_H stops at a whole token, or at this many of its elements
 SMALL_BATCH_WARPS = 4  # warps of a program in a grid that stays under PROGRAMS_PER_SM programs per SM
+FP8_ONE_PROGRAM_PER_SM_WARPS = 8  # ... and of an fp8 program in a grid of at most one program per SM (a decode
+# batch of whole tokens): fewer elements a thread shorten the one pass a program makes, the call's latency
+DIVISION = 3  # the fp8 quotient: divide_rn's DIV 1, or _saturated_quotient's DIV 2 / 3 (see _fp8_values)
 EVICTION_POLICY = {False: "", True: "evict_first"}  # by "is the cache fp8" (notes/triton.md)
 PAGED_TOKENS, PAGED_HEADS, PAGED_WARPS = 32, 1, 4  # the paged layout's programs: tokens, heads, warps
 SORT_MIN_ELEMENTS = 1 << 26  # paged calls of this many elements a cache or more take their tokens in slot order
@@ -256,10 +263,12 @@ def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int
     while block_h > fewest and programs(block_h) < enough:
         block_h //= 2
     if programs(block_h) < enough:  # a small batch: few programs, each with more warps
-        num_warps = max_warps or SMALL_BATCH_WARPS  # (a tuning variant's warps as asked)
+        one_each = fp8 and programs(block_h) <= sm_count
+        num_warps = max_warps or (FP8_ONE_PROGRAM_PER_SM_WARPS if one_each else SMALL_BATCH_WARPS)  # (a tuning
+        # variant's warps as asked)
     else:
         num_warps = max(1, min(max_warps or MAX_WARPS[fp8], block_h * block_d // ELEMENTS_PER_WARP[fp8]))
-    config = dict(BLOCK_H=block_h, BLOCK_D=block_d, num_warps=num_warps, EVICT=EVICTION_POLICY[fp8], DIV=1,
+    config = dict(BLOCK_H=block_h, BLOCK_D=block_d, num_warps=num_warps, EVICT=EVICTION_POLICY[fp8], DIV=DIVISION,
                   VALUE_T=paged, LOAD_FIRST=True, TOKENS=1, SORTED=False)
     if paged:  # several tokens a program where the grid stays large enough (_paged_tokens_kernel)
         if triton.cdiv(num_tokens, PAGED_TOKENS) * triton.cdiv(num_heads, PAGED_HEADS) >= enough:

@@ -4,8 +4,8 @@ One program writes TOKENS tokens: their kv_c rows as one [TOKENS, RANK_BLOCK] ti
 [TOKENS, PE_BLOCK] tile (powers of two, masked), stored straight into the cache rows. A row is only 1.1 KB, so
 several tokens per program keep enough bytes in flight per SM; TOKENS shrinks for small token counts so that the
 grid still covers the chip. fp8 rows divide by the scale with IEEE division (as vLLM and the reference do; by
-default through the reciprocal and one correction, cache_write.divide_rn's DIV 1, exact for scales from 2**-100
-to 2**100);
+default through the reciprocal and one correction of the product clamped to the format's range,
+cache_write._saturated_quotient's DIV 2, exact for scales from 2**-100 to 2**100);
 fp8_ds_mla rows take each 128-value tile's power-of-two scale from the tile's amax, computed exactly from the
 float32 bits of max(amax / 448, 1e-4) (the next power of two up: the exponent, plus one unless the mantissa is 0).
 """
@@ -19,7 +19,9 @@ from kvbench.impls.kernels.cache_write import FP8_CODES, _saturated_quotient, _s
 
 # (most tokens per program, warps) by cache kind, from scripts/tune_triton.py's MLA table on an H100 (2026-12-05,
 # notes/triton.md): at 65536 tokens, cold L2, auto 56.4 us (4 / 1) against 56.6 (4 / 2, the H200's choice before),
-# fp8 41.8 (2 / 2, DIV 1) against 42.7 (4 / 2, DIV 0), fp8_ds_mla 47.9 (2 / 1) against 53.3 (4 / 2)
+# fp8 41.8 (2 / 2, DIV 1) against 42.7 (4 / 2, DIV 0), fp8_ds_mla 47.9 (2 / 1) against 53.3 (4 / 2). The division
+# is DIV 2 (the product clamped before its correction: 2 instructions an element fewer): H100, 2026-12-06, cold,
+# 41.85 us against 41.92 (DIV 1) at 65536 tokens, 12.09 against 12.14 at 16384
 LAUNCH = {"auto": (4, 1), "fp8": (2, 2), "fp8_ds_mla": (2, 1)}
 PROGRAMS_PER_SM = 4
 
@@ -106,7 +108,7 @@ def tokens_per_program(num_tokens: int, sm_count: int, most: int = LAUNCH["auto"
 
 
 def concat_and_cache_mla(kv_c, k_pe, kv_cache, slot_mapping, kv_cache_dtype: str, scale, skip_scale: bool = False,
-                         tokens: int | None = None, num_warps: int | None = None, div: int = 1,
+                         tokens: int | None = None, num_warps: int | None = None, div: int = 2,
                          evict: str = "") -> None:
     """Write kv_c [T, R] and k_pe [T, P] rows into kv_cache [blocks, block_size, entry] (see kvbench.ops.mla);
     `tokens`, `num_warps`, `div` and `evict` override the launch heuristic (scripts/tune_triton.py)."""
