@@ -189,22 +189,42 @@ def test_markstein_division_is_ieee_division_in_the_interpreter():
 @pytest.mark.skipif(_saturated is None, reason="triton not installed")
 @pytest.mark.parametrize("fp8, limit", [(1, 448.0), (2, 57344.0)])
 @pytest.mark.parametrize("div", [1, 2])
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the products past float32's range
 def test_saturated_quotient_in_the_interpreter(fp8, limit, div):
     """The value each fp8 write converts, clamp(x / scale, -max, max), bit for bit from DIV 1 (the division, then
     the clamp) and DIV 2 (the product clamped before its correction): random quotients inside and past the range,
     the range's ends, signed zeros, underflow, infinite inputs, and NaN kept."""
-    gen = torch.Generator().manual_seed(5)
-    x = torch.randn(8, 256, generator=gen) * 10.0 ** torch.randint(-3, 6, (8, 1), generator=gen)
-    s = torch.rand(8, 1, generator=gen) * 10 + 1e-3
-    s[0, 0] = 0.5
-    x[0, :10] = torch.tensor([-0.0, 0.0, -1e-40, 1e-40, float("inf"), -float("inf"), float("nan"), limit * 0.5,
-                              -limit * 0.5, limit * 0.5 * (1 + 2**-23)])
-    got = torch.empty_like(x)
-    _saturated[(1,)](x, s.flatten().contiguous(), got, N=256, FP8=fp8, DIV=div)
-    want = torch.clamp(x / s, -limit, limit)
-    nan = want.isnan()
-    assert torch.equal(got.isnan(), nan)
-    assert torch.equal(got[~nan].view(torch.int32), want[~nan].view(torch.int32))
+    for seed in (5, 6, 7):
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(8, 256, generator=gen) * 10.0 ** torch.randint(-3, 6, (8, 1), generator=gen)
+        s = 2.0 ** (torch.rand(8, 1, generator=gen) * 40 - 20)  # scales from 2**-20 to 2**20
+        s[0, 0] = 0.5
+        x[0, :10] = torch.tensor([-0.0, 0.0, -1e-40, 1e-40, float("inf"), -float("inf"), float("nan"), limit * 0.5,
+                                  -limit * 0.5, limit * 0.5 * (1 + 2**-23)])
+        got = torch.empty_like(x)
+        _saturated[(1,)](x, s.flatten().contiguous(), got, N=256, FP8=fp8, DIV=div)
+        want = torch.clamp(x / s, -limit, limit)
+        nan = want.isnan()
+        assert torch.equal(got.isnan(), nan), seed
+        assert torch.equal(got[~nan].view(torch.int32), want[~nan].view(torch.int32)), seed
+        if div == 2:  # DIV 3 is DIV 2 but for the last clamp, which the GPU's conversion does
+            unclamped = torch.empty_like(x)
+            _saturated[(1,)](x, s.flatten().contiguous(), unclamped, N=256, FP8=fp8, DIV=3)
+            assert torch.equal(torch.clamp(unclamped, -limit, limit)[~nan].view(torch.int32),
+                               got[~nan].view(torch.int32)), seed
+
+
+@pytest.mark.parametrize("kv", ["fp8", "fp8_e5m2"])
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the deliberate -3e38 / 0.25
+def test_interpreter_runs_div_2_for_div_3(kv):
+    """DIV 3 leaves the saturation to the GPU's conversion, which Triton's interpreter's does not do: on CPU the
+    launcher runs DIV 2, so quotients past the format still write its largest code."""
+    case = make_case("triton", "nhd", num_tokens=7, num_heads=3, head_size=64, num_blocks=3, dtype="bfloat16",
+                     kv_cache_dtype=kv, device="cpu")
+    w = interpreter_workload(case, noncontiguous=False, padding=False)
+    for x in (w.key, w.value):  # the scales stay 0.25: quotients of 1024, 2**22 and past float32's range
+        x[:, :, :4] = torch.tensor([256.0, -256.0, 2.0**20, -3e38])
+    assert verify(TRITON.name, [w], variant_writer(w, dict(DIV=3)), TRITON.compare).method == "bit-exact"
 
 
 @pytest.mark.parametrize("layout, kv, scales, config", VARIANTS)
@@ -235,6 +255,8 @@ def test_launch_heuristic():
     assert launch_config(64, 1, 128, 132, fp8=True)["num_warps"] == 8  # 64 programs of one head
     assert launch_config(512, 8, 128, 132, fp8=True)["num_warps"] == 4  # 512 programs: still a small batch, but
     # more than one a SM
+    assert launch_config(64, 8, 128, 132, fp8=True, paged=True)["num_warps"] == 4  # (the paged layout's decode
+    # batches keep the warps they were timed with)
     big_decode = launch_config(64, 128, 128, 132, fp8=True)  # 1024 programs of 1024 elements: enough, 4 warps
     assert (big_decode["BLOCK_H"], big_decode["num_warps"]) == (8, 4)
     assert launch_config(64, 8, 128, 132, max_warps=2)["num_warps"] == 2  # a tuning variant's warps hold

@@ -16,15 +16,15 @@ graph):
 - num_warps: one warp per 1024 elements, 1 to 2; for fp8 caches, whose programs convert every element, one per
   256 elements, 1 to 4 (4 always slowed 512-element programs: 4 KV heads x 128 at 65536 tokens 77.8 against
   69.8 us on an H100); a small batch, whose grid stays under 4 programs per SM, takes 4 warps a program, 8 with
-  an fp8 cache and at most one program per SM (decode batches in the served layout on an H100, 2026-12-06, fp8 at
-  64 tokens: 1 x 128 1.47 us with 8 warps against 1.58 with 16 and 1.51 before (4 warps, DIV 1), 4 x 128 1.47
-  against 1.57 and 1.54, 8 x 128 1.60 against 1.61 and 1.65; at 512 tokens 16 warps took 2.49-2.62 us where 4
-  took 1.74-2.21: notes/triton.md);
+  an fp8 cache and at most one program per SM, not paged (decode batches in the served layout on an H100,
+  2026-12-06, fp8 at 64 tokens: 1 x 128 1.47 us with 8 warps against 1.58 with 16 and 1.51 before (4 warps,
+  DIV 1), 4 x 128 1.47 against 1.57 and 1.54, 8 x 128 1.60 against 1.61 and 1.65; at 512 tokens 16 warps took
+  2.49-2.62 us where 4 took 1.74-2.21: notes/triton.md);
 - fp8: x / scale by the reciprocal and one fused multiply-add correction, the product clamped to the format's
-  range first (DIV 3, _saturated_quotient: correctly rounded for scales from 2**-100 to 2**100, as divide_rn's
-  DIV 1, in 4 instructions an element instead of 7; H100, 2026-12-06, served layout: 8 x 128 at 2048 tokens 3.28
-  against 3.82 us, 4 x 128 2.53 against 2.78, 128 x 128 at 64 tokens 2.50 against 2.64, 65536 tokens alike),
-  streamed with evict_first;
+  range first (DIV 3, _saturated_quotient: the fp8 codes correctly rounded for scales from 2**-80 to 2**100, as
+  divide_rn's DIV 1, in 4 instructions an element instead of 7; H100, 2026-12-06, served layout: 8 x 128 at 2048
+  tokens 3.28 against 3.82 us, 4 x 128 2.53 against 2.78, 128 x 128 at 64 tokens 2.50 against 2.64, 65536 tokens
+  alike), streamed with evict_first;
 - paged layout: 32 tokens of one head a program, 4 warps, where that leaves at least 4 programs per SM
   (_paged_tokens_kernel), the value tile stored tokens fastest: the tokens of one cache block put their 2-byte
   pieces of a 32-byte sector into one store instruction (consecutive slots: a prefill chunk); calls of 2**26
@@ -81,8 +81,9 @@ def divide_rn(x, scale, DIV: tl.constexpr):
     instructions per element instead of div_rn's sequence; where x * r overflows (or the scale is 0) q itself is
     kept, infinite as the quotient, and where it is zero too: the correction would turn -0 into +0 (an fp8 code
     of its own), and a quotient that small is zero in fp8 anyway; an infinite scale gives +-0 as IEEE does.
-    DIV 1 is exact for scales from 2**-100 to 2**100: below, the reciprocal or the remainder leaves the normal
-    range (a review found fp8 codes that differ). kvbench's scales (amax / 448 of the inputs, or 1) are far inside;
+    DIV 1 gives the fp8 codes exactly for scales from 2**-80 to 2**100: below, the remainder x - q * scale can
+    underflow (reviews found codes one step off at scales of 2**-88 with e5m2, 2**-95 with e4m3; around 2**-100
+    the reciprocal leaves the normal range). kvbench's scales (amax / 448 of the inputs, or 1) are far inside;
     a case outside would fail its verification, never give a number."""
     if DIV == 0:
         return tl.math.div_rn(x, scale)
@@ -120,11 +121,12 @@ def saturate(y, FP8: tl.constexpr):
 def _saturated_quotient(x, scale, FP8: tl.constexpr, DIV: tl.constexpr):
     """saturate(x / scale) as divide_rn's DIV 1 gives it, in two fewer instructions an element (DIV 2): the product
     is clamped to the format's range before the correction, so it is never infinite and needs no select (a clamped
-    product corrects to a value past the range, saturated after), and the correction is written
-    q + (q * scale - x) * -r, whose sums keep a zero's sign (+0 + -0 is +0: q + (x - q * scale) * r made -0 +0).
-    Exact where DIV 1 is (scales from 2**-100 to 2**100). DIV 3 leaves the last saturation to the store: on a
-    GPU the conversion to fp8 saturates (F2FP.SATFINITE on sm_90, e4m3 and e5m2 alike); Triton's interpreter's
-    does not, so there the launcher gives DIV 2 for 3."""
+    product corrects to the rounded quotient or to a value past the range, saturated after), and the correction is
+    written q + (q * scale - x) * -r, whose sums keep a zero's sign (+0 + -0 is +0: q + (x - q * scale) * r made
+    -0 +0). Exact where DIV 1 is (scales from 2**-80 to 2**100); an infinite scale, for which DIV 1 gives +-0,
+    gives NaN here. DIV 3 leaves the last saturation to the store: on a GPU the conversion to fp8 saturates
+    (F2FP.SATFINITE on sm_90, e4m3 and e5m2 alike); Triton's interpreter's does not, so there the launcher gives
+    DIV 2 for 3."""
     r = tl.math.div_rn(tl.zeros_like(scale) + 1.0, scale)
     q = saturate(x * r, FP8)
     # (x * -1.0: a negation, which the compiler folds into the fused multiply-add; 0 - x, Triton's -x, it cannot)
@@ -263,7 +265,8 @@ def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int
     while block_h > fewest and programs(block_h) < enough:
         block_h //= 2
     if programs(block_h) < enough:  # a small batch: few programs, each with more warps
-        one_each = fp8 and programs(block_h) <= sm_count
+        one_each = fp8 and not paged and programs(block_h) <= sm_count  # (timed in the served layout; the paged
+        # layout's decode batches keep the 4 warps they were timed with)
         num_warps = max_warps or (FP8_ONE_PROGRAM_PER_SM_WARPS if one_each else SMALL_BATCH_WARPS)  # (a tuning
         # variant's warps as asked)
     else:

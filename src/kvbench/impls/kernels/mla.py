@@ -5,7 +5,7 @@ One program writes TOKENS tokens: their kv_c rows as one [TOKENS, RANK_BLOCK] ti
 several tokens per program keep enough bytes in flight per SM; TOKENS shrinks for small token counts so that the
 grid still covers the chip. fp8 rows divide by the scale with IEEE division (as vLLM and the reference do; by
 default through the reciprocal and one correction of the product clamped to the format's range,
-cache_write._saturated_quotient's DIV 2, exact for scales from 2**-100 to 2**100);
+cache_write._saturated_quotient's DIV 2, exact for scales from 2**-80 to 2**100);
 fp8_ds_mla rows take each 128-value tile's power-of-two scale from the tile's amax, computed exactly from the
 float32 bits of max(amax / 448, 1e-4) (the next power of two up: the exponent, plus one unless the mantissa is 0).
 """
@@ -28,8 +28,9 @@ PROGRAMS_PER_SM = 4
 
 @triton.jit
 def _quantize(x, scale, FP8: tl.constexpr, SKIP_SCALE: tl.constexpr, DIV: tl.constexpr):
-    """fp8 codes (uint8) of saturate(x / scale) rounded to nearest (IEEE division, DIV as in cache_write.divide_rn;
-    none with SKIP_SCALE); FP8 1 = e4m3fn, 2 = e5m2."""
+    """fp8 codes (uint8) of saturate(x / scale) rounded to nearest (IEEE division: DIV 0 and 1 as in
+    cache_write.divide_rn, 2 and up as cache_write._saturated_quotient's DIV 2; none with SKIP_SCALE); FP8 1 =
+    e4m3fn, 2 = e5m2."""
     y = x.to(tl.float32)
     if SKIP_SCALE:
         y = saturate(y, FP8)
