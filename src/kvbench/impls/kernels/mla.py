@@ -15,7 +15,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kvbench.impls.kernels.cache_write import FP8_CODES, _saturated_quotient, _sm_count, divide_rn, saturate
+from kvbench.impls.kernels.cache_write import FP8_CODES, _fp8_values, _sm_count, saturate
 
 # (most tokens per program, warps) by cache kind, from scripts/tune_triton.py's MLA table on an H100 (2026-12-05,
 # notes/triton.md): at 65536 tokens, cold L2, auto 56.4 us (4 / 1) against 56.6 (4 / 2, the H200's choice before),
@@ -28,17 +28,12 @@ PROGRAMS_PER_SM = 4
 
 @triton.jit
 def _quantize(x, scale, FP8: tl.constexpr, SKIP_SCALE: tl.constexpr, DIV: tl.constexpr):
-    """fp8 codes (uint8) of saturate(x / scale) rounded to nearest (IEEE division: DIV 0 and 1 as in
-    cache_write.divide_rn, 2 and up as cache_write._saturated_quotient's DIV 2; none with SKIP_SCALE); FP8 1 =
-    e4m3fn, 2 = e5m2."""
-    y = x.to(tl.float32)
+    """fp8 codes (uint8) of saturate(x / scale) rounded to nearest (IEEE division, DIV 0-2 as in
+    cache_write._fp8_values; none with SKIP_SCALE); FP8 1 = e4m3fn, 2 = e5m2."""
     if SKIP_SCALE:
-        y = saturate(y, FP8)
-    elif DIV >= 2:  # the product clamped before its correction (cache_write._saturated_quotient; its own
-        # saturation: MLA converts in registers)
-        y = _saturated_quotient(y, scale, FP8, 2)
+        y = saturate(x.to(tl.float32), FP8)
     else:
-        y = saturate(divide_rn(y, scale, DIV), FP8)
+        y = _fp8_values(x, scale, FP8, DIV)
     if FP8 == 1:
         return y.to(tl.float8e4nv).to(tl.uint8, bitcast=True)
     return y.to(tl.float8e5).to(tl.uint8, bitcast=True)
@@ -138,4 +133,5 @@ def concat_and_cache_mla(kv_c, k_pe, kv_cache, slot_mapping, kv_cache_dtype: str
     _mla_kernel[grid](kv_c, k_pe, kv_cache, slot_mapping, scale, num_tokens, *common, RANK=rank, PE=pe,
                       RANK_BLOCK=triton.next_power_of_2(rank), PE_BLOCK=triton.next_power_of_2(pe),
                       BLOCK_SIZE=kv_cache.shape[1], TOKENS=tokens, FP8=FP8_CODES[KV_CACHE_DTYPES[kv_cache_dtype]],
-                      SKIP_SCALE=skip_scale, DIV=div, EVICT=evict, num_warps=num_warps)
+                      SKIP_SCALE=skip_scale, DIV=min(div, 2), EVICT=evict, num_warps=num_warps)  # (DIV 3 leaves
+    # the saturation to a store of float32 into fp8; this kernel converts to codes itself: 2)
