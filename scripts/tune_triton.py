@@ -68,11 +68,13 @@ def flash_variants(p):
         old_warps = max(1, min(4, old_h * default["BLOCK_D"] // 1024))
         out["default, DIV 0"] = {**default, "DIV": 0}
         # the default before 2026-12-06: DIV 1, and 4 warps where a grid of at most a program per SM now takes 8
-        one_each = c.num_tokens * triton.cdiv(c.num_heads, default["BLOCK_H"]) <= sm
+        # (the only fp8 programs with more than 4)
+        one_each = default["num_warps"] == cache_write.FP8_ONE_PROGRAM_PER_SM_WARPS
         out["before (DIV 1, small batch 4 w)"] = {**default, "DIV": 1,
                                                   "num_warps": cache_write.SMALL_BATCH_WARPS if one_each
                                                   else default["num_warps"]}
-        for div in (1, 2, 3):  # the quotient clamped before its correction: no select (3: the store saturates)
+        for div in sorted({1, 2, 3} - {default["DIV"]}):  # the quotient clamped before its correction: no select
+            # (3: the store saturates); the default's own division is the rows "default" and "default, 16 w"
             out[f"default, DIV {div}"] = {**default, "DIV": div}
             out[f"default, 16 w, DIV {div}"] = {**default, "DIV": div, "num_warps": 16}
         out["previous default"] = {**default, "BLOCK_H": old_h, "DIV": 0, "LOAD_FIRST": False, "num_warps": old_warps}
