@@ -6,7 +6,8 @@ bandwidth measured in the same process. The defaults in kvbench.impls.kernels co
 - served: the write in vLLM's served layout (nhd-packed, block 64) at 8 and 4 KV heads x 128, shapes models serve;
 - main: vLLM's benchmark shape (128 x 128, nhd, random slots) at 256, 1024 and 4096 tokens;
 - decode: the served layout with small decode batches (64 and 512 tokens padded to vLLM's CUDA graphs), 1 to 128 heads;
-- mla: the MLA write (tokens per program, warps, the division, eviction hints), cold L2;
+- mla: the MLA write (tokens per program, warps, the division, eviction hints), cold L2, random and consecutive slots,
+  beside a torch copy of the same bytes (what a copy of that size reaches);
 - mla-decode: the MLA write with decode batches (64 and 512 tokens, padded);
 - indexer: the indexer write;
 - paged: the paged write (tokens a program, in slot order or not), "x ideal" and "x sector ideal"
@@ -34,7 +35,7 @@ from kvbench.measure import bandwidth
 from kvbench.measure.timing import GraphSampler
 from kvbench.ops import sectors
 from kvbench.ops.verify import verify
-from kvbench.runner import _round_robin, make_case, prepare
+from kvbench.runner import _round_robin, make_case, prepare, rotation_size
 
 
 VLLM_TRITON = "vLLM's Triton op"  # the variant that times vLLM's own op beside kvbench's (within one fp8 step: it
@@ -196,11 +197,38 @@ def gather_variants(p):
     return out
 
 
-def table(title, cases, variants, bw):
+COPY_ROW = "torch copy, same bytes (reference)"
+
+
+def same_bytes_copy_us(case, samples: int = 15) -> float:
+    """µs of a plain torch copy moving the case's bytes (half read, half written, contiguous), with as many buffer
+    pairs rotated as the case's own cold rotation: what a copy of this size reaches here, its ramp-up and tail
+    included, where the copy rate ("ideal") is measured on 1 GiB. Not a write of the op: no verification."""
+    half = case.bytes_moved // 2
+    pairs = [(torch.empty(half, dtype=torch.uint8, device="cuda").random_(0, 256),
+              torch.empty(half, dtype=torch.uint8, device="cuda")) for _ in range(rotation_size(case))]
+    writers = [lambda s=s, d=d: d.copy_(s) for s, d in pairs]
+    write = writers[0] if len(writers) == 1 else _round_robin(writers)
+    return statistics.median(GraphSampler(write, min_calls=len(writers)).measure(samples)) * 1e6
+
+
+def table(title, cases, variants, bw, copy_row: bool = False):
     """Each case's variants, verified then timed: µs, ideal / time (the fraction of the copy limit reached) and,
-    where the sector model applies, sector ideal / time."""
+    where the sector model applies, sector ideal / time; with copy_row, a torch copy of each case's bytes beside them
+    (same_bytes_copy_us)."""
     rows = []
     for case in cases:
+        shape = f"{case.num_heads}x{case.head_size} {getattr(case, 'layout', '')}".strip() if case.OP == "kv" else ""
+        if copy_row and not (ONLY and not ONLY[0].search(COPY_ROW)):
+            try:
+                us = same_bytes_copy_us(case)
+                rows.append((shape, case.kv_cache_dtype, case.num_tokens, case.l2, COPY_ROW, f"{us:.2f}",
+                             f"{bw.ideal_s(case) * 1e6 / us:.3f}", ""))
+            except Exception as exc:  # (a rotation that cannot be cold here): shown, not fatal
+                rows.append((shape, case.kv_cache_dtype, case.num_tokens, case.l2, COPY_ROW, "failed", str(exc)[:80],
+                             ""))
+            print("  row:", " | ".join(map(str, rows[-1])), flush=True)
+            torch.cuda.empty_cache()
         try:
             p = prepare(case, "triton")
         except Exception as exc:  # the default launch failed to verify or to fit: the case's row says so
@@ -209,7 +237,6 @@ def table(title, cases, variants, bw):
         ideal_us = bw.ideal_s(case) * 1e6
         sector = sectors.sector_bytes(case)
         sector_us = sector / bw.bytes_per_s * 1e6 if sector else None
-        shape = f"{case.num_heads}x{case.head_size} {getattr(case, 'layout', '')}".strip() if case.OP == "kv" else ""
         for name, bind in variants(p).items():
             if ONLY and not ONLY[0].search(name):
                 continue
@@ -289,9 +316,12 @@ def main():
                          slots="decode-padded", kv_cache_dtype=kv)  # a block per sequence: 512 would do
                for h in (1, 4, 8, 128) for kv in ("auto", "fp8") for n in (64, 512)], flash_variants, bw)
     if "mla" in chosen:
-        table("MLA", [make_case("triton", op="mla", num_tokens=n, kv_cache_dtype=kv, l2=l2, num_blocks=8192)
-                      for kv in ("auto", "fp8", "fp8_ds_mla") for n in tokens for l2 in ("cold", "warm")
-                      if l2 == "cold" or n == 65536], mla_variants, bw)
+        table("MLA (random slots; prefill: consecutive slots, cold, where DRAM pages are written whole)",
+              [make_case("triton", op="mla", num_tokens=n, kv_cache_dtype=kv, l2=l2, num_blocks=8192, slots=slots)
+               for kv in ("auto", "fp8", "fp8_ds_mla") for n in tokens for l2 in ("cold", "warm")
+               for slots in ("random", "prefill") if (l2 == "cold" or n == 65536) and (slots == "random" or
+                                                                                      (l2 == "cold" and n >= 16384))],
+              mla_variants, bw, copy_row=True)
     if "mla-decode" in chosen:  # DeepSeek's decode batches: the served table's MLA rows
         table("MLA decode batches (padded to vLLM's CUDA graphs)",
               [make_case("triton", op="mla", num_tokens=n, kv_cache_dtype=kv, slots="decode-padded", num_blocks=1024)
