@@ -6,6 +6,7 @@ bandwidth measured in the same process. The defaults in kvbench.impls.kernels co
 - served: the write in vLLM's served layout (nhd-packed, block 64) at 8 and 4 KV heads x 128, shapes models serve;
 - main: vLLM's benchmark shape (128 x 128, nhd, random slots) at 256, 1024 and 4096 tokens;
 - decode: the served layout with small decode batches (64 and 512 tokens padded to vLLM's CUDA graphs), 1 to 128 heads;
+- decode-cache: 64-token fp8 decode batches with caches of 1024, 4096 and 16384 blocks;
 - mla: the MLA write (tokens per program, warps, the division, eviction hints), cold L2, random and consecutive slots,
   beside a torch copy of the same bytes (what a copy of that size reaches);
 - mla-decode: the MLA write with decode batches (64 and 512 tokens, padded);
@@ -218,7 +219,8 @@ def table(title, cases, variants, bw, copy_row: bool = False):
     (same_bytes_copy_us)."""
     rows = []
     for case in cases:
-        shape = f"{case.num_heads}x{case.head_size} {getattr(case, 'layout', '')}".strip() if case.OP == "kv" else ""
+        shape = (f"{case.num_heads}x{case.head_size} {case.layout}, {case.num_blocks} blocks" if case.OP == "kv"
+                 else "")
         if copy_row and not (ONLY and not ONLY[0].search(COPY_ROW)):
             try:
                 us = same_bytes_copy_us(case)
@@ -274,7 +276,8 @@ def sector_check(bw, region_bytes: int = 512 << 20, samples: int = 15, device: s
           flush=True)
 
 
-TABLES = ("flash", "served", "main", "decode", "mla", "mla-decode", "indexer", "paged", "sectors", "gathers")
+TABLES = ("flash", "served", "main", "decode", "decode-cache", "mla", "mla-decode", "indexer", "paged", "sectors",
+          "gathers")
 ONLY: list[re.Pattern] = []  # --only
 
 
@@ -315,6 +318,13 @@ def main():
               [make_case("triton", "nhd-packed", num_tokens=n, num_heads=h, block_size=64, num_blocks=1024,
                          slots="decode-padded", kv_cache_dtype=kv)  # a block per sequence: 512 would do
                for h in (1, 4, 8, 128) for kv in ("auto", "fp8") for n in (64, 512)], flash_variants, bw)
+    if "decode-cache" in chosen:  # the as-served table's 64-token fp8 rows (caches of 4096 blocks) ran 0.15 µs slower
+        # than the decode table's (1024 blocks) on an H100 (2026-12-06), vLLM's Triton op alike in both
+        table("64-token fp8 decode batches by cache size (nhd-packed, block 64)",
+              [make_case("triton", "nhd-packed", num_tokens=64, num_heads=h, block_size=64, num_blocks=blocks,
+                         slots="decode-padded", kv_cache_dtype="fp8")
+               for h in (1, 4, 8) for blocks in (1024, 4096, 16384)],
+              flash_variants, bw)
     if "mla" in chosen:
         table("MLA (random slots; prefill: consecutive slots, cold, where DRAM pages are written whole)",
               [make_case("triton", op="mla", num_tokens=n, kv_cache_dtype=kv, l2=l2, num_blocks=8192, slots=slots)
