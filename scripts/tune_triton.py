@@ -219,8 +219,8 @@ def table(title, cases, variants, bw, copy_row: bool = False):
     (same_bytes_copy_us)."""
     rows = []
     for case in cases:
-        shape = (f"{case.num_heads}x{case.head_size} {case.layout}, {case.num_blocks} blocks" if case.OP == "kv"
-                 else "")
+        shape = (f"{case.num_heads}x{case.head_size} {case.layout}, {case.num_blocks} blocks, " if case.OP == "kv"
+                 else "") + f"{case.slots} slots"
         if copy_row and not (ONLY and not ONLY[0].search(COPY_ROW)):
             try:
                 us = same_bytes_copy_us(case)
