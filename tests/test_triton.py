@@ -248,11 +248,12 @@ def test_launch_heuristic():
                                                                  LOAD_FIRST=True, TOKENS=1, SORTED=False)
     small = launch_config(2, 128, 128, 132)
     assert small["BLOCK_H"] == 8 and small["num_warps"] == 4  # 32 programs of 1024 elements for 2 tokens, 4 warps
-    for fp8, warps in ((False, 4), (True, 8)):  # a decode batch of 8 KV heads: whole tokens (64 programs), 4
-        # warps each, 8 with an fp8 cache (at most a program per SM)
-        decode = launch_config(64, 8, 128, 132, fp8=fp8)
-        assert (decode["BLOCK_H"], decode["num_warps"]) == (8, warps)
+    for fp8, heads, warps in ((False, 4, 4), (True, 4, 8), (True, 8, 4)):  # a decode batch: whole tokens (64
+        # programs), 4 warps each, 8 with an fp8 cache (at most a program per SM) of under 1024 elements a token
+        decode = launch_config(64, heads, 128, 132, fp8=fp8)
+        assert (decode["BLOCK_H"], decode["num_warps"]) == (heads, warps)
     assert launch_config(64, 1, 128, 132, fp8=True)["num_warps"] == 8  # 64 programs of one head
+    assert launch_config(64, 8, 64, 132, fp8=True)["num_warps"] == 8  # GPT-OSS's 8 x 64: 512 elements
     assert launch_config(512, 8, 128, 132, fp8=True)["num_warps"] == 4  # 512 programs: still a small batch, but
     # more than one a SM
     assert launch_config(64, 8, 128, 132, fp8=True, paged=True)["num_warps"] == 4  # (the paged layout's decode
