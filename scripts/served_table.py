@@ -66,7 +66,9 @@ def case_for(plan, implementation, op, shapes, tokens, batch, kv, served_layout:
 def measure(plan, case, implementation) -> dict:
     r = run_case(case, implementation, MODE[case.device], plan.iters, plan.bw)
     row = {"implementation": implementation, "case": case.label(), "status": r.status, "message": r.message,
-           "latency_us": r.latency_us, "ideal_us": plan.bw.ideal_s(case) * 1e6, "bytes": case.bytes_moved}
+           "latency_us": r.latency_us, "ideal_us": plan.bw.ideal_s(case) * 1e6, "bytes": case.bytes_moved,
+           "samples_us": r.samples_us, "calls_per_sample": r.calls_per_sample}  # (the spread behind the median:
+    # kvbench's 64-token fp8 decode rows read 0.16 µs slower here than in scripts/tune_triton.py, H100 2026-12-06)
     print(f"{implementation:12} {case.label()}: {r.status} {r.latency_us or r.message}", file=sys.stderr, flush=True)
     return row
 
