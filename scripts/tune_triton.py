@@ -11,8 +11,8 @@ bandwidth measured in the same process. The defaults in kvbench.impls.kernels co
   beside a torch copy of the same bytes (what a copy of that size reaches);
 - mla-decode: the MLA write with decode batches (64 and 512 tokens, padded);
 - indexer: the indexer write;
-- paged: the paged write (tokens a program, in slot order or not), "x ideal" and "x sector ideal"
-  (kvbench.ops.sectors), random and consecutive (prefill) slots;
+- paged: the paged write (tokens a program, in slot order or not, the value tile's lanes), "x ideal" and
+  "x sector ideal" (kvbench.ops.sectors), random and consecutive (prefill) slots;
 - sectors: the sector model checked: a whole fill and a 2-bytes-per-sector strided write of one region, measured
   against what the model predicts at the copy rate;
 - gathers: the read side's gathers (gather auto and fp8, cp-gather, upconvert-gather): rows per program, warps,
@@ -144,6 +144,13 @@ def paged_variants(p):
         for sort in (False, True):
             out[f"{tokens} tokens x {block_h} heads, {warps} w, {'slot' if sort else 'token'} order"] = {
                 **default, "TOKENS": tokens, "BLOCK_H": block_h, "num_warps": warps, "SORTED": sort}
+    # the value tile stored as loaded: a warp's lanes along the tokens (the transposed tile's run along the dims in
+    # the sm_90 code of Triton 3.6; 576 instructions a thread against 1400, bf16 128 x 128: notes/triton.md)
+    lanes = {"default, lanes along tokens": default} if default["TOKENS"] > 1 else {}
+    for tokens in (16, 32, 64):
+        lanes[f"{tokens} tokens x 1 head, 4 w, slot order, lanes along tokens"] = {
+            **default, "TOKENS": tokens, "BLOCK_H": 1, "num_warps": 4, "SORTED": True}
+    out.update({name: {**cfg, "TOKEN_LANES": True} for name, cfg in lanes.items()})
     return _flash_writers(out)
 
 

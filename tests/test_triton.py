@@ -82,19 +82,23 @@ VARIANTS = [("nhd", "fp8", "tensor", dict(DIV=0)), ("hnd", "fp8", "head", dict(D
             ("paged", "auto", "tensor", dict(TOKENS=4)), ("paged", "fp8", "tensor", dict(TOKENS=4, SORTED=True)),
             ("paged", "fp8_e5m2", "tensor", dict(SORTED=True, BLOCK_H=2)),
             ("nhd", "fp8", "head", dict(DIV=2)), ("hnd", "fp8_e5m2", "tensor", dict(DIV=3)),  # the quotient clamped
-            ("paged", "fp8", "tensor", dict(DIV=3))]  # before its correction (3: the GPU's store saturates)
+            ("paged", "fp8", "tensor", dict(DIV=3)),  # before its correction (3: the GPU's store saturates)
+            ("paged", "auto", "tensor", dict(TOKENS=4, TOKEN_LANES=True)),  # the value tile stored as loaded
+            ("paged", "fp8", "tensor", dict(TOKENS=8, SORTED=True, TOKEN_LANES=True))]
 # (TOKENS, SORTED: the paged layout's kernel of several tokens a program, in slot order or not)
 
 
 @pytest.mark.parametrize("slots", ["prefill", "random"])
-@pytest.mark.parametrize("tokens, ordered, heads", [(8, False, 2), (32, True, 1)])
-def test_interpreter_paged_tokens_kernel(slots, tokens, ordered, heads):
+@pytest.mark.parametrize("tokens, ordered, heads, lanes", [(8, False, 2, False), (32, True, 1, False),
+                                                           (16, True, 2, True)])
+def test_interpreter_paged_tokens_kernel(slots, tokens, ordered, heads, lanes):
     """Several tokens a program, the tokens of one block stored together: consecutive slots (a prefill chunk
-    crossing blocks), a count that is no multiple of TOKENS, padding, odd head count and size."""
+    crossing blocks), a count that is no multiple of TOKENS, padding, odd head count and size; the value tile
+    transposed or as loaded (TOKEN_LANES)."""
     case = make_case("triton", "paged", num_tokens=37, num_heads=3, head_size=80, num_blocks=8, block_size=16,
                      dtype="bfloat16", slots=slots, device="cpu")
     w = interpreter_workload(case, noncontiguous=True, padding=True)
-    writer = variant_writer(w, dict(TOKENS=tokens, SORTED=ordered, BLOCK_H=heads))
+    writer = variant_writer(w, dict(TOKENS=tokens, SORTED=ordered, BLOCK_H=heads, TOKEN_LANES=lanes))
     assert verify(TRITON.name, [w], writer, TRITON.compare).tokens_checked == 37 - len(range(1, 37, 3))
 
 
@@ -119,6 +123,8 @@ def test_the_paged_kernels_launch_parameters_are_refused_where_they_do_not_apply
         variant_writer(paged, dict(TOKENS=4, VALUE_T=False))()
     from kvbench.impls.kernels.cache_write import launch_config  # its whole dict, as scripts/tune_triton.py passes
     variant_writer(paged, {**launch_config(4, 2, 64, 4, paged=True), "TOKENS": 4})()  # it, is taken
+    with pytest.raises(ValueError, match="TOKEN_LANES applies to the paged kernel of several tokens"):
+        variant_writer(paged, dict(TOKENS=1, SORTED=False, TOKEN_LANES=True))()
     with pytest.raises(ValueError, match=r"power-of-two TOKENS \(not 6\)"):
         variant_writer(paged, dict(TOKENS=6))()
     paged.k_scale = torch.ones(2)
