@@ -13,7 +13,8 @@
 #   tune     launch-parameter variants of kvbench's Triton kernels, the sector model's check -> tune.txt
 #            (TUNE_TABLES=flash,served,main,decode,decode-cache,mla,mla-decode,indexer,paged,sectors,gathers;
 #            TUNE_ONLY: a regular expression the variants' names must match; TUNE_S: limit, default 300;
-#            TUNE_NAME: the file's name; TUNE_VLLM: the vLLM whose Triton op the flash tables time beside kvbench's, default 0.34.0)
+#            TUNE_NAME: the file's name; TUNE_VLLM: the vLLM whose Triton op the flash tables time beside kvbench's,
+#            default 0.34.0)
 #   history  vLLM 0.31.0, 0.32.0 and 0.33.0 through `kvbench vllm-history` (git tags stand in for vLLM's repository)
 #            -> history.tgz (asv results + machine file)
 #   lanes GPU:JOBS...  jobs run one after another per GPU, the GPUs in parallel (JOBS: tests, tables, tune, aa,

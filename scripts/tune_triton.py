@@ -228,20 +228,23 @@ def table(title, cases, variants, bw, copy_row: bool = False):
     for case in cases:
         shape = (f"{case.num_heads}x{case.head_size} {case.layout}, {case.num_blocks} blocks, " if case.OP == "kv"
                  else "") + f"{case.slots} slots"
+
+        def row(name, *cells, case=case, shape=shape):  # one row of the case, printed as it comes (kept if a time
+            # limit cuts the table)
+            rows.append((shape, case.kv_cache_dtype, case.num_tokens, case.l2, name, *cells))
+            print("  row:", " | ".join(map(str, rows[-1])), flush=True)
+
         if copy_row and not (ONLY and not ONLY[0].search(COPY_ROW)):
             try:
                 us = same_bytes_copy_us(case)
-                rows.append((shape, case.kv_cache_dtype, case.num_tokens, case.l2, COPY_ROW, f"{us:.2f}",
-                             f"{bw.ideal_s(case) * 1e6 / us:.3f}", ""))
+                row(COPY_ROW, f"{us:.2f}", f"{bw.ideal_s(case) * 1e6 / us:.3f}", "")
             except Exception as exc:  # (a rotation that cannot be cold here): shown, not fatal
-                rows.append((shape, case.kv_cache_dtype, case.num_tokens, case.l2, COPY_ROW, "failed", str(exc)[:80],
-                             ""))
-            print("  row:", " | ".join(map(str, rows[-1])), flush=True)
+                row(COPY_ROW, "failed", str(exc)[:80], "")
             torch.cuda.empty_cache()
         try:
             p = prepare(case, "triton")
         except Exception as exc:  # the default launch failed to verify or to fit: the case's row says so
-            rows.append(("", case.kv_cache_dtype, case.num_tokens, case.l2, "default", "failed", str(exc)[:120], ""))
+            row("default", "failed", str(exc)[:120], "")
             continue
         ideal_us = bw.ideal_s(case) * 1e6
         sector = sectors.sector_bytes(case)
@@ -251,11 +254,9 @@ def table(title, cases, variants, bw, copy_row: bool = False):
                 continue
             try:
                 us = timed(p, bind, compare="step" if name == VLLM_TRITON else "exact")
-                rows.append((shape, case.kv_cache_dtype, case.num_tokens, case.l2, name, f"{us:.2f}",
-                             f"{ideal_us / us:.3f}", f"{sector_us / us:.3f}" if sector_us else ""))
+                row(name, f"{us:.2f}", f"{ideal_us / us:.3f}", f"{sector_us / us:.3f}" if sector_us else "")
             except Exception as exc:  # a variant that does not compile or verify: shown, not fatal
-                rows.append((shape, case.kv_cache_dtype, case.num_tokens, case.l2, name, "failed", str(exc)[:80], ""))
-            print("  row:", " | ".join(map(str, rows[-1])), flush=True)  # kept if a time limit cuts the table
+                row(name, "failed", str(exc)[:80], "")
         del p
         torch.cuda.empty_cache()
     print(f"\n{title}")

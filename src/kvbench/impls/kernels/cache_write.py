@@ -67,7 +67,7 @@ FP8_ONE_PROGRAM_PER_SM_WARPS = 8  # ... and of an fp8 program of fewer than 1024
 # program per SM (a decode batch of whole tokens): fewer elements a thread shorten the one pass a program makes, the
 # call's latency. H100, 2026-12-06, 64-token batches in the served layout, vLLM's Triton op 1.51-1.58 us: 1 x 128
 # 1.47 us (4 warps 1.50), 4 x 128 1.47 (1.51); but 8 x 128 (1024 elements) 1.59 against 1.47 with 4 warps
-FP8_EIGHT_WARPS_BELOW = 1024  # elements a program
+FP8_ONE_PROGRAM_PER_SM_BELOW = 1024  # elements a program: larger programs keep SMALL_BATCH_WARPS
 DIVISION = 3  # the fp8 quotient: divide_rn's DIV 1, or _saturated_quotient's DIV 2 / 3 (see _fp8_values)
 EVICTION_POLICY = {False: "", True: "evict_first"}  # by "is the cache fp8" (notes/triton.md)
 PAGED_TOKENS, PAGED_HEADS, PAGED_WARPS = 32, 1, 4  # the paged layout's programs: tokens, heads, warps
@@ -276,9 +276,9 @@ def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int
     while block_h > fewest and programs(block_h) < enough:
         block_h //= 2
     if programs(block_h) < enough:  # a small batch: few programs, each with more warps
-        one_each = (fp8 and not paged and programs(block_h) <= sm_count  # (timed in the served layout; the paged
-                    and block_h * block_d < FP8_EIGHT_WARPS_BELOW)  # layout's decode batches keep the 4 warps they
-        # were timed with)
+        # (timed in the served layout; the paged layout's decode batches keep the 4 warps they were timed with)
+        one_each = (fp8 and not paged and programs(block_h) <= sm_count
+                    and block_h * block_d < FP8_ONE_PROGRAM_PER_SM_BELOW)
         num_warps = max_warps or (FP8_ONE_PROGRAM_PER_SM_WARPS if one_each else SMALL_BATCH_WARPS)  # (a tuning
         # variant's warps as asked)
     else:
