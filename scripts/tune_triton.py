@@ -6,7 +6,8 @@ bandwidth measured in the same process. The defaults in kvbench.impls.kernels co
 - served: the write in vLLM's served layout (nhd-packed, block 64) at 8 and 4 KV heads x 128, shapes models serve;
 - main: vLLM's benchmark shape (128 x 128, nhd, random slots) at 256, 1024 and 4096 tokens;
 - decode: the served layout with small decode batches (64 and 512 tokens padded to vLLM's CUDA graphs), 1 to 128 heads;
-- decode-cache: 64-token fp8 decode batches with caches of 1024, 4096 and 16384 blocks;
+- decode-cache: 64-token fp8 decode batches in blocks of 16 and 64 slots (the as-served table's and the decode
+  table's);
 - mla: the MLA write (tokens per program, warps, the division, eviction hints), cold L2, random and consecutive slots,
   beside a torch copy of the same bytes (what a copy of that size reaches);
 - mla-decode: the MLA write with decode batches (64 and 512 tokens, padded);
@@ -157,7 +158,8 @@ def paged_variants(p):
 def mla_variants(p):
     """Tokens per program x warps; for fp8 also the Markstein division, and eviction hints (not fp8_ds_mla's
     kernel, which takes neither)."""
-    out = {}
+    out = {"default": lambda w: lambda: mla.concat_and_cache_mla(w.kv_c, w.k_pe, w.kv_cache, w.slot_mapping,
+                                                                  w.case.kv_cache_dtype, w.scale, w.case.skip_scale)}
     kv = p.case.kv_cache_dtype
     divs = (0, 1, 2) if kv in ("fp8", "fp8_e5m2") else (0,)
     evicts = ("", "evict_first") if kv != "fp8_ds_mla" else ("",)
@@ -326,13 +328,13 @@ def main():
               [make_case("triton", "nhd-packed", num_tokens=n, num_heads=h, block_size=64, num_blocks=1024,
                          slots="decode-padded", kv_cache_dtype=kv)  # a block per sequence: 512 would do
                for h in (1, 4, 8, 128) for kv in ("auto", "fp8") for n in (64, 512)], flash_variants, bw)
-    if "decode-cache" in chosen:  # the as-served table's 64-token fp8 rows (caches of 4096 blocks) ran 0.15 µs slower
-        # than the decode table's (1024 blocks) on an H100 (2026-12-06), vLLM's Triton op alike in both; this table
-        # found the cache's size not the cause (within 0.02 µs from 1024 to 16384 blocks)
-        table("64-token fp8 decode batches by cache size (nhd-packed, block 64)",
-              [make_case("triton", "nhd-packed", num_tokens=64, num_heads=h, block_size=64, num_blocks=blocks,
-                         slots="decode-padded", kv_cache_dtype="fp8")
-               for h in (1, 4, 8) for blocks in (1024, 4096, 16384)],
+    if "decode-cache" in chosen:  # the as-served table's 64-token fp8 rows ran 0.16 µs slower than the decode
+        # table's on an H100 (2026-12-06), vLLM's Triton op alike in both; the cache's size was not the cause (within
+        # 0.02 µs from 1024 to 16384 blocks of 64); the as-served table's blocks hold 16 slots, the decode table's 64
+        table("64-token fp8 decode batches by block size (nhd-packed; the same slots in all)",
+              [make_case("triton", "nhd-packed", num_tokens=64, num_heads=h, block_size=block,
+                         num_blocks=(1 << 18) // block, slots="decode-padded", kv_cache_dtype="fp8")
+               for h in (4, 8, 128) for block in (16, 64)],
               flash_variants, bw)
     if "mla" in chosen:
         table("MLA (random slots; prefill: consecutive slots, cold, where DRAM pages are written whole)",
