@@ -6,13 +6,13 @@ bandwidth measured in the same process. The defaults in kvbench.impls.kernels co
 - served: the write in vLLM's served layout (nhd-packed, block 64) at 8 and 4 KV heads x 128, shapes models serve;
 - main: vLLM's benchmark shape (128 x 128, nhd, random slots) at 256, 1024 and 4096 tokens;
 - decode: the served layout with small decode batches (64 and 512 tokens padded to vLLM's CUDA graphs), 1 to 128 heads;
-- decode-cache: 64-token fp8 decode batches in blocks of 16 and 64 slots (the as-served table's and the decode
-  table's);
+- decode-cache: the as-served table's 64-token fp8 decode cases (its cases, made as it makes them), kvbench's write
+  and vLLM's Triton op each timed the tuning tables' way and the as-served table's (kvbench.runner.run_case);
 - mla: the MLA write (tokens per program, warps, the division, eviction hints), cold L2, random and consecutive slots,
   beside a torch copy of the same bytes (what a copy of that size reaches);
 - mla-decode: the MLA write with decode batches (64 and 512 tokens, padded);
 - indexer: the indexer write;
-- paged: the paged write (tokens a program, in slot order or not, the value tile's lanes), "x ideal" and
+- paged: the paged write (tokens a program, in slot order or not, the value tile stored as loaded), "x ideal" and
   "x sector ideal" (kvbench.ops.sectors), random and consecutive (prefill) slots;
 - sectors: the sector model checked: a whole fill and a 2-bytes-per-sector strided write of one region, measured
   against what the model predicts at the copy rate;
@@ -133,7 +133,7 @@ def _flash_writers(configs):
 
 def paged_variants(p):
     """The default; one token a program (value transposed, the default before 2026-12-05); tokens a program x heads
-    x warps, in slot order or not."""
+    x warps, in slot order or not; the value tile stored as loaded (VALUE_AS_LOADED)."""
     c = p.case
     sm = torch.cuda.get_device_properties(0).multi_processor_count
     default = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, c.is_fp8, paged=True)
@@ -145,21 +145,22 @@ def paged_variants(p):
         for sort in (False, True):
             out[f"{tokens} tokens x {block_h} heads, {warps} w, {'slot' if sort else 'token'} order"] = {
                 **default, "TOKENS": tokens, "BLOCK_H": block_h, "num_warps": warps, "SORTED": sort}
-    # the value tile stored as loaded: a warp's lanes along the tokens (the transposed tile's run along the dims in
-    # the sm_90 code of Triton 3.6; 576 instructions a thread against 1400, bf16 128 x 128: notes/triton.md)
-    lanes = {"default, lanes along tokens": default} if default["TOKENS"] > 1 else {}
-    for tokens in (16, 32, 64):
-        lanes[f"{tokens} tokens x 1 head, 4 w, slot order, lanes along tokens"] = {
+    # the value tile stored as loaded (VALUE_AS_LOADED): in Triton 3.6's sm_90 code a warp's lanes then run along
+    # the tokens, the default's along the dims (576 instructions a thread against 1400, bf16 128 x 128:
+    # notes/triton.md); Triton 3.9 swaps the two, so the rows say which Triton they ran with
+    loaded = {"default, value as loaded": default} if default["TOKENS"] > 1 else {}
+    for tokens in (16, 64):
+        loaded[f"{tokens} tokens x 1 head, 4 w, slot order, value as loaded"] = {
             **default, "TOKENS": tokens, "BLOCK_H": 1, "num_warps": 4, "SORTED": True}
-    out.update({name: {**cfg, "TOKEN_LANES": True} for name, cfg in lanes.items()})
+    out.update({f"{name} (Triton {triton.__version__})": {**cfg, "VALUE_AS_LOADED": True}
+                for name, cfg in loaded.items()})
     return _flash_writers(out)
 
 
 def mla_variants(p):
     """Tokens per program x warps; for fp8 also the Markstein division, and eviction hints (not fp8_ds_mla's
     kernel, which takes neither)."""
-    out = {"default": lambda w: lambda: mla.concat_and_cache_mla(w.kv_c, w.k_pe, w.kv_cache, w.slot_mapping,
-                                                                  w.case.kv_cache_dtype, w.scale, w.case.skip_scale)}
+    out = {"default": p.impl.bind}  # kvbench's own launch heuristic
     kv = p.case.kv_cache_dtype
     divs = (0, 1, 2) if kv in ("fp8", "fp8_e5m2") else (0,)
     evicts = ("", "evict_first") if kv != "fp8_ds_mla" else ("",)
@@ -286,6 +287,37 @@ def sector_check(bw, region_bytes: int = 512 << 20, samples: int = 15, device: s
           flush=True)
 
 
+def decode_two_ways(bw, samples: int = 15):
+    """The as-served table's 64-token fp8 decode cases, made as scripts/served_table.py makes them (the served
+    layout of the vLLM loaded here, its cache of 16384 x 16 slots), each implementation timed twice: as the tuning
+    tables time a variant (`timed`) and through kvbench.runner.run_case, as the as-served table does. On an H100
+    (2026-12-06) the as-served table read kvbench's write 0.16 µs slower at 4 and 8 KV heads than the decode table
+    did, vLLM's Triton op alike in both, the cache's size not the cause."""
+    from kvbench.runner import run_case, served_case
+
+    rows = []
+    for heads, size in ((8, 128), (4, 128), (8, 64), (128, 128), (1, 128)):
+        for implementation in ("triton", "vllm-triton"):
+            try:
+                case = served_case(implementation, "kv", 16384 * 16, num_tokens=64, kv_cache_dtype="fp8",
+                                   slots="decode-padded", num_heads=heads, head_size=size)
+                p = prepare(case, implementation)
+                tuned = f"{timed(p, p.impl.bind, samples, p.impl.compare):.3f}"
+                del p
+                r = run_case(case, implementation, "cudagraph", samples, bw)
+                served = f"{r.latency_us:.3f}" if r.status == "ok" else f"{r.status}: {r.message[:60]}"
+                row = (f"{heads}x{size} {case.layout}, block {case.block_size}, {case.num_blocks} blocks",
+                       implementation, tuned, served)
+            except Exception as exc:  # not loaded here, or a case this vLLM cannot serve: shown, not fatal
+                row = (f"{heads}x{size}", implementation, "failed", str(exc)[:80])
+            rows.append(row)
+            print("  row:", " | ".join(row), flush=True)
+            torch.cuda.empty_cache()
+    print("\n64-token fp8 decode batches as served, timed two ways (µs)")
+    print(tabulate(rows, ["shape", "implementation", "tuning tables' timing", "as-served table's timing (run_case)"],
+                   tablefmt="github"), flush=True)
+
+
 TABLES = ("flash", "served", "main", "decode", "decode-cache", "mla", "mla-decode", "indexer", "paged", "sectors",
           "gathers")
 ONLY: list[re.Pattern] = []  # --only
@@ -328,14 +360,8 @@ def main():
               [make_case("triton", "nhd-packed", num_tokens=n, num_heads=h, block_size=64, num_blocks=1024,
                          slots="decode-padded", kv_cache_dtype=kv)  # a block per sequence: 512 would do
                for h in (1, 4, 8, 128) for kv in ("auto", "fp8") for n in (64, 512)], flash_variants, bw)
-    if "decode-cache" in chosen:  # the as-served table's 64-token fp8 rows ran 0.16 µs slower than the decode
-        # table's on an H100 (2026-12-06), vLLM's Triton op alike in both; the cache's size was not the cause (within
-        # 0.02 µs from 1024 to 16384 blocks of 64); the as-served table's blocks hold 16 slots, the decode table's 64
-        table("64-token fp8 decode batches by block size (nhd-packed; the same slots in all)",
-              [make_case("triton", "nhd-packed", num_tokens=64, num_heads=h, block_size=block,
-                         num_blocks=(1 << 18) // block, slots="decode-padded", kv_cache_dtype="fp8")
-               for h in (4, 8, 128) for block in (16, 64)],
-              flash_variants, bw)
+    if "decode-cache" in chosen:
+        decode_two_ways(bw)
     if "mla" in chosen:
         table("MLA (random slots; prefill: consecutive slots, cold, where DRAM pages are written whole)",
               [make_case("triton", op="mla", num_tokens=n, kv_cache_dtype=kv, l2=l2, num_blocks=8192, slots=slots)

@@ -83,8 +83,8 @@ VARIANTS = [("nhd", "fp8", "tensor", dict(DIV=0)), ("hnd", "fp8", "head", dict(D
             ("paged", "fp8_e5m2", "tensor", dict(SORTED=True, BLOCK_H=2)),
             ("nhd", "fp8", "head", dict(DIV=2)), ("hnd", "fp8_e5m2", "tensor", dict(DIV=3)),  # the quotient clamped
             ("paged", "fp8", "tensor", dict(DIV=3)),  # before its correction (3: the GPU's store saturates)
-            ("paged", "auto", "tensor", dict(TOKENS=4, TOKEN_LANES=True)),  # the value tile stored as loaded
-            ("paged", "fp8", "tensor", dict(TOKENS=8, SORTED=True, TOKEN_LANES=True))]
+            ("paged", "auto", "tensor", dict(TOKENS=4, VALUE_AS_LOADED=True)),  # the value tile stored as loaded
+            ("paged", "fp8", "tensor", dict(TOKENS=8, SORTED=True, VALUE_AS_LOADED=True))]
 # (TOKENS, SORTED: the paged layout's kernel of several tokens a program, in slot order or not)
 
 
@@ -94,11 +94,11 @@ VARIANTS = [("nhd", "fp8", "tensor", dict(DIV=0)), ("hnd", "fp8", "head", dict(D
 def test_interpreter_paged_tokens_kernel(slots, tokens, ordered, heads, lanes):
     """Several tokens a program, the tokens of one block stored together: consecutive slots (a prefill chunk
     crossing blocks), a count that is no multiple of TOKENS, padding, odd head count and size; the value tile
-    transposed or as loaded (TOKEN_LANES)."""
+    transposed or as loaded (VALUE_AS_LOADED)."""
     case = make_case("triton", "paged", num_tokens=37, num_heads=3, head_size=80, num_blocks=8, block_size=16,
                      dtype="bfloat16", slots=slots, device="cpu")
     w = interpreter_workload(case, noncontiguous=True, padding=True)
-    writer = variant_writer(w, dict(TOKENS=tokens, SORTED=ordered, BLOCK_H=heads, TOKEN_LANES=lanes))
+    writer = variant_writer(w, dict(TOKENS=tokens, SORTED=ordered, BLOCK_H=heads, VALUE_AS_LOADED=lanes))
     assert verify(TRITON.name, [w], writer, TRITON.compare).tokens_checked == 37 - len(range(1, 37, 3))
 
 
@@ -123,8 +123,8 @@ def test_the_paged_kernels_launch_parameters_are_refused_where_they_do_not_apply
         variant_writer(paged, dict(TOKENS=4, VALUE_T=False))()
     from kvbench.impls.kernels.cache_write import launch_config  # its whole dict, as scripts/tune_triton.py passes
     variant_writer(paged, {**launch_config(4, 2, 64, 4, paged=True), "TOKENS": 4})()  # it, is taken
-    with pytest.raises(ValueError, match="TOKEN_LANES applies to the paged kernel of several tokens"):
-        variant_writer(paged, dict(TOKENS=1, SORTED=False, TOKEN_LANES=True))()
+    with pytest.raises(ValueError, match="VALUE_AS_LOADED applies to the paged kernel of several tokens"):
+        variant_writer(paged, dict(TOKENS=1, SORTED=False, VALUE_AS_LOADED=True))()
     with pytest.raises(ValueError, match=r"power-of-two TOKENS \(not 6\)"):
         variant_writer(paged, dict(TOKENS=6))()
     paged.k_scale = torch.ones(2)

@@ -211,16 +211,18 @@ def _paged_tokens_kernel(
     key_st, key_sh, value_st, value_sh, kc_sb, kc_so, kc_sh, kc_sx, vc_sb, vc_so, vc_sh, vc_sd,  # as _write_kernel
     NUM_HEADS: tl.constexpr, HEAD_SIZE: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr, X: tl.constexpr, FP8: tl.constexpr, EVICT: tl.constexpr,
-    DIV: tl.constexpr, TOKENS: tl.constexpr, ORDERED: tl.constexpr, TOKEN_LANES: tl.constexpr = False,
+    DIV: tl.constexpr, TOKENS: tl.constexpr, ORDERED: tl.constexpr, VALUE_AS_LOADED: tl.constexpr = False,
 ):
     """The paged write, TOKENS tokens (ORDERED: the next TOKENS of the slots' argsort) x BLOCK_H heads a program.
     The value tile is stored as [heads, dims, tokens], meant tokens fastest: the tokens of one cache block
     (consecutive slots) would put their 2-byte pieces of a 32-byte sector in the same store instruction. In the sm_90
     code (Triton 3.6) a warp's lanes still run along the dims, one token a store instruction, each lane 2 bytes of
     its own sector (the pointers' axes tie, no contiguity being known, and Triton 3.6 puts the lanes on the first
-    one, the heads, then the dims). TOKEN_LANES (a variant, scripts/tune_triton.py) stores the tile as loaded,
+    one, the heads, then the dims). VALUE_AS_LOADED (a variant, scripts/tune_triton.py) stores the tile as loaded,
     [tokens, heads, dims]: there the lanes run along the tokens, 32 tokens a store instruction, and the program
-    compiles to 576 instructions a thread instead of 1400 (bf16, 32 tokens of one head x 128, 4 warps)."""
+    compiles to 576 instructions a thread instead of 1400 (bf16, 32 tokens of one head x 128, 4 warps). Which axis
+    gets the lanes is the compiler's choice, not the kernel's: Triton 3.9 breaks the tie the other way (the default
+    gets the lanes along the tokens, this variant along the dims), so a timing of either holds for its Triton."""
     i = tl.program_id(0) * TOKENS + tl.arange(0, TOKENS)
     in_range = i < num_tokens
     if ORDERED:
@@ -244,8 +246,8 @@ def _paged_tokens_kernel(
     k_dst = _paged_key_offsets(block, offset, h, d, kc_sb, kc_sh, kc_sx, X)
     v_dst = block * vc_sb + offset * vc_so + h * vc_sh + d * vc_sd
     tl.store(key_cache_ptr + k_dst, k, mask=mask, eviction_policy=EVICT)
-    if TOKEN_LANES:  # the tile as loaded, [tokens, heads, dims]: its pointers' axes tie (no contiguity known),
-        # and Triton 3.6 then puts a warp's lanes on the first axis, the tokens
+    if VALUE_AS_LOADED:  # the tile as loaded, [tokens, heads, dims]: its pointers' axes tie (no contiguity known),
+        # and Triton 3.6 then puts a warp's lanes on the first axis, the tokens (3.9: on the dims)
         tl.store(value_cache_ptr + v_dst, v, mask=mask, eviction_policy=EVICT)
     else:
         tl.store(value_cache_ptr + tl.permute(v_dst, (1, 2, 0)), tl.permute(v, (1, 2, 0)),
@@ -348,7 +350,7 @@ def reshape_and_cache(
     if config["DIV"] == 3 and not key.is_cuda:  # Triton's interpreter's fp8 conversion does not saturate
         config["DIV"] = 2
     tokens, ordered = config.pop("TOKENS"), config.pop("SORTED")
-    token_lanes = config.pop("TOKEN_LANES", False)  # (a variant of the paged kernel of several tokens)
+    value_as_loaded = config.pop("VALUE_AS_LOADED", False)  # (a variant of the paged kernel of several tokens)
     strides = (key.stride(0), key.stride(1), value.stride(0), value.stride(1),
                *_cache_strides(layout, key_cache, value_cache))
     if tokens > 1 or ordered:  # several tokens a program, or in slot order: the paged layout's own kernel
@@ -367,10 +369,10 @@ def reshape_and_cache(
         _paged_tokens_kernel[(triton.cdiv(num_tokens, tokens), triton.cdiv(num_heads, config["BLOCK_H"]))](
             key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale, order, num_tokens, *strides,
             NUM_HEADS=num_heads, HEAD_SIZE=head_size, BLOCK_SIZE=block_size, X=key_cache.shape[-1],
-            FP8=FP8_CODES[fp8_format], TOKENS=tokens, ORDERED=ordered, TOKEN_LANES=token_lanes, **config)
+            FP8=FP8_CODES[fp8_format], TOKENS=tokens, ORDERED=ordered, VALUE_AS_LOADED=value_as_loaded, **config)
         return
-    if token_lanes:
-        raise ValueError("TOKEN_LANES applies to the paged kernel of several tokens; ask for TOKENS > 1 or SORTED too")
+    if value_as_loaded:
+        raise ValueError("VALUE_AS_LOADED applies to the paged kernel of several tokens; ask for TOKENS > 1 or SORTED too")
     grid = (num_tokens, triton.cdiv(num_heads, config["BLOCK_H"]))
     _write_kernel[grid](
         key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale,
