@@ -52,6 +52,7 @@ def test_every_cache_op_of_the_0_34_cache_library_is_tracked_but_the_blackwell_a
     ("_C", "sm100_cutlass_mla_decode", ("out", "kv_c_and_k_pe_cache"), True),
     ("_C", "rotary_embedding", ("positions", "query", "key", "cos_sin_cache"), False),
     ("_C", "selective_scan_fwd", ("u", "cache_indices"), False),
+    ("_C", "indexer_q_rope_quant", ("q", "positions", "index_q_cos_sin_cache"), False),  # a RoPE table, not a cache
     ("_C", "dynamic_scaled_fp8_quant", ("out", "input", "scale"), False),
     ("_moe_C", "topk_softmax", (), False),
 ])

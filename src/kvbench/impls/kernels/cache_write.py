@@ -17,9 +17,9 @@ graph):
   256 elements, 1 to 4 (4 always slowed 512-element programs: 4 KV heads x 128 at 65536 tokens 77.8 against
   69.8 us on an H100); a small batch, whose grid stays under 4 programs per SM, takes 4 warps a program, 8 with
   an fp8 cache, at most one program per SM and fewer than 1024 elements a program, not paged (decode batches in
-  the served layout on an H100, 2026-12-06, fp8 at 64 tokens: 1 x 128 1.47 us with 8 warps against 1.58 with 16
-  and 1.51 before (4 warps, DIV 1), 4 x 128 1.47 against 1.57 and 1.54; 8 x 128 1.47 with 4 warps against 1.59
-  with 8; at 512 tokens 16 warps took 2.49-2.62 us where 4 took 1.74-2.21: notes/triton.md);
+  the served layout on an H100, fp8 at 64 tokens; the ninth session's call: 1 x 128 1.47 us with 8 warps against
+  1.58 with 16 and 1.51 before (4 warps, DIV 1), 4 x 128 1.47 against 1.57 and 1.54; the tenth's: 8 x 128 1.47
+  with 4 warps against 1.59 with 8; at 512 tokens 16 warps took 2.49-2.62 us where 4 took 1.74-2.21: notes/triton.md);
 - fp8: x / scale by the reciprocal and one fused multiply-add correction, the product clamped to the format's
   range first (DIV 3, _saturated_quotient: the fp8 codes correctly rounded for scales from 2**-80 to 2**100, as
   divide_rn's DIV 1, in 4 instructions an element instead of 7; H100, 2026-12-06, served layout: 8 x 128 at 2048
@@ -65,8 +65,9 @@ MIN_ELEMENTS_PER_PROGRAM = 1024  # halving BLOCK_H stops at a whole token, or at
 SMALL_BATCH_WARPS = 4  # warps of a program in a grid that stays under PROGRAMS_PER_SM programs per SM
 FP8_ONE_PROGRAM_PER_SM_WARPS = 8  # ... and of an fp8 program of fewer than 1024 elements in a grid of at most one
 # program per SM (a decode batch of whole tokens): fewer elements a thread shorten the one pass a program makes, the
-# call's latency. H100, 2026-12-06, 64-token batches in the served layout, vLLM's Triton op 1.51-1.58 us: 1 x 128
-# 1.47 us (4 warps 1.50), 4 x 128 1.47 (1.51); but 8 x 128 (1024 elements) 1.59 against 1.47 with 4 warps
+# call's latency. H100, tenth session's call 3 (2026-12-06), 64-token batches in the served layout, vLLM's Triton op
+# 1.51-1.58 us: 1 x 128 1.47 us (4 warps 1.50), 4 x 128 1.47 (1.51); but 8 x 128 (1024 elements) 1.59 against
+# 1.47 with 4 warps
 FP8_ONE_PROGRAM_PER_SM_BELOW = 1024  # elements a program: larger programs keep SMALL_BATCH_WARPS
 DIVISION = 3  # the fp8 quotient: divide_rn's DIV 1, or _saturated_quotient's DIV 2 / 3 (see _fp8_values)
 EVICTION_POLICY = {False: "", True: "evict_first"}  # by "is the cache fp8" (notes/triton.md)
