@@ -145,15 +145,17 @@ def paged_variants(p):
         for sort in (False, True):
             out[f"{tokens} tokens x {block_h} heads, {warps} w, {'slot' if sort else 'token'} order"] = {
                 **default, "TOKENS": tokens, "BLOCK_H": block_h, "num_warps": warps, "SORTED": sort}
-    # the value tile stored as loaded (VALUE_AS_LOADED): in Triton 3.6's sm_90 code a warp's lanes then run along
-    # the tokens, the default's along the dims (576 instructions a thread against 1400, bf16 128 x 128:
+    # the value tile stored as loaded (VALUE_AS_LOADED 1), transposed (0) or by the program's slots (2, the default:
+    # as loaded where they are consecutive): in Triton 3.6's sm_90 code the as-loaded store's lanes run along the
+    # tokens, the transposed one's along the dims (576 instructions a thread against 1400, bf16 128 x 128:
     # notes/triton.md); Triton 3.9 swaps the two, so the rows say which Triton they ran with
-    loaded = {"default, value as loaded": default} if default["TOKENS"] > 1 else {}
-    for tokens in (16, 64):
-        loaded[f"{tokens} tokens x 1 head, 4 w, slot order, value as loaded"] = {
-            **default, "TOKENS": tokens, "BLOCK_H": 1, "num_warps": 4, "SORTED": True}
-    out.update({f"{name} (Triton {triton.__version__})": {**cfg, "VALUE_AS_LOADED": True}
-                for name, cfg in loaded.items()})
+    if default["TOKENS"] > 1:
+        version = f" (Triton {triton.__version__})"
+        out[f"default, value transposed (before){version}"] = {**default, "VALUE_AS_LOADED": 0}
+        out[f"default, value as loaded{version}"] = {**default, "VALUE_AS_LOADED": 1}
+        for tokens in (16, 64):
+            out[f"{tokens} tokens x 1 head, 4 w, slot order, value as loaded{version}"] = {
+                **default, "TOKENS": tokens, "BLOCK_H": 1, "num_warps": 4, "SORTED": True, "VALUE_AS_LOADED": 1}
     return _flash_writers(out)
 
 

@@ -83,18 +83,20 @@ VARIANTS = [("nhd", "fp8", "tensor", dict(DIV=0)), ("hnd", "fp8", "head", dict(D
             ("paged", "fp8_e5m2", "tensor", dict(SORTED=True, BLOCK_H=2)),
             ("nhd", "fp8", "head", dict(DIV=2)), ("hnd", "fp8_e5m2", "tensor", dict(DIV=3)),  # the quotient clamped
             ("paged", "fp8", "tensor", dict(DIV=3)),  # before its correction (3: the GPU's store saturates)
-            ("paged", "auto", "tensor", dict(TOKENS=4, VALUE_AS_LOADED=True)),  # the value tile stored as loaded
-            ("paged", "fp8", "tensor", dict(TOKENS=8, SORTED=True, VALUE_AS_LOADED=True))]
+            ("paged", "auto", "tensor", dict(TOKENS=4, VALUE_AS_LOADED=1)),  # the value tile stored as loaded
+            ("paged", "fp8", "tensor", dict(TOKENS=8, SORTED=True, VALUE_AS_LOADED=1)),
+            ("paged", "auto", "tensor", dict(TOKENS=8, VALUE_AS_LOADED=0))]  # transposed (the default: where slots are
+# consecutive, as loaded)
 # (TOKENS, SORTED: the paged layout's kernel of several tokens a program, in slot order or not)
 
 
 @pytest.mark.parametrize("slots", ["prefill", "random"])
-@pytest.mark.parametrize("tokens, ordered, heads, lanes", [(8, False, 2, False), (32, True, 1, False),
-                                                           (16, True, 2, True)])
+@pytest.mark.parametrize("tokens, ordered, heads, lanes", [(8, False, 2, 0), (32, True, 1, 2), (16, True, 2, 1),
+                                                           (8, False, 1, 2)])
 def test_interpreter_paged_tokens_kernel(slots, tokens, ordered, heads, lanes):
     """Several tokens a program, the tokens of one block stored together: consecutive slots (a prefill chunk
     crossing blocks), a count that is no multiple of TOKENS, padding, odd head count and size; the value tile
-    transposed or as loaded (VALUE_AS_LOADED)."""
+    transposed, as loaded, or as the program's slots say (VALUE_AS_LOADED 0, 1, 2)."""
     case = make_case("triton", "paged", num_tokens=37, num_heads=3, head_size=80, num_blocks=8, block_size=16,
                      dtype="bfloat16", slots=slots, device="cpu")
     w = interpreter_workload(case, noncontiguous=True, padding=True)

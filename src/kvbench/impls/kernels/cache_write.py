@@ -26,8 +26,9 @@ graph):
   tokens 3.28 against 3.82 us, 4 x 128 2.53 against 2.78, 128 x 128 at 64 tokens 2.50 against 2.64, 65536 tokens
   alike), streamed with evict_first;
 - paged layout: 32 tokens of one head a program, 4 warps, where that leaves at least 4 programs per SM
-  (_paged_tokens_kernel), the value tile stored tokens fastest: the tokens of one cache block put their 2-byte
-  pieces of a 32-byte sector into one store instruction (consecutive slots: a prefill chunk); calls of 2**26
+  (_paged_tokens_kernel), the value tile stored transposed, except in a program whose tokens follow each other
+  in their blocks (a prefill chunk's), which stores it as loaded: there, in Triton 3.6's code, a warp's lanes run
+  along the tokens and a store instruction fills whole sectors (PAGED_VALUE_AS_LOADED); calls of 2**26
   elements or more take their tokens in slot order (one argsort of the slot mapping, captured with the kernel),
   so that random slots of one block meet in a program too. H100, 2026-12-05, against one token a program:
   128 x 128 at 16384 random slots bf16 7279 against 8382 us, fp8 3524 against 4341; prefill chunks fp8 1444
@@ -72,6 +73,9 @@ FP8_ONE_PROGRAM_PER_SM_BELOW = 1024  # elements a program: larger programs keep 
 DIVISION = 3  # the fp8 quotient: divide_rn's DIV 1, or _saturated_quotient's DIV 2 / 3 (see _fp8_values)
 EVICTION_POLICY = {False: "", True: "evict_first"}  # by "is the cache fp8" (notes/triton.md)
 PAGED_TOKENS, PAGED_HEADS, PAGED_WARPS = 32, 1, 4  # the paged layout's programs: tokens, heads, warps
+PAGED_VALUE_AS_LOADED = 2  # the value tile stored as loaded where a program's tokens follow each other, else
+# transposed (_paged_tokens_kernel; H100, 2026-12-06, 128 x 128 prefill chunks of 16384 tokens: bf16 1396 against
+# 3388 us, fp8 826 against 1681, 8 x 128 bf16 79 against 215; random slots kept transposed: 7276 against 14563)
 SORT_MIN_ELEMENTS = 1 << 26  # paged calls of this many elements a cache or more take their tokens in slot order
 # (4096 tokens of 128 x 128). Timed on an H100 at 2**24 (slot order lost: the argsort's ~30 us) and 2**28 (it won);
 # the boundary between them was not timed
@@ -212,18 +216,22 @@ def _paged_tokens_kernel(
     key_st, key_sh, value_st, value_sh, kc_sb, kc_so, kc_sh, kc_sx, vc_sb, vc_so, vc_sh, vc_sd,  # as _write_kernel
     NUM_HEADS: tl.constexpr, HEAD_SIZE: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr, X: tl.constexpr, FP8: tl.constexpr, EVICT: tl.constexpr,
-    DIV: tl.constexpr, TOKENS: tl.constexpr, ORDERED: tl.constexpr, VALUE_AS_LOADED: tl.constexpr = False,
+    DIV: tl.constexpr, TOKENS: tl.constexpr, ORDERED: tl.constexpr, VALUE_AS_LOADED: tl.constexpr = 0,
 ):
     """The paged write, TOKENS tokens (ORDERED: the next TOKENS of the slots' argsort) x BLOCK_H heads a program.
     The value tile is stored as [heads, dims, tokens], meant tokens fastest: the tokens of one cache block
     (consecutive slots) would put their 2-byte pieces of a 32-byte sector in the same store instruction. In the sm_90
     code (Triton 3.6) a warp's lanes still run along the dims, one token a store instruction, each lane 2 bytes of
     its own sector (the pointers' axes tie, no contiguity being known, and Triton 3.6 puts the lanes on the first
-    one, the heads, then the dims). VALUE_AS_LOADED (a variant, scripts/tune_triton.py) stores the tile as loaded,
-    [tokens, heads, dims]: there the lanes run along the tokens, 32 tokens a store instruction, and the program
-    compiles to 576 instructions a thread instead of 1400 (bf16, 32 tokens of one head x 128, 4 warps). Which axis
-    gets the lanes is the compiler's choice, not the kernel's: Triton 3.9 breaks the tie the other way (the default
-    gets the lanes along the tokens, this variant along the dims), so a timing of either holds for its Triton."""
+    one, the heads, then the dims). Stored as loaded, [tokens, heads, dims], the lanes run along the tokens, 32
+    tokens a store instruction, and the program compiles to 576 instructions a thread instead of 1400 (bf16, 32
+    tokens of one head x 128, 4 warps). VALUE_AS_LOADED: 0 never, 1 always, 2 where the program's valid tokens
+    follow each other in their blocks (a prefill chunk's: there the as-loaded store wrote 128 x 128 bf16 at 16384 tokens
+    in 1396 us against 3388, while with random slots it took 14563 against 7276; H100, Triton 3.6, 2026-12-06). The
+    two stores write the same bytes to the same places; which one a program takes decides only its speed. Which
+    axis gets the lanes is the compiler's choice, not the kernel's: Triton 3.9 breaks the tie the other way (the
+    transposed store gets the lanes along the tokens, the as-loaded one along the dims), so these timings hold for
+    Triton 3.6, the GPU machine's (torch 2.11's)."""
     i = tl.program_id(0) * TOKENS + tl.arange(0, TOKENS)
     in_range = i < num_tokens
     if ORDERED:
@@ -247,8 +255,19 @@ def _paged_tokens_kernel(
     k_dst = _paged_key_offsets(block, offset, h, d, kc_sb, kc_sh, kc_sx, X)
     v_dst = block * vc_sb + offset * vc_so + h * vc_sh + d * vc_sd
     tl.store(key_cache_ptr + k_dst, k, mask=mask, eviction_policy=EVICT)
-    if VALUE_AS_LOADED:  # the tile as loaded, [tokens, heads, dims]: its pointers' axes tie (no contiguity known),
-        # and Triton 3.6 then puts a warp's lanes on the first axis, the tokens (3.9: on the dims)
+    as_loaded = VALUE_AS_LOADED == 1
+    if VALUE_AS_LOADED == 2:  # the program's tokens follow each other in their blocks, as a prefill chunk's do
+        # (which crosses into another block at offset 0): each valid token's offset is the first valid one's plus
+        # its distance from it in the program, modulo the block size (the blocks themselves are not compared)
+        valid = slot >= 0
+        j = tl.arange(0, TOKENS)
+        j_first = tl.min(tl.where(valid, j, TOKENS), axis=0)
+        off = (slot % BLOCK_SIZE).to(tl.int32)
+        off_first = tl.sum(tl.where(j == j_first, off, 0), axis=0)
+        strays = tl.sum((valid & (off != (off_first + j - j_first) % BLOCK_SIZE)).to(tl.int32), axis=0)
+        as_loaded = strays == 0
+    if as_loaded:  # the tile as loaded, [tokens, heads, dims]: its pointers' axes tie (no contiguity known), and
+        # Triton 3.6 then puts a warp's lanes on the first axis, the tokens (3.9: on the dims)
         tl.store(value_cache_ptr + v_dst, v, mask=mask, eviction_policy=EVICT)
     else:
         tl.store(value_cache_ptr + tl.permute(v_dst, (1, 2, 0)), tl.permute(v, (1, 2, 0)),
@@ -291,7 +310,8 @@ def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int
     if paged:  # several tokens a program where the grid stays large enough (_paged_tokens_kernel)
         if triton.cdiv(num_tokens, PAGED_TOKENS) * triton.cdiv(num_heads, PAGED_HEADS) >= enough:
             config.update(BLOCK_H=PAGED_HEADS, num_warps=max_warps or PAGED_WARPS, TOKENS=PAGED_TOKENS,
-                          SORTED=num_tokens * num_heads * head_size >= SORT_MIN_ELEMENTS)
+                          SORTED=num_tokens * num_heads * head_size >= SORT_MIN_ELEMENTS,
+                          VALUE_AS_LOADED=PAGED_VALUE_AS_LOADED)
     return config
 
 
@@ -351,7 +371,7 @@ def reshape_and_cache(
     if config["DIV"] == 3 and not key.is_cuda:  # Triton's interpreter's fp8 conversion does not saturate
         config["DIV"] = 2
     tokens, ordered = config.pop("TOKENS"), config.pop("SORTED")
-    value_as_loaded = config.pop("VALUE_AS_LOADED", False)  # (a variant of the paged kernel of several tokens)
+    value_as_loaded = int(config.pop("VALUE_AS_LOADED", 0))  # (the paged kernel of several tokens only)
     strides = (key.stride(0), key.stride(1), value.stride(0), value.stride(1),
                *_cache_strides(layout, key_cache, value_cache))
     if tokens > 1 or ordered:  # several tokens a program, or in slot order: the paged layout's own kernel
@@ -365,6 +385,9 @@ def reshape_and_cache(
         if tokens & (tokens - 1) or k_scale.numel() != 1:
             raise ValueError(f"the paged kernel of several tokens takes a power-of-two TOKENS (not {tokens}) and "
                              f"per-tensor scales (not {k_scale.numel()} values)")
+        if value_as_loaded not in (0, 1, 2):
+            raise ValueError(f"VALUE_AS_LOADED {value_as_loaded} is not one of 0 (never), 1 (always), 2 (where a "
+                             f"program's tokens follow each other in their blocks)")
         del config["VALUE_T"], config["LOAD_FIRST"]
         order = torch.argsort(slot_mapping) if ordered else slot_mapping  # (not read unless ordered)
         _paged_tokens_kernel[(triton.cdiv(num_tokens, tokens), triton.cdiv(num_heads, config["BLOCK_H"]))](
@@ -372,7 +395,7 @@ def reshape_and_cache(
             NUM_HEADS=num_heads, HEAD_SIZE=head_size, BLOCK_SIZE=block_size, X=key_cache.shape[-1],
             FP8=FP8_CODES[fp8_format], TOKENS=tokens, ORDERED=ordered, VALUE_AS_LOADED=value_as_loaded, **config)
         return
-    if value_as_loaded:
+    if value_as_loaded and "VALUE_AS_LOADED" in asked:
         raise ValueError("VALUE_AS_LOADED applies to the paged kernel of several tokens; ask for TOKENS > 1 or SORTED too")
     grid = (num_tokens, triton.cdiv(num_heads, config["BLOCK_H"]))
     _write_kernel[grid](
