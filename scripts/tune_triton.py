@@ -66,7 +66,7 @@ def flash_variants(p):
     default = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, c.is_fp8)
     out["default, slot first"] = {**default, "LOAD_FIRST": False}  # the slot awaited before the loads
     out["default, loads first"] = {**default, "LOAD_FIRST": True}  # the rows loaded before the slot is known
-    # (the default before 2026-12-06 in every grid; since, in small ones)
+    # (the default before 2026-12-06 in every grid; since, but for fp8 grids of 4 programs per SM or more)
     if default["EVICT"]:  # (fp8) the default's programs without the eviction hint
         out["default, cached"] = {**default, "EVICT": ""}
     if c.is_fp8:  # the defaults before 2026-12-05: div_rn, slot first, BLOCK_H halved down to one head, warps by

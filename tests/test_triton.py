@@ -247,7 +247,7 @@ def test_launch_heuristic():
     from kvbench.impls.kernels.cache_write import launch_config
 
     assert launch_config(65536, 128, 128, 132) == dict(BLOCK_H=16, BLOCK_D=128, num_warps=2, EVICT="", DIV=3,
-                                                       VALUE_T=False, LOAD_FIRST=False, TOKENS=1, SORTED=False)
+                                                       VALUE_T=False, LOAD_FIRST=True, TOKENS=1, SORTED=False)
     assert launch_config(256, 128, 128, 132)["BLOCK_H"] == 16  # 2048 programs: at least 4 per SM (528)
     assert launch_config(32, 128, 128, 132)["BLOCK_H"] == 8  # 256 programs were too few: halved once, to 1024
     # elements, no further (512 programs: a small batch)
@@ -257,7 +257,8 @@ def test_launch_heuristic():
     small = launch_config(2, 128, 128, 132)
     assert small["BLOCK_H"] == 8 and small["num_warps"] == 4  # 32 programs of 1024 elements for 2 tokens, 4 warps
     assert small["LOAD_FIRST"]  # a small batch's programs load their rows before their slot is known
-    assert not launch_config(64, 128, 128, 132, fp8=True)["LOAD_FIRST"]  # 1024 programs: the slot first
+    assert not launch_config(64, 128, 128, 132, fp8=True)["LOAD_FIRST"]  # 1024 fp8 programs: the slot first
+    assert launch_config(64, 128, 128, 132)["LOAD_FIRST"]  # bf16: the rows first in every grid
     for fp8, heads, warps in ((False, 4, 4), (True, 4, 8), (True, 8, 4)):  # a decode batch: whole tokens (64
         # programs), 4 warps each, 8 with an fp8 cache (at most a program per SM) of under 1024 elements a token
         decode = launch_config(64, heads, 128, 132, fp8=fp8)

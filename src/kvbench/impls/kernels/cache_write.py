@@ -36,13 +36,15 @@ graph):
   a program, the value tile stored transposed (VALUE_T), a thread's neighbouring stores one head's consecutive
   dims (H100, 2026-12-05, 128 x 128 at 16384 random slots: bf16 8480 against 12714 us, fp8 4488 against 14721);
   either kernel stores the key's x-chunks as 16-byte vectors (they were 2-byte stores, at the same speed);
-- in a small batch (the grid under 4 programs per SM) a program loads its rows and both fp8 scales without waiting
-  for its slot (LOAD_FIRST), which only decides whether and where they are stored: the loads share one memory
-  latency, which matters where a call takes a few microseconds (H100, 2026-12-06, fp8 at 64 tokens: 8 x 128 1.49
-  against 1.60 us, 4 x 128 1.47 against 1.57). A larger grid awaits the slot first: there other programs hide
-  the latency, and a padding token's program loads nothing (128 x 128 fp8 at 64 tokens, 1024 programs: 2.43
-  against 2.51 us, vLLM's Triton op 2.38; at 512 tokens 18.20 against 18.77 on 2026-12-05). (Before 2026-12-05
-  the value's scale was loaded only after the key's division, one latency more: the SASS for sm_90 showed it.)
+- a program loads its rows and both fp8 scales without waiting for its slot (LOAD_FIRST), which only decides
+  whether and where they are stored: the loads share one memory latency, which matters where a call takes a few
+  microseconds (H100, 2026-12-06, fp8 at 64 tokens: 8 x 128 1.47 against 1.58 us, 4 x 128 1.47 against 1.57).
+  An fp8 write in a grid of 4 programs per SM or more awaits the slot first instead: H100, one call, 128 x 128,
+  slot first against loads first: 64-token decode batch 2.45 against 2.54 us (vLLM's Triton op 2.36), 512 tokens
+  17.19 against 17.48, 16384 546 against 550, 65536 2172 against 2196; the exception, 256 random slots, 5.49
+  against 5.01 (vLLM's op 6.13). A bf16 write gains nothing from it (equal from 1024 tokens; 2.78 against 2.66
+  at 64). (Before 2026-12-05 the value's scale was loaded only after the key's division, one latency more: the
+  SASS for sm_90 showed it.)
 Chosen from scripts/tune_triton.py (notes/triton.md): on an H200, auto 2158 us at 65536 tokens (0.97 of the copy
 rate) against 2182 with the earlier 16384 elements / 8 warps, fp8 1786 us with evict_first against 1868; on an
 H100 (2026-12-05), fp8 decode batches in the served layout: 4 warps and DIV 1 took 128 x 128 at 64 tokens from
@@ -310,7 +312,7 @@ def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int
     else:
         num_warps = max(1, min(max_warps or MAX_WARPS[fp8], block_h * block_d // ELEMENTS_PER_WARP[fp8]))
     config = dict(BLOCK_H=block_h, BLOCK_D=block_d, num_warps=num_warps, EVICT=EVICTION_POLICY[fp8], DIV=DIVISION,
-                  VALUE_T=paged, LOAD_FIRST=small, TOKENS=1, SORTED=False)
+                  VALUE_T=paged, LOAD_FIRST=small or not fp8, TOKENS=1, SORTED=False)
     if paged:  # several tokens a program where the grid stays large enough (_paged_tokens_kernel)
         if triton.cdiv(num_tokens, PAGED_TOKENS) * triton.cdiv(num_heads, PAGED_HEADS) >= enough:
             config.update(BLOCK_H=PAGED_HEADS, num_warps=max_warps or PAGED_WARPS, TOKENS=PAGED_TOKENS,
