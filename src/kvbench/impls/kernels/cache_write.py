@@ -402,7 +402,8 @@ def reshape_and_cache(
             FP8=FP8_CODES[fp8_format], TOKENS=tokens, ORDERED=ordered, VALUE_AS_LOADED=value_as_loaded, **config)
         return
     if value_as_loaded and "VALUE_AS_LOADED" in asked:
-        raise ValueError("VALUE_AS_LOADED applies to the paged kernel of several tokens; ask for TOKENS > 1 or SORTED too")
+        raise ValueError("VALUE_AS_LOADED applies to the paged kernel of several tokens; ask for TOKENS > 1 or "
+                         "SORTED too")
     grid = (num_tokens, triton.cdiv(num_heads, config["BLOCK_H"]))
     _write_kernel[grid](
         key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale,
