@@ -142,7 +142,7 @@ def paged_variants(p):
     sm = torch.cuda.get_device_properties(0).multi_processor_count
     default = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, c.is_fp8, paged=True)
     one = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, c.is_fp8)  # a token a program
-    out = {"default": default, "a token a program (before)": {**one, "VALUE_T": True}}
+    out = {"default": default, "a token a program (before)": {**one, "VALUE_T": True, "LOAD_FIRST": True}}
     for tokens, heads, warps in ((16, 2, 4), (32, 1, 2), (32, 1, 4), (32, 1, 8), (64, 1, 4), (64, 1, 8), (128, 1, 4),
                                  (128, 1, 8)):
         block_h = min(heads, triton.next_power_of_2(c.num_heads))

@@ -104,6 +104,41 @@ def test_interpreter_paged_tokens_kernel(slots, tokens, ordered, heads, lanes):
     assert verify(TRITON.name, [w], writer, TRITON.compare).tokens_checked == 37 - len(range(1, 37, 3))
 
 
+def _follow_probe():
+    """A one-program kernel storing _follow_each_other of its slots (made here: Triton resolves a kernel's names in
+    its module's globals, so the helper is imported at module level for it)."""
+    import triton
+    import triton.language as tl
+
+    global _follow_each_other
+    from kvbench.impls.kernels.cache_write import _follow_each_other
+
+    @triton.jit
+    def probe(slot_ptr, out_ptr, BLOCK_SIZE: tl.constexpr, TOKENS: tl.constexpr):
+        slot = tl.load(slot_ptr + tl.arange(0, TOKENS))
+        tl.store(out_ptr, _follow_each_other(slot, BLOCK_SIZE, TOKENS).to(tl.int32))
+
+    return probe
+
+
+@pytest.mark.parametrize("slots, expected", [
+    ([5, 6, 7, 8], True),  # consecutive in one block
+    ([14, 15, 32, 33], True),  # a prefill chunk moving on to another block at offset 0
+    ([-1, 6, -1, 8], True),  # padding among them (its slots' places kept)
+    ([-1, -1, 40, 41], True),  # padding first, as slot order puts it
+    ([-1, -1, -1, -1], True),  # nothing to store: either store writes nothing
+    ([5, 6, 8, 9], False),  # a gap
+    ([3, 19, 35, 51], False),  # the same offset in four blocks
+    ([100, 7, 60, 23], False),  # random
+    ([(1 << 40) + 3, (1 << 40) + 4, (1 << 40) + 5, (1 << 40) + 6], True),  # int64 slots past 2**32
+])
+def test_a_paged_program_stores_its_value_tile_as_loaded_where_its_tokens_follow_each_other(slots, expected):
+    """VALUE_AS_LOADED 2's choice (either store is right; this one decides the speed), in Triton's interpreter."""
+    out = torch.full((1,), -1, dtype=torch.int32)
+    _follow_probe()[(1,)](torch.tensor(slots, dtype=torch.int64), out, BLOCK_SIZE=16, TOKENS=4)
+    assert out.item() == int(expected)
+
+
 def test_the_paged_tokens_kernel_by_the_default_heuristic():
     """512 tokens of one head: 16 programs of 32 tokens, the 4 a simulated SM needs: the default takes the kernel."""
     from kvbench.impls.kernels.cache_write import launch_config
@@ -125,6 +160,10 @@ def test_the_paged_kernels_launch_parameters_are_refused_where_they_do_not_apply
         variant_writer(paged, dict(TOKENS=4, VALUE_T=False))()
     from kvbench.impls.kernels.cache_write import launch_config  # its whole dict, as scripts/tune_triton.py passes
     variant_writer(paged, {**launch_config(4, 2, 64, 4, paged=True), "TOKENS": 4})()  # it, is taken
+    variant_writer(paged, launch_config(1024, 2, 64, 4, fp8=True, paged=True))()  # an fp8 grid of 4 programs
+    # per SM or more, whose one-token programs would await the slot: the kernel of several tokens loads first
+    with pytest.raises(ValueError, match=r"VALUE_AS_LOADED 3 is not one of 0 \(never\), 1 \(always\), 2"):
+        variant_writer(paged, dict(TOKENS=4, VALUE_AS_LOADED=3))()
     with pytest.raises(ValueError, match="VALUE_AS_LOADED applies to the paged kernel of several tokens"):
         variant_writer(paged, dict(TOKENS=1, SORTED=False, VALUE_AS_LOADED=True))()
     with pytest.raises(ValueError, match=r"power-of-two TOKENS \(not 6\)"):

@@ -38,11 +38,11 @@ graph):
   either kernel stores the key's x-chunks as 16-byte vectors (they were 2-byte stores, at the same speed);
 - a program loads its rows and both fp8 scales without waiting for its slot (LOAD_FIRST), which only decides
   whether and where they are stored: the loads share one memory latency, which matters where a call takes a few
-  microseconds (H100, 2026-12-06, fp8 at 64 tokens: 8 x 128 1.47 against 1.58 us, 4 x 128 1.47 against 1.57).
-  An fp8 write in a grid of 4 programs per SM or more awaits the slot first instead: H100, one call, 128 x 128,
-  slot first against loads first: 64-token decode batch 2.45 against 2.54 us (vLLM's Triton op 2.36), 512 tokens
-  17.19 against 17.48, 16384 546 against 550, 65536 2172 against 2196; the exception, 256 random slots, 5.49
-  against 5.01 (vLLM's op 6.13). A bf16 write gains nothing from it (equal from 1024 tokens; 2.78 against 2.66
+  microseconds (H100, 2026-12-06, fp8 decode batches of 64 tokens in the served layout, loads first against slot
+  first: 8 x 128 1.47 against 1.58 us, 4 x 128 1.47 against 1.57). An fp8 write in a grid of 4 programs per SM or
+  more awaits the slot first instead: the same call, 128 x 128, slot first against loads first: 64-token decode
+  batch 2.45 against 2.54 us (vLLM's Triton op 2.36), 512 tokens 17.19 against 17.48, 16384 546 against 551,
+  65536 2174 against 2197; the exception, 256 random slots, 5.48 against 5.01 (vLLM's op 6.13). A bf16 write gains nothing from it (equal from 1024 tokens; 2.78 against 2.66
   at 64). (Before 2026-12-05 the value's scale was loaded only after the key's division, one latency more: the
   SASS for sm_90 showed it.)
 Chosen from scripts/tune_triton.py (notes/triton.md): on an H200, auto 2158 us at 65536 tokens (0.97 of the copy
@@ -79,8 +79,11 @@ DIVISION = 3  # the fp8 quotient: divide_rn's DIV 1, or _saturated_quotient's DI
 EVICTION_POLICY = {False: "", True: "evict_first"}  # by "is the cache fp8" (notes/triton.md)
 PAGED_TOKENS, PAGED_HEADS, PAGED_WARPS = 32, 1, 4  # the paged layout's programs: tokens, heads, warps
 PAGED_VALUE_AS_LOADED = 2  # the value tile stored as loaded where a program's tokens follow each other, else
-# transposed (_paged_tokens_kernel; H100, 2026-12-06, 128 x 128 prefill chunks of 16384 tokens: bf16 1396 against
-# 3388 us, fp8 826 against 1681, 8 x 128 bf16 79 against 215; random slots kept transposed: 7276 against 14563)
+# transposed (_paged_tokens_kernel). H100, Triton 3.6, 2026-12-06, one call, against the transposed store always:
+# 128 x 128 prefill chunks of 16384 tokens bf16 1196 against 3408 us, fp8 967 against 1675; 8 x 128 bf16 63.5
+# against 215.7, fp8 48.4 against 103.4; random slots alike (7311 against 7283). Storing as loaded always is 14 %
+# faster at fp8 prefill (828; there the by-slots program loads the tile for the transposed store and converts it:
+# 66 loads a thread against 16 in the sm_90 code of Triton 3.6) and twice as slow with random slots (14560)
 SORT_MIN_ELEMENTS = 1 << 26  # paged calls of this many elements a cache or more take their tokens in slot order
 # (4096 tokens of 128 x 128). Timed on an H100 at 2**24 (slot order lost: the argsort's ~30 us) and 2**28 (it won);
 # the boundary between them was not timed
@@ -216,6 +219,20 @@ def _write_kernel(
 
 
 @triton.jit
+def _follow_each_other(slot, BLOCK_SIZE: tl.constexpr, TOKENS: tl.constexpr):
+    """Whether a program's TOKENS slots (-1: padding) follow each other in their blocks, as a prefill chunk's do
+    (which moves on to another block at offset 0): each valid slot's offset is the first valid one's plus its
+    distance from it in the program, modulo the block size. The blocks themselves are not compared."""
+    valid = slot >= 0
+    j = tl.arange(0, TOKENS)
+    j_first = tl.min(tl.where(valid, j, TOKENS), axis=0)
+    off = (slot % BLOCK_SIZE).to(tl.int32)
+    off_first = tl.sum(tl.where(j == j_first, off, 0), axis=0)
+    strays = tl.sum((valid & (off != (off_first + j - j_first) % BLOCK_SIZE)).to(tl.int32), axis=0)
+    return strays == 0
+
+
+@triton.jit
 def _paged_tokens_kernel(
     key_ptr, value_ptr, key_cache_ptr, value_cache_ptr, slot_ptr, k_scale_ptr, v_scale_ptr, order_ptr, num_tokens,
     key_st, key_sh, value_st, value_sh, kc_sb, kc_so, kc_sh, kc_sx, vc_sb, vc_so, vc_sh, vc_sd,  # as _write_kernel
@@ -261,16 +278,8 @@ def _paged_tokens_kernel(
     v_dst = block * vc_sb + offset * vc_so + h * vc_sh + d * vc_sd
     tl.store(key_cache_ptr + k_dst, k, mask=mask, eviction_policy=EVICT)
     as_loaded = VALUE_AS_LOADED == 1
-    if VALUE_AS_LOADED == 2:  # the program's tokens follow each other in their blocks, as a prefill chunk's do
-        # (which crosses into another block at offset 0): each valid token's offset is the first valid one's plus
-        # its distance from it in the program, modulo the block size (the blocks themselves are not compared)
-        valid = slot >= 0
-        j = tl.arange(0, TOKENS)
-        j_first = tl.min(tl.where(valid, j, TOKENS), axis=0)
-        off = (slot % BLOCK_SIZE).to(tl.int32)
-        off_first = tl.sum(tl.where(j == j_first, off, 0), axis=0)
-        strays = tl.sum((valid & (off != (off_first + j - j_first) % BLOCK_SIZE)).to(tl.int32), axis=0)
-        as_loaded = strays == 0
+    if VALUE_AS_LOADED == 2:
+        as_loaded = _follow_each_other(slot, BLOCK_SIZE, TOKENS)
     if as_loaded:  # the tile as loaded, [tokens, heads, dims]: its pointers' axes tie (no contiguity known), and
         # Triton 3.6 then puts a warp's lanes on the first axis, the tokens (3.9: on the dims)
         tl.store(value_cache_ptr + v_dst, v, mask=mask, eviction_policy=EVICT)
@@ -317,7 +326,8 @@ def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int
         if triton.cdiv(num_tokens, PAGED_TOKENS) * triton.cdiv(num_heads, PAGED_HEADS) >= enough:
             config.update(BLOCK_H=PAGED_HEADS, num_warps=max_warps or PAGED_WARPS, TOKENS=PAGED_TOKENS,
                           SORTED=num_tokens * num_heads * head_size >= SORT_MIN_ELEMENTS,
-                          VALUE_AS_LOADED=PAGED_VALUE_AS_LOADED)
+                          VALUE_AS_LOADED=PAGED_VALUE_AS_LOADED, LOAD_FIRST=True)  # (the kernel of several
+            # tokens loads its rows first whatever the grid: its whole dict stays a valid config)
     return config
 
 
@@ -377,7 +387,7 @@ def reshape_and_cache(
     if config["DIV"] == 3 and not key.is_cuda:  # Triton's interpreter's fp8 conversion does not saturate
         config["DIV"] = 2
     tokens, ordered = config.pop("TOKENS"), config.pop("SORTED")
-    value_as_loaded = int(config.pop("VALUE_AS_LOADED", 0))  # (the paged kernel of several tokens only)
+    value_as_loaded = config.pop("VALUE_AS_LOADED", 0)  # (the paged kernel of several tokens only)
     strides = (key.stride(0), key.stride(1), value.stride(0), value.stride(1),
                *_cache_strides(layout, key_cache, value_cache))
     if tokens > 1 or ordered:  # several tokens a program, or in slot order: the paged layout's own kernel
@@ -391,7 +401,7 @@ def reshape_and_cache(
         if tokens & (tokens - 1) or k_scale.numel() != 1:
             raise ValueError(f"the paged kernel of several tokens takes a power-of-two TOKENS (not {tokens}) and "
                              f"per-tensor scales (not {k_scale.numel()} values)")
-        if value_as_loaded not in (0, 1, 2):
+        if value_as_loaded not in (0, 1, 2) or isinstance(value_as_loaded, float):
             raise ValueError(f"VALUE_AS_LOADED {value_as_loaded} is not one of 0 (never), 1 (always), 2 (where a "
                              f"program's tokens follow each other in their blocks)")
         del config["VALUE_T"], config["LOAD_FIRST"]
