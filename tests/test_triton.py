@@ -298,6 +298,7 @@ def test_launch_heuristic():
     assert small["LOAD_FIRST"]  # a small batch's programs load their rows before their slot is known
     assert not launch_config(64, 128, 128, 132, fp8=True)["LOAD_FIRST"]  # 1024 fp8 programs: the slot first
     assert launch_config(64, 128, 128, 132)["LOAD_FIRST"]  # bf16: the rows first in every grid
+    assert launch_config(64, 128, 128, 132, fp8=True, paged=True)["LOAD_FIRST"]  # and the paged layout
     for fp8, heads, warps in ((False, 4, 4), (True, 4, 8), (True, 8, 4)):  # a decode batch: whole tokens (64
         # programs), 4 warps each, 8 with an fp8 cache (at most a program per SM) of under 1024 elements a token
         decode = launch_config(64, heads, 128, 132, fp8=fp8)

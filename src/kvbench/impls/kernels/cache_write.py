@@ -39,8 +39,8 @@ graph):
 - a program loads its rows and both fp8 scales without waiting for its slot (LOAD_FIRST), which only decides
   whether and where they are stored: the loads share one memory latency, which matters where a call takes a few
   microseconds (H100, 2026-12-06, fp8 decode batches of 64 tokens in the served layout, loads first against slot
-  first: 8 x 128 1.47 against 1.58 us, 4 x 128 1.47 against 1.57). An fp8 write in a grid of 4 programs per SM or
-  more awaits the slot first instead: the same call, 128 x 128, slot first against loads first: 64-token decode
+  first: 8 x 128 1.47 against 1.58 us, 4 x 128 1.47 against 1.57). An fp8 write to a flash or served layout in a
+  grid of 4 programs per SM or more awaits the slot first instead: the same call, 128 x 128, slot first against loads first: 64-token decode
   batch 2.45 against 2.54 us (vLLM's Triton op 2.36), 512 tokens 17.19 against 17.48, 16384 546 against 551,
   65536 2174 against 2197; the exception, 256 random slots, 5.48 against 5.01 (vLLM's op 6.13). A bf16 write gains nothing from it (equal from 1024 tokens; 2.78 against 2.66
   at 64). (Before 2026-12-05 the value's scale was loaded only after the key's division, one latency more: the
@@ -321,13 +321,13 @@ def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int
     else:
         num_warps = max(1, min(max_warps or MAX_WARPS[fp8], block_h * block_d // ELEMENTS_PER_WARP[fp8]))
     config = dict(BLOCK_H=block_h, BLOCK_D=block_d, num_warps=num_warps, EVICT=EVICTION_POLICY[fp8], DIV=DIVISION,
-                  VALUE_T=paged, LOAD_FIRST=small or not fp8, TOKENS=1, SORTED=False)
+                  VALUE_T=paged, LOAD_FIRST=small or not fp8 or paged, TOKENS=1, SORTED=False)  # (paged: its
+    # one-token programs were not timed awaiting the slot, and its kernel of several tokens takes only True)
     if paged:  # several tokens a program where the grid stays large enough (_paged_tokens_kernel)
         if triton.cdiv(num_tokens, PAGED_TOKENS) * triton.cdiv(num_heads, PAGED_HEADS) >= enough:
             config.update(BLOCK_H=PAGED_HEADS, num_warps=max_warps or PAGED_WARPS, TOKENS=PAGED_TOKENS,
                           SORTED=num_tokens * num_heads * head_size >= SORT_MIN_ELEMENTS,
-                          VALUE_AS_LOADED=PAGED_VALUE_AS_LOADED, LOAD_FIRST=True)  # (the kernel of several
-            # tokens loads its rows first whatever the grid: its whole dict stays a valid config)
+                          VALUE_AS_LOADED=PAGED_VALUE_AS_LOADED)
     return config
 
 
