@@ -40,11 +40,12 @@ graph):
   whether and where they are stored: the loads share one memory latency, which matters where a call takes a few
   microseconds (H100, 2026-12-06, fp8 decode batches of 64 tokens in the served layout, loads first against slot
   first: 8 x 128 1.47 against 1.58 us, 4 x 128 1.47 against 1.57). An fp8 write to a flash or served layout in a
-  grid of 4 programs per SM or more awaits the slot first instead: the same call, 128 x 128, slot first against loads first: 64-token decode
-  batch 2.45 against 2.54 us (vLLM's Triton op 2.36), 512 tokens 17.19 against 17.48, 16384 546 against 551,
-  65536 2174 against 2197; the exception, 256 random slots, 5.48 against 5.01 (vLLM's op 6.13). A bf16 write gains nothing from it (equal from 1024 tokens; 2.78 against 2.66
-  at 64). (Before 2026-12-05 the value's scale was loaded only after the key's division, one latency more: the
-  SASS for sm_90 showed it.)
+  grid of 4 programs per SM or more awaits the slot first instead: the same call, 128 x 128, slot first against
+  loads first: 64-token decode batch 2.45 against 2.54 us (vLLM's Triton op 2.36), 512 tokens 17.19 against
+  17.48, 16384 546 against 551, 65536 2174 against 2197; the exception, 256 random slots, 5.48 against 5.01
+  (vLLM's op 6.13). A bf16 write gains nothing from it (equal from 1024 tokens; 2.78 against 2.66 at 64).
+  (Before 2026-12-05 the value's scale was loaded only after the key's division, one latency more: the SASS for
+  sm_90 showed it.)
 Chosen from scripts/tune_triton.py (notes/triton.md): on an H200, auto 2158 us at 65536 tokens (0.97 of the copy
 rate) against 2182 with the earlier 16384 elements / 8 warps, fp8 1786 us with evict_first against 1868; on an
 H100 (2026-12-05), fp8 decode batches in the served layout: 4 warps and DIV 1 took 128 x 128 at 64 tokens from
