@@ -298,7 +298,8 @@ def decode_two_ways(bw, samples: int = 15):
     layout of the vLLM loaded here, its cache of 16384 x 16 slots), each implementation timed twice: as the tuning
     tables time a variant (`timed`) and through kvbench.runner.run_case, as the as-served table does. On an H100
     (2026-12-06) the as-served table read kvbench's write 0.16 µs slower at 4 and 8 KV heads than the decode table
-    did, vLLM's Triton op alike in both, the cache's size not the cause."""
+    did, vLLM's Triton op alike in both, the cache's size not the cause. This table (eleventh session) found the two
+    paths within 0.015 µs of each other; the as-served table's rows were bimodal (notes/triton.md)."""
     from kvbench.runner import run_case, served_case
 
     rows = []
