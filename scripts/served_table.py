@@ -68,13 +68,27 @@ def measure(plan, case, implementation) -> dict:
     row = {"implementation": implementation, "case": case.label(), "status": r.status, "message": r.message,
            "latency_us": r.latency_us, "ideal_us": plan.bw.ideal_s(case) * 1e6, "bytes": case.bytes_moved,
            "samples_us": r.samples_us, "calls_per_sample": r.calls_per_sample}  # (the spread behind the median:
-    # kvbench's 64-token fp8 decode rows read 0.16 µs slower here than in scripts/tune_triton.py, H100 2026-12-06)
+    # kvbench's 64-token fp8 decode rows read 0.1-0.15 µs slower here than alone, their samples at two levels, H100
+    # 2026-12-06)
     print(f"{implementation:12} {case.label()}: {r.status} {r.latency_us or r.message}", file=sys.stderr, flush=True)
     return row
 
 
+UNSTEADY = 0.03  # a row whose samples spread over more than this fraction of their median (max - min) is marked
+
+
+def spread(row) -> float | None:
+    """(max - min) / median of the row's samples: a steady kernel's stay within a fraction of a percent; a row
+    whose samples sit at two levels (kvbench's small fp8 decode programs, H100 2026-12-06) shows it here."""
+    samples = row.get("samples_us") or []
+    return (max(samples) - min(samples)) / row["latency_us"] if len(samples) > 1 and row["latency_us"] else None
+
+
 def fmt(row) -> str:
-    return f"{row['latency_us']:.1f}" if row["status"] == "ok" else row["status"]
+    """µs to one decimal, marked † where the samples are unsteady (spread above UNSTEADY); or the status."""
+    if row["status"] != "ok":
+        return row["status"]
+    return f"{row['latency_us']:.1f}" + ("†" if (spread(row) or 0) > UNSTEADY else "")
 
 
 KV_HEADERS = ["model (per GPU)", "batch, tokens", "kv", "vllm-flash served (bench)", "vllm-triton served (bench)",
@@ -102,7 +116,8 @@ def main() -> int:
     plan = Plan(args.device, SMALL_BATCHES if args.small else BATCHES,
                 SMALL_SLOTS_PER_CACHE if args.small else SLOTS_PER_CACHE, args.iters, bw)
     rows, table, mla_table = [], [], []
-    head = f"{facts.get('device_name')}, copy {bw.bytes_per_s / 1e9:.0f} GB/s, {facts.get('vllm')}\n\n"
+    head = (f"{facts.get('device_name')}, copy {bw.bytes_per_s / 1e9:.0f} GB/s, {facts.get('vllm')}; †: the "
+            f"samples spread over more than {UNSTEADY:.0%} of their median (the JSON keeps them)\n\n")
 
     def save(done: bool) -> str:
         """Both files with what is measured so far (marked partial until the end)."""
