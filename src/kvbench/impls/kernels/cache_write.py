@@ -234,6 +234,15 @@ def _follow_each_other(slot, BLOCK_SIZE: tl.constexpr, TOKENS: tl.constexpr):
 
 
 @triton.jit
+def _value_tile(src, rows, scale_ptr, FP8: tl.constexpr, DIV: tl.constexpr, EVICT: tl.constexpr):
+    """The paged kernel's value rows, loaded and, for an fp8 cache, converted (per-tensor scale)."""
+    v = tl.load(src, mask=rows, eviction_policy=EVICT)
+    if FP8 != 0:
+        v = _fp8_values(v, tl.load(scale_ptr), FP8, DIV)
+    return v
+
+
+@triton.jit
 def _paged_tokens_kernel(
     key_ptr, value_ptr, key_cache_ptr, value_cache_ptr, slot_ptr, k_scale_ptr, v_scale_ptr, order_ptr, num_tokens,
     key_st, key_sh, value_st, value_sh, kc_sb, kc_so, kc_sh, kc_sx, vc_sb, vc_so, vc_sh, vc_sd,  # as _write_kernel
@@ -249,7 +258,7 @@ def _paged_tokens_kernel(
     one, the heads, then the dims). Stored as loaded, [tokens, heads, dims], the lanes run along the tokens, 32
     tokens a store instruction, and the program compiles to 576 instructions a thread instead of 1400 (bf16, 32
     tokens of one head x 128, 4 warps). VALUE_AS_LOADED: 0 never, 1 always, 2 where the program's valid tokens
-    follow each other in their blocks (a prefill chunk's: there the as-loaded store wrote 128 x 128 bf16 at 16384 tokens
+    follow each other in their blocks (3: as 2, the tile loaded in each store's branch; a variant, not yet timed) (a prefill chunk's: there the as-loaded store wrote 128 x 128 bf16 at 16384 tokens
     in 1396 us against 3388, while with random slots it took 14563 against 7276; H100, Triton 3.6, 2026-12-06). The
     two stores write the same bytes to the same places; which one a program takes decides only its speed. Which
     axis gets the lanes is the compiler's choice, not the kernel's: Triton 3.9 breaks the tie the other way (the
@@ -267,10 +276,13 @@ def _paged_tokens_kernel(
     t, h, d = token[:, None, None], heads[None, :, None], dims[None, None, :]
     rows = in_range[:, None, None] & (h < NUM_HEADS) & (d < HEAD_SIZE)
     k = tl.load(key_ptr + t * key_st + h * key_sh + d, mask=rows, eviction_policy=EVICT)
-    v = tl.load(value_ptr + t * value_st + h * value_sh + d, mask=rows, eviction_policy=EVICT)
+    v_src = value_ptr + t * value_st + h * value_sh + d
+    if VALUE_AS_LOADED != 3:  # (3: each store loads the tile itself, below)
+        v = tl.load(v_src, mask=rows, eviction_policy=EVICT)
     if FP8 != 0:  # (per-tensor scales: the paged layout takes no per-head ones)
         k = _fp8_values(k, tl.load(k_scale_ptr), FP8, DIV)
-        v = _fp8_values(v, tl.load(v_scale_ptr), FP8, DIV)
+        if VALUE_AS_LOADED != 3:
+            v = _fp8_values(v, tl.load(v_scale_ptr), FP8, DIV)
     s = slot[:, None, None]
     mask = rows & (s >= 0)
     block = s // BLOCK_SIZE
@@ -278,15 +290,25 @@ def _paged_tokens_kernel(
     k_dst = _paged_key_offsets(block, offset, h, d, kc_sb, kc_sh, kc_sx, X)
     v_dst = block * vc_sb + offset * vc_so + h * vc_sh + d * vc_sd
     tl.store(key_cache_ptr + k_dst, k, mask=mask, eviction_policy=EVICT)
-    as_loaded = VALUE_AS_LOADED == 1
-    if VALUE_AS_LOADED == 2:
-        as_loaded = _follow_each_other(slot, BLOCK_SIZE, TOKENS)
-    if as_loaded:  # the tile as loaded, [tokens, heads, dims]: its pointers' axes tie (no contiguity known), and
-        # Triton 3.6 then puts a warp's lanes on the first axis, the tokens (3.9: on the dims)
-        tl.store(value_cache_ptr + v_dst, v, mask=mask, eviction_policy=EVICT)
-    else:
-        tl.store(value_cache_ptr + tl.permute(v_dst, (1, 2, 0)), tl.permute(v, (1, 2, 0)),
-                 mask=tl.permute(mask, (1, 2, 0)), eviction_policy=EVICT)
+    if VALUE_AS_LOADED == 3:  # as 2, each store with a tile loaded for it, in its own layout (2 loads the tile in
+        # the transposed store's layout and converts it for the other: 66 loads a thread against 16, fp8, Triton 3.6)
+        if _follow_each_other(slot, BLOCK_SIZE, TOKENS):
+            tl.store(value_cache_ptr + v_dst, _value_tile(v_src, rows, v_scale_ptr, FP8, DIV, EVICT), mask=mask,
+                     eviction_policy=EVICT)
+        else:
+            tl.store(value_cache_ptr + tl.permute(v_dst, (1, 2, 0)),
+                     tl.permute(_value_tile(v_src, rows, v_scale_ptr, FP8, DIV, EVICT), (1, 2, 0)),
+                     mask=tl.permute(mask, (1, 2, 0)), eviction_policy=EVICT)
+    else:  # (not a return above: Triton 3.6's compiler goes on through the statements after one)
+        as_loaded = VALUE_AS_LOADED == 1
+        if VALUE_AS_LOADED == 2:
+            as_loaded = _follow_each_other(slot, BLOCK_SIZE, TOKENS)
+        if as_loaded:  # the tile as loaded, [tokens, heads, dims]: its pointers' axes tie (no contiguity known),
+            # and Triton 3.6 then puts a warp's lanes on the first axis, the tokens (3.9: on the dims)
+            tl.store(value_cache_ptr + v_dst, v, mask=mask, eviction_policy=EVICT)
+        else:
+            tl.store(value_cache_ptr + tl.permute(v_dst, (1, 2, 0)), tl.permute(v, (1, 2, 0)),
+                     mask=tl.permute(mask, (1, 2, 0)), eviction_policy=EVICT)
 
 
 @functools.lru_cache(maxsize=None)
@@ -402,9 +424,10 @@ def reshape_and_cache(
         if tokens & (tokens - 1) or k_scale.numel() != 1:
             raise ValueError(f"the paged kernel of several tokens takes a power-of-two TOKENS (not {tokens}) and "
                              f"per-tensor scales (not {k_scale.numel()} values)")
-        if value_as_loaded not in (0, 1, 2) or isinstance(value_as_loaded, float):
+        if value_as_loaded not in (0, 1, 2, 3) or isinstance(value_as_loaded, float):
             raise ValueError(f"VALUE_AS_LOADED {value_as_loaded} is not one of 0 (never), 1 (always), 2 (where a "
-                             f"program's tokens follow each other in their blocks)")
+                             f"program's tokens follow each other in their blocks), 3 (as 2, each store loading "
+                             f"its own tile)")
         del config["VALUE_T"], config["LOAD_FIRST"]
         order = torch.argsort(slot_mapping) if ordered else slot_mapping  # (not read unless ordered)
         _paged_tokens_kernel[(triton.cdiv(num_tokens, tokens), triton.cdiv(num_heads, config["BLOCK_H"]))](
