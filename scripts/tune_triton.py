@@ -150,9 +150,10 @@ def paged_variants(p):
             out[f"{tokens} tokens x {block_h} heads, {warps} w, {'slot' if sort else 'token'} order"] = {
                 **default, "TOKENS": tokens, "BLOCK_H": block_h, "num_warps": warps, "SORTED": sort}
     # the value tile stored as loaded (VALUE_AS_LOADED 1), transposed (0) or by the program's slots (2, the default:
-    # as loaded where they are consecutive; 3: the same, the tile loaded in each branch in its store's layout): in Triton 3.6's sm_90 code the as-loaded store's lanes run along the
-    # tokens, the transposed one's along the dims (576 instructions a thread against 1400, bf16 128 x 128:
-    # notes/triton.md); Triton 3.9 swaps the two, so the rows say which Triton they ran with
+    # as loaded where they are consecutive; 3: the same, the tile loaded in each branch in its store's layout): in
+    # Triton 3.6's sm_90 code the as-loaded store's lanes run along the tokens, the transposed one's along the dims
+    # (576 instructions a thread against 1400, bf16 128 x 128: notes/triton.md); Triton 3.9 swaps the two, so the
+    # rows say which Triton they ran with
     if default["TOKENS"] > 1:
         version = f" (Triton {triton.__version__})"
         out[f"default, value transposed (before){version}"] = {**default, "VALUE_AS_LOADED": 0}

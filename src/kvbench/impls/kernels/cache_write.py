@@ -258,8 +258,9 @@ def _paged_tokens_kernel(
     one, the heads, then the dims). Stored as loaded, [tokens, heads, dims], the lanes run along the tokens, 32
     tokens a store instruction, and the program compiles to 576 instructions a thread instead of 1400 (bf16, 32
     tokens of one head x 128, 4 warps). VALUE_AS_LOADED: 0 never, 1 always, 2 where the program's valid tokens
-    follow each other in their blocks (3: as 2, the tile loaded in each store's branch; a variant, not yet timed) (a prefill chunk's: there the as-loaded store wrote 128 x 128 bf16 at 16384 tokens
-    in 1396 us against 3388, while with random slots it took 14563 against 7276; H100, Triton 3.6, 2026-12-06). The
+    follow each other in their blocks (a prefill chunk's: there the as-loaded store wrote 128 x 128 bf16 at 16384
+    tokens in 1396 us against 3388, while with random slots it took 14563 against 7276; H100, Triton 3.6,
+    2026-12-06); 3 as 2, the tile loaded in each store's branch (a variant, not yet timed). The
     two stores write the same bytes to the same places; which one a program takes decides only its speed. Which
     axis gets the lanes is the compiler's choice, not the kernel's: Triton 3.9 breaks the tie the other way (the
     transposed store gets the lanes along the tokens, the as-loaded one along the dims), so these timings hold for
