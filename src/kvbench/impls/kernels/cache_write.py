@@ -243,6 +243,13 @@ def _value_tile(src, rows, scale_ptr, FP8: tl.constexpr, DIV: tl.constexpr, EVIC
 
 
 @triton.jit
+def _store_transposed(ptr, dst, v, mask, EVICT: tl.constexpr):
+    """The paged value tile [tokens, heads, dims] stored as [heads, dims, tokens] (see _paged_tokens_kernel)."""
+    tl.store(ptr + tl.permute(dst, (1, 2, 0)), tl.permute(v, (1, 2, 0)), mask=tl.permute(mask, (1, 2, 0)),
+             eviction_policy=EVICT)
+
+
+@triton.jit
 def _paged_tokens_kernel(
     key_ptr, value_ptr, key_cache_ptr, value_cache_ptr, slot_ptr, k_scale_ptr, v_scale_ptr, order_ptr, num_tokens,
     key_st, key_sh, value_st, value_sh, kc_sb, kc_so, kc_sh, kc_sx, vc_sb, vc_so, vc_sh, vc_sd,  # as _write_kernel
@@ -282,7 +289,7 @@ def _paged_tokens_kernel(
         v = tl.load(v_src, mask=rows, eviction_policy=EVICT)
     if FP8 != 0:  # (per-tensor scales: the paged layout takes no per-head ones)
         k = _fp8_values(k, tl.load(k_scale_ptr), FP8, DIV)
-        if VALUE_AS_LOADED != 3:
+        if VALUE_AS_LOADED != 3:  # (not _value_tile: the loads first, then both conversions, as timed)
             v = _fp8_values(v, tl.load(v_scale_ptr), FP8, DIV)
     s = slot[:, None, None]
     mask = rows & (s >= 0)
@@ -297,9 +304,8 @@ def _paged_tokens_kernel(
             tl.store(value_cache_ptr + v_dst, _value_tile(v_src, rows, v_scale_ptr, FP8, DIV, EVICT), mask=mask,
                      eviction_policy=EVICT)
         else:
-            tl.store(value_cache_ptr + tl.permute(v_dst, (1, 2, 0)),
-                     tl.permute(_value_tile(v_src, rows, v_scale_ptr, FP8, DIV, EVICT), (1, 2, 0)),
-                     mask=tl.permute(mask, (1, 2, 0)), eviction_policy=EVICT)
+            _store_transposed(value_cache_ptr, v_dst, _value_tile(v_src, rows, v_scale_ptr, FP8, DIV, EVICT), mask,
+                              EVICT)
     else:  # (not a return above: Triton 3.6's compiler goes on through the statements after one)
         as_loaded = VALUE_AS_LOADED == 1
         if VALUE_AS_LOADED == 2:
@@ -308,8 +314,7 @@ def _paged_tokens_kernel(
             # and Triton 3.6 then puts a warp's lanes on the first axis, the tokens (3.9: on the dims)
             tl.store(value_cache_ptr + v_dst, v, mask=mask, eviction_policy=EVICT)
         else:
-            tl.store(value_cache_ptr + tl.permute(v_dst, (1, 2, 0)), tl.permute(v, (1, 2, 0)),
-                     mask=tl.permute(mask, (1, 2, 0)), eviction_policy=EVICT)
+            _store_transposed(value_cache_ptr, v_dst, v, mask, EVICT)
 
 
 @functools.lru_cache(maxsize=None)
