@@ -8,6 +8,8 @@ bandwidth measured in the same process. The defaults in kvbench.impls.kernels co
 - decode: the served layout with small decode batches (64 and 512 tokens padded to vLLM's CUDA graphs), 1 to 128 heads;
 - decode-cache: the as-served table's 64-token fp8 decode cases (its cases, made as it makes them), kvbench's write
   and vLLM's Triton op each timed the tuning tables' way and the as-served table's (kvbench.runner.run_case);
+- decode-rounds: the same cases, kvbench's launches and vLLM's op sampled in interleaved rounds, the SM clock read
+  after each round;
 - mla: the MLA write (tokens per program, warps, the division, eviction hints), cold L2, random and consecutive slots,
   beside a torch copy of the same bytes (what a copy of that size reaches);
 - mla-decode: the MLA write with decode batches (64 and 512 tokens, padded);
@@ -278,16 +280,29 @@ def table(title, cases, variants, bw, copy_row: bool = False):
 def sector_check(bw, region_bytes: int = 512 << 20, samples: int = 15, device: str = "cuda"):
     """The sector model against the GPU: a whole fill of a region (32 bytes per sector written) and a write of
     2 bytes into each of its 32-byte sectors (the paged value cache's pattern: the model counts 64 bytes per sector,
-    read for ownership then written, plus the source read), each timed in a CUDA graph."""
+    read for ownership then written, plus the source read), in order and by 4 KiB pieces in a random order (as
+    random slots write a paged value cache), each timed in a CUDA graph."""
     region = torch.empty(region_bytes // 2, dtype=torch.bfloat16, device=device)
     column = region.view(-1, 16)[:, 0]  # one bf16 element in each 32-byte sector
     source = torch.randn(column.numel(), device=device).to(torch.bfloat16)
     sectors_n = region_bytes // sectors.SECTOR
+    # the same 2 bytes a sector, its 4 KiB pieces (a paged block's value rows of one head, 128 x 16 bf16) taken in a
+    # random order, as random slots take them
+    pieces = region.view(-1, 128, 16)
+    order = torch.randperm(pieces.shape[0], device=device)
+    scattered = source.view(-1, 128)
     rows = []
     for name, write, model_bytes in (
             ("whole fill", lambda: region.fill_(1.0), region_bytes),
-            ("2 B per sector", lambda: column.copy_(source), sectors_n * 2 * sectors.SECTOR + source.numel() * 2)):
-        us = statistics.median(GraphSampler(write).measure(samples)) * 1e6
+            ("2 B per sector", lambda: column.copy_(source), sectors_n * 2 * sectors.SECTOR + source.numel() * 2),
+            ("2 B per sector, 4 KiB pieces in random order", lambda: pieces.__setitem__((order, slice(None), 0),
+                                                                                     scattered),
+             sectors_n * 2 * sectors.SECTOR + source.numel() * 2)):
+        try:
+            us = statistics.median(GraphSampler(write).measure(samples)) * 1e6
+        except Exception as exc:  # (a write torch cannot capture here): shown, not fatal
+            rows.append((name, region_bytes >> 20, "failed", str(exc)[:60], ""))
+            continue
         model_us = model_bytes / bw.bytes_per_s * 1e6
         rows.append((name, region_bytes >> 20, f"{us:.1f}", f"{model_us:.1f}", f"{us / model_us:.2f}"))
     print("\nsector model check (a region's sectors written whole or in part)")
@@ -327,8 +342,63 @@ def decode_two_ways(bw, samples: int = 15):
                    tablefmt="github"), flush=True)
 
 
-TABLES = ("flash", "served", "main", "decode", "decode-cache", "mla", "mla-decode", "indexer", "paged", "sectors",
-          "gathers")
+def decode_rounds(bw, rounds: int = 12, samples: int = 3):
+    """The as-served table's 64-token fp8 decode cases again (as decode_two_ways makes them), kvbench's write in
+    several launches and vLLM's Triton op, each one graph captured once, then sampled in interleaved rounds (the
+    order turned each round) with the SM clock read after each: whether a variant's level drifts within a run
+    while vLLM's op stays flat (the as-served table's bimodal rows, H100 2026-12-06), and which launch is steady."""
+    from kvbench.measure.gpu_state import gpu_state
+    from kvbench.runner import served_case
+
+    sm = torch.cuda.get_device_properties(0).multi_processor_count
+    rows = []
+    for heads, size in ((8, 128), (8, 64), (4, 128), (128, 128)):
+        samplers, keep = {}, []
+        for implementation in ("triton", "vllm-triton"):
+            try:
+                case = served_case(implementation, "kv", 16384 * 16, num_tokens=64, kv_cache_dtype="fp8",
+                                   slots="decode-padded", num_heads=heads, head_size=size)
+                p = prepare(case, implementation)
+            except Exception as exc:  # not loaded here: the other rows stay
+                print(f"  {heads}x{size} {implementation}: {str(exc)[:80]}", flush=True)
+                continue
+            keep.append(p)
+            if implementation != "triton":
+                samplers[VLLM_TRITON] = GraphSampler(p.write)
+                continue
+            default = cache_write.launch_config(64, heads, size, sm, True)
+            configs = {"default": default, "default, cached": {**default, "EVICT": ""},
+                       "default, slot first": {**default, "LOAD_FIRST": False}, "default, DIV 1": {**default, "DIV": 1}}
+            configs.update({f"default, {w} w": {**default, "num_warps": w} for w in (2, 4, 8, 16)
+                            if w != default["num_warps"]})
+            for name, bind in _flash_writers(configs).items():
+                write = bind(p.workloads[0])
+                verify("variant", p.workloads[:1], write, "exact")
+                samplers[name] = GraphSampler(write)
+        if not samplers:
+            continue
+        times = {name: [] for name in samplers}
+        clocks = []
+        names = list(samplers)
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                times[name] += samplers[name].measure(samples)
+            state = gpu_state() or {}
+            clocks.append(state.get("sm_clock_mhz"))
+        print(f"  {heads}x{size}: SM clock after each round {clocks}", flush=True)
+        for name, t in times.items():
+            us = [x * 1e6 for x in t]
+            rows.append((f"{heads}x{size}", name, f"{statistics.median(us):.3f}", f"{min(us):.3f}", f"{max(us):.3f}",
+                         " ".join(f"{statistics.median(us[i:i + samples]):.2f}" for i in range(0, len(us), samples))))
+            print("  row:", " | ".join(rows[-1]), flush=True)
+        del samplers, keep
+        torch.cuda.empty_cache()
+    print("\n64-token fp8 decode batches as served, interleaved rounds (µs; a round's median each)")
+    print(tabulate(rows, ["shape", "variant", "median", "min", "max", "by round"], tablefmt="github"), flush=True)
+
+
+TABLES = ("flash", "served", "main", "decode", "decode-cache", "decode-rounds", "mla", "mla-decode", "indexer", "paged",
+          "sectors", "gathers")
 ONLY: list[re.Pattern] = []  # --only
 
 
@@ -371,6 +441,8 @@ def main():
                for h in (1, 4, 8, 128) for kv in ("auto", "fp8") for n in (64, 512)], flash_variants, bw)
     if "decode-cache" in chosen:
         decode_two_ways(bw)
+    if "decode-rounds" in chosen:
+        decode_rounds(bw)
     if "mla" in chosen:
         table("MLA (random slots; prefill: consecutive slots, cold, where DRAM pages are written whole)",
               [make_case("triton", op="mla", num_tokens=n, kv_cache_dtype=kv, l2=l2, num_blocks=8192, slots=slots)
