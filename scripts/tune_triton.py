@@ -14,8 +14,9 @@ bandwidth measured in the same process. The defaults in kvbench.impls.kernels co
   beside a torch copy of the same bytes (what a copy of that size reaches);
 - mla-decode: the MLA write with decode batches (64 and 512 tokens, padded);
 - indexer: the indexer write;
-- paged: the paged write (tokens a program, in slot order or not, the value tile stored as loaded), "x ideal" and
-  "x sector ideal" (kvbench.ops.sectors), random and consecutive (prefill) slots;
+- paged: the paged write (tokens a program, in slot order or not, the value tile stored as loaded, the grid's
+  order; vLLM's CUDA op and torch's indexed copies beside them), "x ideal" and "x sector ideal"
+  (kvbench.ops.sectors), random and consecutive (prefill) slots;
 - sectors: the sector model checked: a whole fill and a 2-bytes-per-sector strided write of one region, measured
   against what the model predicts at the copy rate;
 - gathers: the read side's gathers (gather auto and fp8, cp-gather, upconvert-gather): rows per program, warps,
@@ -44,6 +45,7 @@ from kvbench.runner import _round_robin, make_case, prepare, rotation_size
 
 VLLM_TRITON = "vLLM's Triton op"  # the variant that times vLLM's own op beside kvbench's (within one fp8 step: it
 # divides approximately), where vLLM's kernels are loaded
+REFERENCE_COMPARE: dict[str, str] = {}  # other implementations' rows: how each is verified (_references)
 
 
 def timed(p, bind, samples: int = 15, compare: str = "exact") -> float:
@@ -112,14 +114,24 @@ def flash_variants(p):
 
 def _vllm_triton(case) -> dict:
     """vLLM's Triton write op as a variant, where vLLM's kernels are loaded and it takes the case; else nothing."""
+    return _references(case, {"vllm-triton": VLLM_TRITON})
+
+
+def _references(case, names: dict) -> dict:
+    """Other implementations of the case as variants ({implementation: row name}): those that run here and take
+    it, each verified as its implementation is (REFERENCE_COMPARE)."""
     from kvbench import impls
 
-    try:
-        impl = impls.get("vllm-triton", "kv")
-        impl.check(case)
-    except Exception:  # not loaded here, or not this layout: the table has kvbench's rows only
-        return {}
-    return {VLLM_TRITON: impl.bind}
+    out = {}
+    for implementation, name in names.items():
+        try:
+            impl = impls.get(implementation, "kv")
+            impl.check(case)
+        except Exception:  # not loaded here, or not this layout: the table has the others' rows
+            continue
+        out[name] = impl.bind
+        REFERENCE_COMPARE[name] = impl.compare
+    return out
 
 
 def _previous_block_h(c, sm: int) -> int:
@@ -152,19 +164,21 @@ def paged_variants(p):
             out[f"{tokens} tokens x {block_h} heads, {warps} w, {'slot' if sort else 'token'} order"] = {
                 **default, "TOKENS": tokens, "BLOCK_H": block_h, "num_warps": warps, "SORTED": sort}
     # the value tile stored as loaded (VALUE_AS_LOADED 1), transposed (0) or by the program's slots (2, the default:
-    # as loaded where they are consecutive; 3: the same, the tile loaded in each branch in its store's layout): in
-    # Triton 3.6's sm_90 code the as-loaded store's lanes run along the tokens, the transposed one's along the dims
-    # (576 instructions a thread against 1400, bf16 128 x 128: notes/triton.md); Triton 3.9 swaps the two, so the
-    # rows say which Triton they ran with
+    # as loaded where they are consecutive): in Triton 3.6's sm_90 code the as-loaded store's lanes run along the
+    # tokens, the transposed one's along the dims (576 instructions a thread against 1400, bf16 128 x 128:
+    # notes/triton.md); Triton 3.9 swaps the two, so the rows say which Triton they ran with
     if default["TOKENS"] > 1:
         version = f" (Triton {triton.__version__})"
         out[f"default, value transposed (before){version}"] = {**default, "VALUE_AS_LOADED": 0}
         out[f"default, value as loaded{version}"] = {**default, "VALUE_AS_LOADED": 1}
-        out[f"default, value loaded in each store's branch{version}"] = {**default, "VALUE_AS_LOADED": 3}
+        out["default, heads fastest"] = {**default, "HEADS_FASTEST": True}  # the grid's next program: the same
+        # tokens' next head (neighbouring 4 KiB pieces of the same blocks), not the next tokens of the same head
+        out["default, heads fastest, 64 tokens"] = {**default, "HEADS_FASTEST": True, "TOKENS": 64}
+        out["default, heads fastest, token order"] = {**default, "HEADS_FASTEST": True, "SORTED": False}
         for tokens in (16, 64):
             out[f"{tokens} tokens x 1 head, 4 w, slot order, value as loaded{version}"] = {
                 **default, "TOKENS": tokens, "BLOCK_H": 1, "num_warps": 4, "SORTED": True, "VALUE_AS_LOADED": 1}
-    return _flash_writers(out)
+    return {**_flash_writers(out), **_references(c, {"vllm": "vLLM's CUDA op", "torch": "torch (indexed copies)"})}
 
 
 def mla_variants(p):
@@ -266,7 +280,7 @@ def table(title, cases, variants, bw, copy_row: bool = False):
             if ONLY and not ONLY[0].search(name):
                 continue
             try:
-                us = timed(p, bind, compare="step" if name == VLLM_TRITON else "exact")
+                us = timed(p, bind, compare=REFERENCE_COMPARE.get(name, "exact"))
                 row(name, f"{us:.2f}", f"{ideal_us / us:.3f}", f"{sector_us / us:.3f}" if sector_us else "")
             except Exception as exc:  # a variant that does not compile or verify: shown, not fatal
                 row(name, "failed", str(exc)[:80], "")

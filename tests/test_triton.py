@@ -87,21 +87,24 @@ VARIANTS = [("nhd", "fp8", "tensor", dict(DIV=0)), ("hnd", "fp8", "head", dict(D
             ("paged", "fp8", "tensor", dict(TOKENS=8, SORTED=True, VALUE_AS_LOADED=1)),
             ("paged", "auto", "tensor", dict(TOKENS=8, VALUE_AS_LOADED=0)),  # transposed (the default: as loaded
             # where a program's tokens follow each other)
-            ("paged", "fp8", "tensor", dict(TOKENS=4, VALUE_AS_LOADED=3))]  # as the default, each branch loading
+            ("paged", "fp8", "tensor", dict(TOKENS=4, HEADS_FASTEST=True))]  # a grid of the same tokens' heads
 # (TOKENS, SORTED: the paged layout's kernel of several tokens a program, in slot order or not)
 
 
 @pytest.mark.parametrize("slots", ["prefill", "random"])
-@pytest.mark.parametrize("tokens, ordered, heads, lanes", [(8, False, 2, 0), (32, True, 1, 2), (16, True, 2, 1),
-                                                           (8, False, 1, 2), (16, True, 1, 3)])
-def test_interpreter_paged_tokens_kernel(slots, tokens, ordered, heads, lanes):
+@pytest.mark.parametrize("tokens, ordered, heads, lanes, heads_fastest", [
+    (8, False, 2, 0, False), (32, True, 1, 2, False), (16, True, 2, 1, False), (8, False, 1, 2, False),
+    (16, True, 1, 2, True), (8, False, 2, 0, True)])
+def test_interpreter_paged_tokens_kernel(slots, tokens, ordered, heads, lanes, heads_fastest):
     """Several tokens a program, the tokens of one block stored together: consecutive slots (a prefill chunk
     crossing blocks), a count that is no multiple of TOKENS, padding, odd head count and size; the value tile
-    transposed, as loaded, or as the program's slots say (VALUE_AS_LOADED 0, 1, 2; 3 loading it in each branch)."""
+    transposed, as loaded, or as the program's slots say (VALUE_AS_LOADED 0, 1, 2); the programs in a grid of
+    the same tokens' heads (HEADS_FASTEST, 3 heads in 3 or 2 groups)."""
     case = make_case("triton", "paged", num_tokens=37, num_heads=3, head_size=80, num_blocks=8, block_size=16,
                      dtype="bfloat16", slots=slots, device="cpu")
     w = interpreter_workload(case, noncontiguous=True, padding=True)
-    writer = variant_writer(w, dict(TOKENS=tokens, SORTED=ordered, BLOCK_H=heads, VALUE_AS_LOADED=lanes))
+    writer = variant_writer(w, dict(TOKENS=tokens, SORTED=ordered, BLOCK_H=heads, VALUE_AS_LOADED=lanes,
+                                    HEADS_FASTEST=heads_fastest))
     assert verify(TRITON.name, [w], writer, TRITON.compare).tokens_checked == 37 - len(range(1, 37, 3))
 
 
@@ -163,10 +166,12 @@ def test_the_paged_kernels_launch_parameters_are_refused_where_they_do_not_apply
     variant_writer(paged, {**launch_config(4, 2, 64, 4, paged=True), "TOKENS": 4})()  # it, is taken
     variant_writer(paged, launch_config(1024, 2, 64, 4, fp8=True, paged=True))()  # an fp8 grid of 4 programs
     # per SM or more, whose one-token programs would await the slot: the kernel of several tokens loads first
-    with pytest.raises(ValueError, match=r"VALUE_AS_LOADED 4 is not one of 0 \(never\), 1 \(always\), 2"):
-        variant_writer(paged, dict(TOKENS=4, VALUE_AS_LOADED=4))()
+    with pytest.raises(ValueError, match=r"VALUE_AS_LOADED 3 is not one of 0 \(never\), 1 \(always\), 2"):
+        variant_writer(paged, dict(TOKENS=4, VALUE_AS_LOADED=3))()
     with pytest.raises(ValueError, match="VALUE_AS_LOADED applies to the paged kernel of several tokens"):
         variant_writer(paged, dict(TOKENS=1, SORTED=False, VALUE_AS_LOADED=True))()
+    with pytest.raises(ValueError, match="HEADS_FASTEST applies to the paged kernel of several tokens"):
+        variant_writer(paged, dict(TOKENS=1, SORTED=False, HEADS_FASTEST=True))()
     with pytest.raises(ValueError, match=r"power-of-two TOKENS \(not 6\)"):
         variant_writer(paged, dict(TOKENS=6))()
     paged.k_scale = torch.ones(2)

@@ -234,15 +234,6 @@ def _follow_each_other(slot, BLOCK_SIZE: tl.constexpr, TOKENS: tl.constexpr):
 
 
 @triton.jit
-def _value_tile(src, rows, scale_ptr, FP8: tl.constexpr, DIV: tl.constexpr, EVICT: tl.constexpr):
-    """The paged kernel's value rows, loaded and, for an fp8 cache, converted (per-tensor scale)."""
-    v = tl.load(src, mask=rows, eviction_policy=EVICT)
-    if FP8 != 0:
-        v = _fp8_values(v, tl.load(scale_ptr), FP8, DIV)
-    return v
-
-
-@triton.jit
 def _store_transposed(ptr, dst, v, mask, EVICT: tl.constexpr):
     """The paged value tile [tokens, heads, dims] stored as [heads, dims, tokens] (see _paged_tokens_kernel)."""
     tl.store(ptr + tl.permute(dst, (1, 2, 0)), tl.permute(v, (1, 2, 0)), mask=tl.permute(mask, (1, 2, 0)),
@@ -256,6 +247,7 @@ def _paged_tokens_kernel(
     NUM_HEADS: tl.constexpr, HEAD_SIZE: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr, X: tl.constexpr, FP8: tl.constexpr, EVICT: tl.constexpr,
     DIV: tl.constexpr, TOKENS: tl.constexpr, ORDERED: tl.constexpr, VALUE_AS_LOADED: tl.constexpr = 0,
+    HEADS_FASTEST: tl.constexpr = False,
 ):
     """The paged write, TOKENS tokens (ORDERED: the next TOKENS of the slots' argsort) x BLOCK_H heads a program.
     The value tile is stored as [heads, dims, tokens], meant tokens fastest: the tokens of one cache block
@@ -267,30 +259,37 @@ def _paged_tokens_kernel(
     tokens of one head x 128, 4 warps). VALUE_AS_LOADED: 0 never, 1 always, 2 where the program's valid tokens
     follow each other in their blocks (a prefill chunk's: there the as-loaded store wrote 128 x 128 bf16 at 16384
     tokens in 1396 us against 3388, while with random slots it took 14563 against 7276; H100, Triton 3.6,
-    2026-12-06); 3 as 2, the tile loaded in each store's branch (a variant, not yet timed). The
-    two stores write the same bytes to the same places; which one a program takes decides only its speed. Which
-    axis gets the lanes is the compiler's choice, not the kernel's: Triton 3.9 breaks the tie the other way (the
-    transposed store gets the lanes along the tokens, the as-loaded one along the dims), so these timings hold for
-    Triton 3.6, the GPU machine's (torch 2.11's)."""
-    i = tl.program_id(0) * TOKENS + tl.arange(0, TOKENS)
+    2026-12-06; a variant that loaded the tile in each store's own layout, 2026-12-06, was 2-4 % slower at
+    prefill, alike with random slots, and was dropped). The two stores write the same bytes to the same places;
+    which one a program takes decides only its speed. Which axis gets the lanes is the compiler's choice, not the
+    kernel's: Triton 3.9 breaks the tie the other way (the transposed store gets the lanes along the tokens, the
+    as-loaded one along the dims), so these timings hold for Triton 3.6, the GPU machine's (torch 2.11's).
+    HEADS_FASTEST: a one-dimensional grid whose consecutive programs take the same tokens' next heads (and so write
+    neighbouring 4 KiB pieces of the same blocks) instead of the next tokens of the same head (pieces a block apart,
+    2**19 bytes at 128 x 128 bf16)."""
+    if HEADS_FASTEST:
+        head_groups: tl.constexpr = (NUM_HEADS + BLOCK_H - 1) // BLOCK_H
+        token_group = tl.program_id(0) // head_groups
+        head_group = tl.program_id(0) % head_groups
+    else:
+        token_group = tl.program_id(0)
+        head_group = tl.program_id(1)
+    i = token_group * TOKENS + tl.arange(0, TOKENS)
     in_range = i < num_tokens
     if ORDERED:
         token = tl.load(order_ptr + i, mask=in_range, other=0)
     else:
         token = i.to(tl.int64)
     slot = tl.load(slot_ptr + token, mask=in_range, other=-1)
-    heads = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    heads = head_group * BLOCK_H + tl.arange(0, BLOCK_H)
     dims = tl.arange(0, BLOCK_D)
     t, h, d = token[:, None, None], heads[None, :, None], dims[None, None, :]
     rows = in_range[:, None, None] & (h < NUM_HEADS) & (d < HEAD_SIZE)
     k = tl.load(key_ptr + t * key_st + h * key_sh + d, mask=rows, eviction_policy=EVICT)
-    v_src = value_ptr + t * value_st + h * value_sh + d
-    if VALUE_AS_LOADED != 3:  # (3: each store loads the tile itself, below)
-        v = tl.load(v_src, mask=rows, eviction_policy=EVICT)
+    v = tl.load(value_ptr + t * value_st + h * value_sh + d, mask=rows, eviction_policy=EVICT)
     if FP8 != 0:  # (per-tensor scales: the paged layout takes no per-head ones)
         k = _fp8_values(k, tl.load(k_scale_ptr), FP8, DIV)
-        if VALUE_AS_LOADED != 3:  # (not _value_tile: the loads first, then both conversions, as timed)
-            v = _fp8_values(v, tl.load(v_scale_ptr), FP8, DIV)
+        v = _fp8_values(v, tl.load(v_scale_ptr), FP8, DIV)
     s = slot[:, None, None]
     mask = rows & (s >= 0)
     block = s // BLOCK_SIZE
@@ -298,23 +297,14 @@ def _paged_tokens_kernel(
     k_dst = _paged_key_offsets(block, offset, h, d, kc_sb, kc_sh, kc_sx, X)
     v_dst = block * vc_sb + offset * vc_so + h * vc_sh + d * vc_sd
     tl.store(key_cache_ptr + k_dst, k, mask=mask, eviction_policy=EVICT)
-    if VALUE_AS_LOADED == 3:  # as 2, each store with a tile loaded for it, in its own layout (2 loads the tile in
-        # the transposed store's layout and converts it for the other: 66 loads a thread against 16, fp8, Triton 3.6)
-        if _follow_each_other(slot, BLOCK_SIZE, TOKENS):
-            tl.store(value_cache_ptr + v_dst, _value_tile(v_src, rows, v_scale_ptr, FP8, DIV, EVICT), mask=mask,
-                     eviction_policy=EVICT)
-        else:
-            _store_transposed(value_cache_ptr, v_dst, _value_tile(v_src, rows, v_scale_ptr, FP8, DIV, EVICT), mask,
-                              EVICT)
-    else:  # (not a return above: Triton 3.6's compiler goes on through the statements after one)
-        as_loaded = VALUE_AS_LOADED == 1
-        if VALUE_AS_LOADED == 2:
-            as_loaded = _follow_each_other(slot, BLOCK_SIZE, TOKENS)
-        if as_loaded:  # the tile as loaded, [tokens, heads, dims]: its pointers' axes tie (no contiguity known),
-            # and Triton 3.6 then puts a warp's lanes on the first axis, the tokens (3.9: on the dims)
-            tl.store(value_cache_ptr + v_dst, v, mask=mask, eviction_policy=EVICT)
-        else:
-            _store_transposed(value_cache_ptr, v_dst, v, mask, EVICT)
+    as_loaded = VALUE_AS_LOADED == 1
+    if VALUE_AS_LOADED == 2:
+        as_loaded = _follow_each_other(slot, BLOCK_SIZE, TOKENS)
+    if as_loaded:  # the tile as loaded, [tokens, heads, dims]: its pointers' axes tie (no contiguity known), and
+        # Triton 3.6 then puts a warp's lanes on the first axis, the tokens (3.9: on the dims)
+        tl.store(value_cache_ptr + v_dst, v, mask=mask, eviction_policy=EVICT)
+    else:
+        _store_transposed(value_cache_ptr, v_dst, v, mask, EVICT)
 
 
 @functools.lru_cache(maxsize=None)
@@ -417,6 +407,7 @@ def reshape_and_cache(
         config["DIV"] = 2
     tokens, ordered = config.pop("TOKENS"), config.pop("SORTED")
     value_as_loaded = config.pop("VALUE_AS_LOADED", 0)  # (the paged kernel of several tokens only)
+    heads_fastest = config.pop("HEADS_FASTEST", False)  # (the same)
     strides = (key.stride(0), key.stride(1), value.stride(0), value.stride(1),
                *_cache_strides(layout, key_cache, value_cache))
     if tokens > 1 or ordered:  # several tokens a program, or in slot order: the paged layout's own kernel
@@ -430,20 +421,22 @@ def reshape_and_cache(
         if tokens & (tokens - 1) or k_scale.numel() != 1:
             raise ValueError(f"the paged kernel of several tokens takes a power-of-two TOKENS (not {tokens}) and "
                              f"per-tensor scales (not {k_scale.numel()} values)")
-        if value_as_loaded not in (0, 1, 2, 3) or isinstance(value_as_loaded, float):
+        if value_as_loaded not in (0, 1, 2) or isinstance(value_as_loaded, float):
             raise ValueError(f"VALUE_AS_LOADED {value_as_loaded} is not one of 0 (never), 1 (always), 2 (where a "
-                             f"program's tokens follow each other in their blocks), 3 (as 2, each store loading "
-                             f"its own tile)")
+                             f"program's tokens follow each other in their blocks)")
         del config["VALUE_T"], config["LOAD_FIRST"]
         order = torch.argsort(slot_mapping) if ordered else slot_mapping  # (not read unless ordered)
-        _paged_tokens_kernel[(triton.cdiv(num_tokens, tokens), triton.cdiv(num_heads, config["BLOCK_H"]))](
+        grid = (triton.cdiv(num_tokens, tokens), triton.cdiv(num_heads, config["BLOCK_H"]))
+        _paged_tokens_kernel[(grid[0] * grid[1],) if heads_fastest else grid](
             key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale, order, num_tokens, *strides,
             NUM_HEADS=num_heads, HEAD_SIZE=head_size, BLOCK_SIZE=block_size, X=key_cache.shape[-1],
-            FP8=FP8_CODES[fp8_format], TOKENS=tokens, ORDERED=ordered, VALUE_AS_LOADED=value_as_loaded, **config)
+            FP8=FP8_CODES[fp8_format], TOKENS=tokens, ORDERED=ordered, VALUE_AS_LOADED=value_as_loaded,
+            HEADS_FASTEST=bool(heads_fastest), **config)
         return
-    if value_as_loaded and "VALUE_AS_LOADED" in asked:
-        raise ValueError("VALUE_AS_LOADED applies to the paged kernel of several tokens; ask for TOKENS > 1 or "
-                         "SORTED too")
+    for name in ("VALUE_AS_LOADED", "HEADS_FASTEST"):
+        if asked.get(name):
+            raise ValueError(f"{name} applies to the paged kernel of several tokens; ask for TOKENS > 1 or SORTED "
+                             f"too")
     grid = (num_tokens, triton.cdiv(num_heads, config["BLOCK_H"]))
     _write_kernel[grid](
         key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale,
