@@ -171,10 +171,14 @@ def paged_variants(p):
         version = f" (Triton {triton.__version__})"
         out[f"default, value transposed (before){version}"] = {**default, "VALUE_AS_LOADED": 0}
         out[f"default, value as loaded{version}"] = {**default, "VALUE_AS_LOADED": 1}
-        out["default, heads fastest"] = {**default, "HEADS_FASTEST": True}  # the grid's next program: the same
-        # tokens' next head (neighbouring 4 KiB pieces of the same blocks), not the next tokens of the same head
-        out["default, heads fastest, 64 tokens"] = {**default, "HEADS_FASTEST": True, "TOKENS": 64}
-        out["default, heads fastest, token order"] = {**default, "HEADS_FASTEST": True, "SORTED": False}
+        # the grid's next program: the same tokens' next head (HEADS_FASTEST: neighbouring 4 KiB pieces of the
+        # same blocks) or the next tokens of the same head; calls in slot order keeping token order where the slots
+        # mostly follow each other (RUNS_KEPT) or not
+        out["default, tokens fastest"] = {**default, "HEADS_FASTEST": False}
+        out["default, heads fastest"] = {**default, "HEADS_FASTEST": True}
+        out["default, slot order always"] = {**default, "RUNS_KEPT": False}
+        out["default, token order"] = {**default, "SORTED": False}
+        out["before (tokens fastest, slot order always)"] = {**default, "HEADS_FASTEST": False, "RUNS_KEPT": False}
         for tokens in (16, 64):
             out[f"{tokens} tokens x 1 head, 4 w, slot order, value as loaded{version}"] = {
                 **default, "TOKENS": tokens, "BLOCK_H": 1, "num_warps": 4, "SORTED": True, "VALUE_AS_LOADED": 1}

@@ -87,7 +87,8 @@ VARIANTS = [("nhd", "fp8", "tensor", dict(DIV=0)), ("hnd", "fp8", "head", dict(D
             ("paged", "fp8", "tensor", dict(TOKENS=8, SORTED=True, VALUE_AS_LOADED=1)),
             ("paged", "auto", "tensor", dict(TOKENS=8, VALUE_AS_LOADED=0)),  # transposed (the default: as loaded
             # where a program's tokens follow each other)
-            ("paged", "fp8", "tensor", dict(TOKENS=4, HEADS_FASTEST=True))]  # a grid of the same tokens' heads
+            ("paged", "fp8", "tensor", dict(TOKENS=4, HEADS_FASTEST=True)),  # a grid of the same tokens' heads
+            ("paged", "auto", "tensor", dict(TOKENS=4, SORTED=True, RUNS_KEPT=False))]  # slot order always
 # (TOKENS, SORTED: the paged layout's kernel of several tokens a program, in slot order or not)
 
 
@@ -104,8 +105,26 @@ def test_interpreter_paged_tokens_kernel(slots, tokens, ordered, heads, lanes, h
                      dtype="bfloat16", slots=slots, device="cpu")
     w = interpreter_workload(case, noncontiguous=True, padding=True)
     writer = variant_writer(w, dict(TOKENS=tokens, SORTED=ordered, BLOCK_H=heads, VALUE_AS_LOADED=lanes,
-                                    HEADS_FASTEST=heads_fastest))
+                                    HEADS_FASTEST=heads_fastest, RUNS_KEPT=ordered and heads_fastest))
     assert verify(TRITON.name, [w], writer, TRITON.compare).tokens_checked == 37 - len(range(1, 37, 3))
+
+
+@pytest.mark.parametrize("slots, runs", [
+    ([5, 6, 7, 16, 17, 40, 41, 42], True),  # prefill chunks: runs crossing into blocks in no order
+    ([40, 41, -1, 5, 6, 7, 8, 9], True),  # a padding token among them
+    ([9, 3, 30, 17, 44, 2, 60, 11], False),  # random
+    ([5, 6, 30, 2, 44, 45, 60, 11], False),  # two of seven follow
+    ([7], True),  # one token: either order
+])
+def test_the_paged_kernel_keeps_token_order_where_the_slots_mostly_run_on(slots, runs):
+    """_token_order: the slots' argsort, or token order where at least half the slots follow their predecessor's or
+    begin a block (block size 16 here); decided on the device, as a tensor."""
+    from kvbench.impls.kernels.cache_write import _token_order
+
+    s = torch.tensor(slots, dtype=torch.int64)
+    expected = torch.arange(len(slots)) if runs else torch.argsort(s)
+    assert torch.equal(_token_order(s, 16, runs_kept=True), expected)
+    assert torch.equal(_token_order(s, 16, runs_kept=False), torch.argsort(s))
 
 
 def _follow_probe():
@@ -172,6 +191,8 @@ def test_the_paged_kernels_launch_parameters_are_refused_where_they_do_not_apply
         variant_writer(paged, dict(TOKENS=1, SORTED=False, VALUE_AS_LOADED=True))()
     with pytest.raises(ValueError, match="HEADS_FASTEST applies to the paged kernel of several tokens"):
         variant_writer(paged, dict(TOKENS=1, SORTED=False, HEADS_FASTEST=True))()
+    with pytest.raises(ValueError, match="RUNS_KEPT applies to the paged kernel of several tokens"):
+        variant_writer(paged, dict(TOKENS=1, SORTED=False, RUNS_KEPT=True))()
     with pytest.raises(ValueError, match=r"power-of-two TOKENS \(not 6\)"):
         variant_writer(paged, dict(TOKENS=6))()
     paged.k_scale = torch.ones(2)

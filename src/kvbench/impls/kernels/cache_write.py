@@ -85,6 +85,9 @@ PAGED_VALUE_AS_LOADED = 2  # the value tile stored as loaded where a program's t
 # against 215.7, fp8 48.4 against 103.4; random slots alike (7311 against 7283). Storing as loaded always is 14 %
 # faster at fp8 prefill (828; there the by-slots program loads the tile for the transposed store and converts it:
 # 66 loads a thread against 16 in the sm_90 code of Triton 3.6) and twice as slow with random slots (14560)
+PAGED_SORTED_HEADS_FASTEST = True  # calls in slot order: a grid of the same tokens' heads next (HEADS_FASTEST)
+PAGED_RUNS_KEPT = True  # calls in slot order keep token order where most slots follow their token's predecessor's
+# (_token_order)
 SORT_MIN_ELEMENTS = 1 << 26  # paged calls of this many elements a cache or more take their tokens in slot order
 # (4096 tokens of 128 x 128). Timed on an H100 at 2**24 (slot order lost: the argsort's ~30 us) and 2**28 (it won);
 # the boundary between them was not timed
@@ -347,7 +350,22 @@ def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int
             config.update(BLOCK_H=PAGED_HEADS, num_warps=max_warps or PAGED_WARPS, TOKENS=PAGED_TOKENS,
                           SORTED=num_tokens * num_heads * head_size >= SORT_MIN_ELEMENTS,
                           VALUE_AS_LOADED=PAGED_VALUE_AS_LOADED)
+            config.update(HEADS_FASTEST=config["SORTED"] and PAGED_SORTED_HEADS_FASTEST, RUNS_KEPT=PAGED_RUNS_KEPT)
     return config
+
+
+def _token_order(slot_mapping: torch.Tensor, block_size: int, runs_kept: bool) -> torch.Tensor:
+    """The order the paged kernel takes the tokens in: the slots' argsort, so that a block's tokens meet in a
+    program; with `runs_kept`, token order where at least half the tokens' slots follow their predecessor's or
+    begin a block (prefill chunks: already together by block, their sequences' blocks in no order). Decided on the
+    GPU, with no host synchronisation, so that it is captured with the kernel in a CUDA graph."""
+    order = torch.argsort(slot_mapping)
+    if not runs_kept or slot_mapping.numel() < 2:
+        return order
+    s = slot_mapping
+    follows = (s[1:] == s[:-1] + 1) | ((s[1:] >= 0) & (s[1:] % block_size == 0))
+    runs = follows.sum() * 2 >= follows.numel()
+    return torch.where(runs, torch.arange(s.numel(), device=s.device), order)
 
 
 def _cache_strides(layout: str, key_cache: torch.Tensor, value_cache: torch.Tensor) -> tuple[int, ...]:
@@ -408,6 +426,7 @@ def reshape_and_cache(
     tokens, ordered = config.pop("TOKENS"), config.pop("SORTED")
     value_as_loaded = config.pop("VALUE_AS_LOADED", 0)  # (the paged kernel of several tokens only)
     heads_fastest = config.pop("HEADS_FASTEST", False)  # (the same)
+    runs_kept = config.pop("RUNS_KEPT", False)  # (the same, in slot order)
     strides = (key.stride(0), key.stride(1), value.stride(0), value.stride(1),
                *_cache_strides(layout, key_cache, value_cache))
     if tokens > 1 or ordered:  # several tokens a program, or in slot order: the paged layout's own kernel
@@ -425,7 +444,8 @@ def reshape_and_cache(
             raise ValueError(f"VALUE_AS_LOADED {value_as_loaded} is not one of 0 (never), 1 (always), 2 (where a "
                              f"program's tokens follow each other in their blocks)")
         del config["VALUE_T"], config["LOAD_FIRST"]
-        order = torch.argsort(slot_mapping) if ordered else slot_mapping  # (not read unless ordered)
+        order = _token_order(slot_mapping, block_size, runs_kept) if ordered else slot_mapping  # (not read unless
+        # ordered)
         grid = (triton.cdiv(num_tokens, tokens), triton.cdiv(num_heads, config["BLOCK_H"]))
         _paged_tokens_kernel[(grid[0] * grid[1],) if heads_fastest else grid](
             key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale, order, num_tokens, *strides,
@@ -433,7 +453,7 @@ def reshape_and_cache(
             FP8=FP8_CODES[fp8_format], TOKENS=tokens, ORDERED=ordered, VALUE_AS_LOADED=value_as_loaded,
             HEADS_FASTEST=bool(heads_fastest), **config)
         return
-    for name in ("VALUE_AS_LOADED", "HEADS_FASTEST"):
+    for name in ("VALUE_AS_LOADED", "HEADS_FASTEST", "RUNS_KEPT"):
         if asked.get(name):
             raise ValueError(f"{name} applies to the paged kernel of several tokens; ask for TOKENS > 1 or SORTED "
                              f"too")
