@@ -179,6 +179,10 @@ def paged_variants(p):
         out["default, slot order always"] = {**default, "RUNS_KEPT": False}
         out["default, token order"] = {**default, "SORTED": False}
         out["before (tokens fastest, slot order always)"] = {**default, "HEADS_FASTEST": False, "RUNS_KEPT": False}
+        for tokens, heads, warps in ((16, 1, 4), (16, 2, 4), (32, 2, 4), (32, 1, 2), (32, 1, 8), (64, 1, 8)):
+            block_h = min(heads, triton.next_power_of_2(c.num_heads))
+            out[f"default, {tokens} tokens x {block_h} heads, {warps} w"] = {
+                **default, "TOKENS": tokens, "BLOCK_H": block_h, "num_warps": warps}
         for tokens in (16, 64):
             out[f"{tokens} tokens x 1 head, 4 w, slot order, value as loaded{version}"] = {
                 **default, "TOKENS": tokens, "BLOCK_H": 1, "num_warps": 4, "SORTED": True, "VALUE_AS_LOADED": 1}
