@@ -179,6 +179,9 @@ def paged_variants(p):
         out["default, slot order always"] = {**default, "RUNS_KEPT": False}
         out["default, token order"] = {**default, "SORTED": False}
         out["before (tokens fastest, slot order always)"] = {**default, "HEADS_FASTEST": False, "RUNS_KEPT": False}
+        for policy in ("", "evict_first", "evict_last"):  # the loads' and stores' eviction hint
+            if policy != default["EVICT"]:
+                out[f"default, {policy or 'cached'}"] = {**default, "EVICT": policy}
         for tokens, heads, warps in ((16, 1, 4), (16, 2, 4), (32, 2, 4), (32, 1, 2), (32, 1, 8), (64, 1, 8)):
             block_h = min(heads, triton.next_power_of_2(c.num_heads))
             out[f"default, {tokens} tokens x {block_h} heads, {warps} w"] = {
