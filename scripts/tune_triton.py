@@ -178,7 +178,8 @@ def paged_variants(p):
         out["default, heads fastest"] = {**default, "HEADS_FASTEST": True}
         out["default, slot order always"] = {**default, "RUNS_KEPT": False}
         out["default, token order"] = {**default, "SORTED": False}
-        out["before (tokens fastest, slot order always)"] = {**default, "HEADS_FASTEST": False, "RUNS_KEPT": False}
+        out["before (tokens fastest, slot order always)"] = {  # the default until 2026-12-06 (twelfth session)
+            **default, "HEADS_FASTEST": False, "RUNS_KEPT": False, "EVICT": cache_write.EVICTION_POLICY[c.is_fp8]}
         for policy in ("", "evict_first", "evict_last"):  # the loads' and stores' eviction hint
             if policy != default["EVICT"]:
                 out[f"default, {policy or 'cached'}"] = {**default, "EVICT": policy}

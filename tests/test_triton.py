@@ -345,7 +345,10 @@ def test_launch_heuristic():
     paged = [launch_config(n, 8, 128, 132, paged=True) for n in (2048, 4096, 65536)]
     assert [(c["TOKENS"], c["BLOCK_H"], c["num_warps"], c["SORTED"]) for c in paged] == [
         (1, 8, 1, False), (32, 1, 4, False), (32, 1, 4, True)]  # 2048: 512 programs of 32 tokens, too few; 65536
-    # tokens: 2**26 elements, slot order
+    # tokens: 2**26 elements, slot order, a grid of the same tokens' heads next, token order kept for prefill chunks
+    assert [(c.get("HEADS_FASTEST"), c.get("RUNS_KEPT")) for c in paged] == [(None, None), (False, True), (True, True)]
+    assert launch_config(65536, 8, 128, 132, fp8=True, paged=True)["EVICT"] == ""  # the paged programs: no
+    # eviction hint, fp8 too
     prefill = launch_config(8192, 4, 128, 132, fp8=True)  # 512-element fp8 programs: a warp per 256 elements
     assert (prefill["BLOCK_H"], prefill["num_warps"]) == (4, 2)
     assert launch_config(16, 32, 80, 132)["BLOCK_D"] == 128
