@@ -30,7 +30,9 @@ graph):
   in their blocks (a prefill chunk's), which stores it as loaded: there, in Triton 3.6's code, a warp's lanes run
   along the tokens and a store instruction fills whole sectors (PAGED_VALUE_AS_LOADED); calls of 2**26
   elements or more take their tokens in slot order (one argsort of the slot mapping, captured with the kernel),
-  so that random slots of one block meet in a program too. H100, 2026-12-05, against one token a program:
+  so that random slots of one block meet in a program too, unless at least half the slots follow each other (a
+  prefill batch: token order, decided on the GPU), their grid the same tokens' heads first, no eviction hint
+  (PAGED_SORTED_HEADS_FASTEST, PAGED_RUNS_KEPT). H100, 2026-12-05, against one token a program:
   128 x 128 at 16384 random slots bf16 7279 against 8382 us, fp8 3524 against 4341; prefill chunks fp8 1444
   against 1762, 8 x 128 fp8 87 against 117; 1024 random slots and 8 x 128 random within 2 %. Otherwise one token
   a program, the value tile stored transposed (VALUE_T), a thread's neighbouring stores one head's consecutive
@@ -85,9 +87,15 @@ PAGED_VALUE_AS_LOADED = 2  # the value tile stored as loaded where a program's t
 # against 215.7, fp8 48.4 against 103.4; random slots alike (7311 against 7283). Storing as loaded always is 14 %
 # faster at fp8 prefill (828; there the by-slots program loads the tile for the transposed store and converts it:
 # 66 loads a thread against 16 in the sm_90 code of Triton 3.6) and twice as slow with random slots (14560)
-PAGED_SORTED_HEADS_FASTEST = True  # calls in slot order: a grid of the same tokens' heads next (HEADS_FASTEST)
+PAGED_SORTED_HEADS_FASTEST = True  # calls in slot order: a grid of the same tokens' heads next (HEADS_FASTEST),
+# whose programs in flight write neighbouring 4 KiB pieces of a few blocks rather than one head's pieces a block
+# (512 KiB) apart. H100, Triton 3.6, 2026-12-06 (twelfth session), 128 x 128 at 16384 tokens, with PAGED_RUNS_KEPT
+# and no eviction hint, against the eleventh session's default: random slots bf16 6869 against 7376 us (1.52x the
+# sector ideal, was 1.63x), fp8 3267 against 3496; prefill chunks bf16 1142 against 1189, fp8 892 against 962
 PAGED_RUNS_KEPT = True  # calls in slot order keep token order where most slots follow their token's predecessor's
-# (_token_order)
+# (_token_order; prefill chunks, which the argsort would reorder by block number: with HEADS_FASTEST 1151 against
+# 1318 us bf16, 927 against 983 fp8, the same call; token order itself without the order's indirect load was faster
+# still, 988 and 778, but slower with random slots, 8290 and 4308, and the choice cannot be made on the host)
 SORT_MIN_ELEMENTS = 1 << 26  # paged calls of this many elements a cache or more take their tokens in slot order
 # (4096 tokens of 128 x 128). Timed on an H100 at 2**24 (slot order lost: the argsort's ~30 us) and 2**28 (it won);
 # the boundary between them was not timed
@@ -347,7 +355,9 @@ def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int
     # one-token programs were not timed awaiting the slot, and its kernel of several tokens takes only True)
     if paged:  # several tokens a program where the grid stays large enough (_paged_tokens_kernel)
         if triton.cdiv(num_tokens, PAGED_TOKENS) * triton.cdiv(num_heads, PAGED_HEADS) >= enough:
-            config.update(BLOCK_H=PAGED_HEADS, num_warps=max_warps or PAGED_WARPS, TOKENS=PAGED_TOKENS, EVICT="",
+            config.update(BLOCK_H=PAGED_HEADS, num_warps=max_warps or PAGED_WARPS, TOKENS=PAGED_TOKENS,
+                          EVICT="",  # (fp8 prefill chunks 896 against 928 us without the hint, random slots alike;
+                          # H100, 2026-12-06)
                           SORTED=num_tokens * num_heads * head_size >= SORT_MIN_ELEMENTS,
                           VALUE_AS_LOADED=PAGED_VALUE_AS_LOADED)
             config.update(HEADS_FASTEST=config["SORTED"] and PAGED_SORTED_HEADS_FASTEST, RUNS_KEPT=PAGED_RUNS_KEPT)
