@@ -127,6 +127,46 @@ def test_the_paged_kernel_keeps_token_order_where_the_slots_mostly_run_on(slots,
     assert torch.equal(_token_order(s, 16, runs_kept=False), torch.argsort(s))
 
 
+@pytest.mark.parametrize("slots, token_order", [("prefill", True), ("random", False)])
+def test_interpreter_paged_kernel_in_slot_order_keeps_a_prefill_batchs_token_order(slots, token_order):
+    """The sorted path end to end with RUNS_KEPT: a prefill batch (chunks continuing sequences mid-block, their
+    blocks in no order) is taken in token order through the ordered kernel, random slots by their argsort; both
+    bit-exact, heads fastest, 3 heads of 80 in groups of 2."""
+    from kvbench.impls.kernels.cache_write import _token_order
+
+    case = make_case("triton", "paged", num_tokens=45, num_heads=3, head_size=80, num_blocks=16, block_size=16,
+                     dtype="bfloat16", slots=slots, device="cpu")
+    w = interpreter_workload(case, noncontiguous=True, padding=False)
+    order = _token_order(w.slot_mapping, 16, runs_kept=True)
+    assert torch.equal(order, torch.arange(45)) == token_order
+    assert not torch.equal(torch.argsort(w.slot_mapping), torch.arange(45))  # (the argsort would reorder both)
+    writer = variant_writer(w, dict(TOKENS=8, SORTED=True, BLOCK_H=2, RUNS_KEPT=True, HEADS_FASTEST=True,
+                                    VALUE_AS_LOADED=2))
+    assert verify(TRITON.name, [w], writer, TRITON.compare).tokens_checked == 45
+
+
+@pytest.mark.gpu
+def test_gpu_paged_slot_order_is_chosen_without_a_host_synchronisation():
+    """The paged kernel's order (argsort, or token order for a prefill batch) is decided on the GPU: nothing in a
+    call in slot order waits for the host, so it can be captured in a CUDA graph (torch's sync debug mode raises on
+    a synchronising call)."""
+    case = make_case("triton", "paged", num_tokens=4096, num_heads=8, head_size=128, num_blocks=4096,
+                     dtype="bfloat16", slots="prefill")
+    w = make(case, seed=3)
+    from kvbench.impls.kernels.cache_write import launch_config
+
+    config = {**launch_config(4096, 8, 128, 132, paged=True), "SORTED": True, "RUNS_KEPT": True,
+              "HEADS_FASTEST": True}
+    assert verify(TRITON.name, [w], variant_writer(w, config), TRITON.compare).method == "bit-exact"  # (compiled)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        variant_writer(w, config)()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+
+
 def _follow_probe():
     """A one-program kernel storing _follow_each_other of its slots (made here: Triton resolves a kernel's names in
     its module's globals, so the helper is imported at module level for it)."""

@@ -31,8 +31,9 @@ graph):
   along the tokens and a store instruction fills whole sectors (PAGED_VALUE_AS_LOADED); calls of 2**26
   elements or more take their tokens in slot order (one argsort of the slot mapping, captured with the kernel),
   so that random slots of one block meet in a program too, unless at least half the slots follow each other (a
-  prefill batch: token order, decided on the GPU), their grid the same tokens' heads first, no eviction hint
-  (PAGED_SORTED_HEADS_FASTEST, PAGED_RUNS_KEPT). H100, 2026-12-05, against one token a program:
+  prefill batch: token order, decided on the GPU), their grid the same tokens' heads first
+  (PAGED_SORTED_HEADS_FASTEST, PAGED_RUNS_KEPT); every call of several tokens a program without an eviction hint,
+  fp8 too. H100, 2026-12-05, against one token a program:
   128 x 128 at 16384 random slots bf16 7279 against 8382 us, fp8 3524 against 4341; prefill chunks fp8 1444
   against 1762, 8 x 128 fp8 87 against 117; 1024 random slots and 8 x 128 random within 2 %. Otherwise one token
   a program, the value tile stored transposed (VALUE_T), a thread's neighbouring stores one head's consecutive
@@ -92,7 +93,8 @@ PAGED_SORTED_HEADS_FASTEST = True  # calls in slot order: a grid of the same tok
 # (512 KiB) apart. H100, Triton 3.6, 2026-12-06 (twelfth session), 128 x 128 at 16384 tokens, with PAGED_RUNS_KEPT
 # and no eviction hint, against the eleventh session's default: random slots bf16 6869 against 7376 us (1.52x the
 # sector ideal, was 1.63x), fp8 3267 against 3496; prefill chunks bf16 1142 against 1189, fp8 892 against 962
-PAGED_RUNS_KEPT = True  # calls in slot order keep token order where most slots follow their token's predecessor's
+PAGED_RUNS_KEPT = True  # calls in slot order keep token order where at least half the slots follow their token's
+# predecessor's
 # (_token_order; prefill chunks, which the argsort would reorder by block number: with HEADS_FASTEST 1151 against
 # 1318 us bf16, 927 against 983 fp8, the same call; token order itself without the order's indirect load was faster
 # still, 988 and 778, but slower with random slots, 8290 and 4308, and the choice cannot be made on the host)
@@ -406,8 +408,9 @@ def reshape_and_cache(
     """Write key/value [: len(slot_mapping)] into the caches of `layout` (see the module docstring).
 
     `config` overrides launch parameters (BLOCK_H, num_warps, EVICT, DIV, VALUE_T, LOAD_FIRST; for the paged
-    layout TOKENS, tokens a program, and SORTED, the tokens taken in slot order: _paged_tokens_kernel) for
-    experiments (scripts/tune_triton.py).
+    layout TOKENS, tokens a program, SORTED, the tokens taken in slot order, RUNS_KEPT, token order kept where the
+    slots mostly follow each other, HEADS_FASTEST, the grid's order, and VALUE_AS_LOADED, the value tile's store:
+    _paged_tokens_kernel) for experiments (scripts/tune_triton.py).
     """
     num_tokens = slot_mapping.shape[0]
     _, num_heads, head_size = key.shape
