@@ -94,10 +94,10 @@ PAGED_SORTED_HEADS_FASTEST = True  # calls in slot order: a grid of the same tok
 # and no eviction hint, against the eleventh session's default: random slots bf16 6869 against 7376 us (1.52x the
 # sector ideal, was 1.63x), fp8 3267 against 3496; prefill chunks bf16 1142 against 1189, fp8 892 against 962
 PAGED_RUNS_KEPT = True  # calls in slot order keep token order where at least half the slots follow their token's
-# predecessor's
-# (_token_order; prefill chunks, which the argsort would reorder by block number: with HEADS_FASTEST 1151 against
-# 1318 us bf16, 927 against 983 fp8, the same call; token order itself without the order's indirect load was faster
-# still, 988 and 778, but slower with random slots, 8290 and 4308, and the choice cannot be made on the host)
+# predecessor's (_token_order; prefill chunks, which the argsort would reorder by block number: with HEADS_FASTEST
+# 1151 against 1318 us bf16, 927 against 983 fp8, the same call; token order itself without the order's indirect
+# load was faster still, 988 and 778, but slower with random slots, 8290 and 4308, and the choice cannot be made on
+# the host)
 SORT_MIN_ELEMENTS = 1 << 26  # paged calls of this many elements a cache or more take their tokens in slot order
 # (4096 tokens of 128 x 128). Timed on an H100 at 2**24 (slot order lost: the argsort's ~30 us) and 2**28 (it won);
 # the boundary between them was not timed
