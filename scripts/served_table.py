@@ -67,9 +67,10 @@ def measure(plan, case, implementation) -> dict:
     r = run_case(case, implementation, MODE[case.device], plan.iters, plan.bw)
     row = {"implementation": implementation, "case": case.label(), "status": r.status, "message": r.message,
            "latency_us": r.latency_us, "ideal_us": plan.bw.ideal_s(case) * 1e6, "bytes": case.bytes_moved,
-           "samples_us": r.samples_us, "calls_per_sample": r.calls_per_sample}  # (the spread behind the median:
-    # kvbench's 64-token fp8 decode rows read 0.1-0.15 µs slower here than alone, their samples at two levels, H100
-    # 2026-12-06)
+           "samples_us": r.samples_us, "calls_per_sample": r.calls_per_sample,
+           "gpu_state": r.gpu_state}  # (the spread behind the median and the clocks after it: kvbench's 64-token fp8
+    # decode rows read 0.1-0.2 µs slower here than sampled in turns with vLLM's op, their samples stepping up within
+    # one measurement, H100 2026-12-06)
     print(f"{implementation:12} {case.label()}: {r.status} {r.latency_us or r.message}", file=sys.stderr, flush=True)
     return row
 

@@ -10,6 +10,8 @@ bandwidth measured in the same process. The defaults in kvbench.impls.kernels co
   and vLLM's Triton op each timed the tuning tables' way and the as-served table's (kvbench.runner.run_case);
 - decode-rounds: the same cases, kvbench's launches and vLLM's op sampled in interleaved rounds, the SM clock read
   after each round;
+- decode-hint: the as-served table's 64-token fp8 decode rows measured its way, kvbench's fp8 eviction hint on and
+  off in turn;
 - mla: the MLA write (tokens per program, warps, the division, eviction hints), cold L2, random and consecutive slots,
   beside a torch copy of the same bytes (what a copy of that size reaches);
 - mla-decode: the MLA write with decode batches (64 and 512 tokens, padded);
@@ -431,8 +433,39 @@ def decode_rounds(bw, rounds: int = 12, samples: int = 3):
     print(tabulate(rows, ["shape", "variant", "median", "min", "max", "by round"], tablefmt="github"), flush=True)
 
 
-TABLES = ("flash", "served", "main", "decode", "decode-cache", "decode-rounds", "mla", "mla-decode", "indexer", "paged",
-          "sectors", "gathers")
+def decode_hint(bw, device: str = "cuda", passes=("evict_first", "", "evict_first", "")):
+    """The as-served table's 64-token fp8 decode rows measured as scripts/served_table.py measures them (its cases,
+    its path, one implementation after another), with kvbench's fp8 eviction hint on and off in turn. In the table
+    (H100, 2026-12-06) kvbench's rows stepped up from 1.58 µs, the level its 8 x 128 write takes without the hint
+    when sampled in turns with vLLM's op (decode_rounds: 1.47 with it): does the table's process lose what the hint
+    buys? (`device` cpu: a dry run, the GPU kernels skipping.)"""
+    import served_table  # (scripts/, beside this script)
+    from kvbench.ops import models
+
+    plan = served_table.Plan(device, [("decode-padded", 64)], served_table.SLOTS_PER_CACHE, 30, bw)
+    rows, saved = [], cache_write.EVICTION_POLICY[True]
+    try:
+        for turn, policy in enumerate(passes):
+            cache_write.EVICTION_POLICY[True] = policy  # (read by launch_config at each call)
+            for name, tp in served_table.PRESETS:
+                op, shapes = models.get(name).fields(tp)
+                for implementation in ("vllm-triton", "triton"):
+                    case = served_table.case_for(plan, implementation, op, shapes, 64, "decode-padded", "fp8", True)
+                    r = served_table.measure(plan, case, implementation)
+                    samples = r["samples_us"] or []
+                    cells = ((f"{r['latency_us']:.3f}", f"{min(samples):.3f}", f"{max(samples):.3f}")
+                             if r["status"] == "ok" else (r["status"], "", ""))
+                    rows.append((turn, policy or "none", name, implementation, *cells))
+                    print("  row:", " | ".join(map(str, rows[-1])), flush=True)
+    finally:
+        cache_write.EVICTION_POLICY[True] = saved
+    print("\nthe as-served table's 64-token fp8 decode rows, kvbench's fp8 eviction hint on and off in turn (µs)")
+    print(tabulate(rows, ["turn", "kvbench's hint", "model", "implementation", "median", "min", "max"],
+                   tablefmt="github"), flush=True)
+
+
+TABLES = ("flash", "served", "main", "decode", "decode-cache", "decode-rounds", "decode-hint", "mla", "mla-decode",
+          "indexer", "paged", "sectors", "gathers")
 ONLY: list[re.Pattern] = []  # --only
 
 
@@ -477,6 +510,8 @@ def main():
         decode_two_ways(bw)
     if "decode-rounds" in chosen:
         decode_rounds(bw)
+    if "decode-hint" in chosen:
+        decode_hint(bw)
     if "mla" in chosen:
         table("MLA (random slots; prefill: consecutive slots, cold, where DRAM pages are written whole)",
               [make_case("triton", op="mla", num_tokens=n, kv_cache_dtype=kv, l2=l2, num_blocks=8192, slots=slots)
