@@ -111,12 +111,7 @@ def flash_variants(p):
         for elements, warps in ((2048, 2), (4096, 4), (8192, 4), (8192, 8)):
             cfg = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, True, elements, warps)
             out[f"{elements} el/{warps} w, cached"] = {**cfg, "EVICT": ""}
-    return {**_flash_writers(out), **_vllm_triton(c)}
-
-
-def _vllm_triton(case) -> dict:
-    """vLLM's Triton write op as a variant, where vLLM's kernels are loaded and it takes the case; else nothing."""
-    return _references(case, {"vllm-triton": VLLM_TRITON})
+    return {**_flash_writers(out), **_references(c, {"vllm-triton": VLLM_TRITON})}
 
 
 def _references(case, names: dict) -> dict:
@@ -163,8 +158,8 @@ def paged_variants(p):
     default = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, c.is_fp8, paged=True)
     one = cache_write.launch_config(c.num_tokens, c.num_heads, c.head_size, sm, c.is_fp8)  # a token a program
     out = {"default": default, "a token a program (before)": {**one, "VALUE_T": True, "LOAD_FIRST": True}}
-    for tokens, heads, warps in ((16, 2, 4), (32, 1, 2), (32, 1, 4), (32, 1, 8), (64, 1, 4), (64, 1, 8), (128, 1, 4),
-                                 (128, 1, 8)):
+    for tokens, heads, warps in ((16, 1, 4), (16, 2, 4), (32, 1, 2), (32, 1, 4), (32, 1, 8), (32, 2, 4), (64, 1, 4),
+                                 (64, 1, 8), (128, 1, 4), (128, 1, 8)):
         block_h = min(heads, triton.next_power_of_2(c.num_heads))
         for sort in (False, True):
             out[f"{tokens} tokens x {block_h} heads, {warps} w, {'slot' if sort else 'token'} order"] = {
@@ -189,10 +184,6 @@ def paged_variants(p):
         for policy in ("", "evict_first", "evict_last"):  # the loads' and stores' eviction hint
             if policy != default["EVICT"]:
                 out[f"default, {policy or 'cached'}"] = {**default, "EVICT": policy}
-        for tokens, heads, warps in ((16, 1, 4), (16, 2, 4), (32, 2, 4), (32, 1, 2), (32, 1, 8), (64, 1, 8)):
-            block_h = min(heads, triton.next_power_of_2(c.num_heads))
-            out[f"default, {tokens} tokens x {block_h} heads, {warps} w"] = {
-                **default, "TOKENS": tokens, "BLOCK_H": block_h, "num_warps": warps}
         for tokens in (16, 64):
             out[f"{tokens} tokens x 1 head, 4 w, slot order, value as loaded{version}"] = {
                 **default, "TOKENS": tokens, "BLOCK_H": 1, "num_warps": 4, "SORTED": True, "VALUE_AS_LOADED": 1}
@@ -346,6 +337,16 @@ def sector_check(bw, region_bytes: int = 512 << 20, samples: int = 15, device: s
           flush=True)
 
 
+def _served_decode_case(implementation: str, heads: int, size: int):
+    """A 64-token fp8 decode batch (padded) of heads x size, as scripts/served_table.py makes its case: the served
+    layout of the vLLM loaded here, a cache of the table's size."""
+    import served_table  # (scripts/, beside this script)
+    from kvbench.runner import served_case
+
+    return served_case(implementation, "kv", served_table.SLOTS_PER_CACHE, num_tokens=64, kv_cache_dtype="fp8",
+                       slots="decode-padded", num_heads=heads, head_size=size)
+
+
 def decode_two_ways(bw, samples: int = 15):
     """The as-served table's 64-token fp8 decode cases, made as scripts/served_table.py makes them (the served
     layout of the vLLM loaded here, its cache of 16384 x 16 slots), each implementation timed twice: as the tuning
@@ -353,14 +354,13 @@ def decode_two_ways(bw, samples: int = 15):
     (2026-12-06) the as-served table read kvbench's write 0.16 µs slower at 4 and 8 KV heads than the decode table
     did, vLLM's Triton op alike in both, the cache's size not the cause. This table (eleventh session) found the two
     paths within 0.015 µs of each other; the as-served table's rows were bimodal (notes/triton.md)."""
-    from kvbench.runner import run_case, served_case
+    from kvbench.runner import run_case
 
     rows = []
     for heads, size in ((8, 128), (4, 128), (8, 64), (128, 128), (1, 128)):
         for implementation in ("triton", "vllm-triton"):
             try:
-                case = served_case(implementation, "kv", 16384 * 16, num_tokens=64, kv_cache_dtype="fp8",
-                                   slots="decode-padded", num_heads=heads, head_size=size)
+                case = _served_decode_case(implementation, heads, size)
                 p = prepare(case, implementation)
                 tuned = f"{timed(p, p.impl.bind, samples, p.impl.compare):.3f}"
                 del p
@@ -384,7 +384,6 @@ def decode_rounds(bw, rounds: int = 12, samples: int = 3):
     order turned each round) with the SM clock read after each: whether a variant's level drifts within a run
     while vLLM's op stays flat (the as-served table's bimodal rows, H100 2026-12-06), and which launch is steady."""
     from kvbench.measure.gpu_state import gpu_state
-    from kvbench.runner import served_case
 
     sm = torch.cuda.get_device_properties(0).multi_processor_count
     rows = []
@@ -392,9 +391,7 @@ def decode_rounds(bw, rounds: int = 12, samples: int = 3):
         samplers, keep = {}, []
         for implementation in ("triton", "vllm-triton"):
             try:
-                case = served_case(implementation, "kv", 16384 * 16, num_tokens=64, kv_cache_dtype="fp8",
-                                   slots="decode-padded", num_heads=heads, head_size=size)
-                p = prepare(case, implementation)
+                p = prepare(_served_decode_case(implementation, heads, size), implementation)
             except Exception as exc:  # not loaded here: the other rows stay
                 print(f"  {heads}x{size} {implementation}: {str(exc)[:80]}", flush=True)
                 continue

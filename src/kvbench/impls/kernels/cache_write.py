@@ -357,12 +357,12 @@ def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int
     # one-token programs were not timed awaiting the slot, and its kernel of several tokens takes only True)
     if paged:  # several tokens a program where the grid stays large enough (_paged_tokens_kernel)
         if triton.cdiv(num_tokens, PAGED_TOKENS) * triton.cdiv(num_heads, PAGED_HEADS) >= enough:
+            in_slot_order = num_tokens * num_heads * head_size >= SORT_MIN_ELEMENTS
             config.update(BLOCK_H=PAGED_HEADS, num_warps=max_warps or PAGED_WARPS, TOKENS=PAGED_TOKENS,
                           EVICT="",  # (fp8 prefill chunks 896 against 928 us without the hint, random slots alike;
                           # H100, 2026-12-06)
-                          SORTED=num_tokens * num_heads * head_size >= SORT_MIN_ELEMENTS,
-                          VALUE_AS_LOADED=PAGED_VALUE_AS_LOADED)
-            config.update(HEADS_FASTEST=config["SORTED"] and PAGED_SORTED_HEADS_FASTEST, RUNS_KEPT=PAGED_RUNS_KEPT)
+                          SORTED=in_slot_order, VALUE_AS_LOADED=PAGED_VALUE_AS_LOADED,
+                          HEADS_FASTEST=in_slot_order and PAGED_SORTED_HEADS_FASTEST, RUNS_KEPT=PAGED_RUNS_KEPT)
     return config
 
 
