@@ -450,14 +450,17 @@ def decode_hint(bw, device: str = "cuda", passes=("evict_first", "", "evict_firs
                     case = served_table.case_for(plan, implementation, op, shapes, 64, "decode-padded", "fp8", True)
                     r = served_table.measure(plan, case, implementation)
                     samples = r["samples_us"] or []
-                    cells = ((f"{r['latency_us']:.3f}", f"{min(samples):.3f}", f"{max(samples):.3f}")
-                             if r["status"] == "ok" else (r["status"], "", ""))
+                    fifths = " ".join(f"{statistics.median(samples[i:i + 6]):.2f}" for i in range(0, len(samples), 6))
+                    cells = ((f"{r['latency_us']:.3f}", f"{min(samples):.3f}", f"{max(samples):.3f}", fifths,
+                              (r["gpu_state"] or {}).get("sm_clock_mhz"))
+                             if r["status"] == "ok" else (r["status"], "", "", "", ""))
                     rows.append((turn, policy or "none", name, implementation, *cells))
                     print("  row:", " | ".join(map(str, rows[-1])), flush=True)
     finally:
         cache_write.EVICTION_POLICY[True] = saved
     print("\nthe as-served table's 64-token fp8 decode rows, kvbench's fp8 eviction hint on and off in turn (µs)")
-    print(tabulate(rows, ["turn", "kvbench's hint", "model", "implementation", "median", "min", "max"],
+    print(tabulate(rows, ["turn", "kvbench's hint", "model", "implementation", "median", "min", "max",
+                          "by 6 samples in order", "SM MHz after"],
                    tablefmt="github"), flush=True)
 
 
