@@ -10,8 +10,8 @@ bandwidth measured in the same process. The defaults in kvbench.impls.kernels co
   and vLLM's Triton op each timed the tuning tables' way and the as-served table's (kvbench.runner.run_case);
 - decode-rounds: the same cases, kvbench's launches and vLLM's op sampled in interleaved rounds, the SM clock read
   after each round;
-- decode-hint: the as-served table's 64-token fp8 decode rows measured its way, kvbench's fp8 eviction hint on and
-  off in turn;
+- decode-served-way: the as-served table's 64-token fp8 decode rows measured its way, kvbench's write in several
+  launches (the fp8 eviction hint on and off, warps, the slot awaited or not, program sizes) beside vLLM's Triton op;
 - mla: the MLA write (tokens per program, warps, the division, eviction hints), cold L2, random and consecutive slots,
   beside a torch copy of the same bytes (what a copy of that size reaches);
 - mla-decode: the MLA write with decode batches (64 and 512 tokens, padded);
@@ -430,41 +430,68 @@ def decode_rounds(bw, rounds: int = 12, samples: int = 3):
     print(tabulate(rows, ["shape", "variant", "median", "min", "max", "by round"], tablefmt="github"), flush=True)
 
 
-def decode_hint(bw, device: str = "cuda", passes=("evict_first", "", "evict_first", "")):
+def _tile_2048(c: dict, heads: int) -> dict:
+    """Programs of up to 2048 elements of a token (vLLM's Triton op's tile), 8 warps."""
+    return {"BLOCK_H": min(triton.next_power_of_2(heads), max(c["BLOCK_H"], 2048 // c["BLOCK_D"])), "num_warps": 8}
+
+
+SERVED_WAY_VARIANTS = {  # name: the launch overlaid on kvbench's default (its config and the heads in, a dict out)
+    "default": lambda c, h: {},
+    "no hint": lambda c, h: {"EVICT": ""},
+    "no hint, 4 w": lambda c, h: {"EVICT": "", "num_warps": 4},
+    "no hint, 2 w": lambda c, h: {"EVICT": "", "num_warps": 2},
+    "no hint, slot first": lambda c, h: {"EVICT": "", "LOAD_FIRST": False},
+    "no hint, loads first": lambda c, h: {"EVICT": "", "LOAD_FIRST": True},
+    "2048 el/8 w": _tile_2048,
+    "2048 el/8 w, no hint": lambda c, h: {**_tile_2048(c, h), "EVICT": ""},
+}
+
+
+def decode_served_way(bw, device: str = "cuda", rounds: int = 2, variants=SERVED_WAY_VARIANTS):
     """The as-served table's 64-token fp8 decode rows measured as scripts/served_table.py measures them (its cases,
-    its path, one implementation after another), with kvbench's fp8 eviction hint on and off in turn. In the table
-    (H100, 2026-12-06) kvbench's rows stepped up from 1.58 µs, the level its 8 x 128 write takes without the hint
-    when sampled in turns with vLLM's op (decode_rounds: 1.47 with it): does the table's process lose what the hint
-    buys? (`device` cpu: a dry run, the GPU kernels skipping.)"""
+    its path, one implementation after another: vLLM's Triton op, then kvbench's write in each launch variant, the
+    variant overlaid on kvbench's default by wrapping launch_config), in `rounds` rounds. In the table (H100,
+    2026-12-06) kvbench's rows with the fp8 `evict_first` hint sat at 1.46-1.51 µs in one case and 1.61-1.69 in the
+    next, or stepped between the two within one measurement; without the hint they held at 1.54-1.56 (twelfth and
+    thirteenth sessions). This compares launches where the table's numbers are made. (`device` cpu: a dry run, the
+    GPU kernels skipping.)"""
     import served_table  # (scripts/, beside this script)
     from kvbench.ops import models
 
     plan = served_table.Plan(device, [("decode-padded", 64)], served_table.SLOTS_PER_CACHE, 30, bw)
-    rows, saved = [], cache_write.EVICTION_POLICY[True]
+    default_config = cache_write.launch_config
+    rows = []
     try:
-        for turn, policy in enumerate(passes):
-            cache_write.EVICTION_POLICY[True] = policy  # (read by launch_config at each call)
+        for turn in range(rounds):
             for name, tp in served_table.PRESETS:
                 op, shapes = models.get(name).fields(tp)
-                for implementation in ("vllm-triton", "triton"):
+                for variant in (VLLM_TRITON, *variants):
+                    overlay = variants.get(variant)
+                    if overlay is not None:  # (launch_config is looked up at each call of the kernel's launcher)
+                        def overlaid(num_tokens, num_heads, *a, _o=overlay, **k):
+                            config = default_config(num_tokens, num_heads, *a, **k)
+                            return {**config, **_o(config, num_heads)}
+                        cache_write.launch_config = overlaid
+                    implementation = "triton" if overlay is not None else "vllm-triton"
                     case = served_table.case_for(plan, implementation, op, shapes, 64, "decode-padded", "fp8", True)
                     r = served_table.measure(plan, case, implementation)
+                    cache_write.launch_config = default_config
                     samples = r["samples_us"] or []
-                    fifths = " ".join(f"{statistics.median(samples[i:i + 6]):.2f}" for i in range(0, len(samples), 6))
-                    cells = ((f"{r['latency_us']:.3f}", f"{min(samples):.3f}", f"{max(samples):.3f}", fifths,
+                    sixes = " ".join(f"{statistics.median(samples[i:i + 6]):.2f}" for i in range(0, len(samples), 6))
+                    cells = ((f"{r['latency_us']:.3f}", f"{min(samples):.3f}", f"{max(samples):.3f}", sixes,
                               (r["gpu_state"] or {}).get("sm_clock_mhz"))
                              if r["status"] == "ok" else (r["status"], "", "", "", ""))
-                    rows.append((turn, policy or "none", name, implementation, *cells))
+                    rows.append((turn, name, variant, *cells))
                     print("  row:", " | ".join(map(str, rows[-1])), flush=True)
     finally:
-        cache_write.EVICTION_POLICY[True] = saved
-    print("\nthe as-served table's 64-token fp8 decode rows, kvbench's fp8 eviction hint on and off in turn (µs)")
-    print(tabulate(rows, ["turn", "kvbench's hint", "model", "implementation", "median", "min", "max",
-                          "by 6 samples in order", "SM MHz after"],
-                   tablefmt="github"), flush=True)
+        cache_write.launch_config = default_config
+    print("\nthe as-served table's 64-token fp8 decode rows measured its way, kvbench's launches beside vLLM's Triton "
+          "op (µs)")
+    print(tabulate(rows, ["round", "model", "variant", "median", "min", "max", "by 6 samples in order",
+                          "SM MHz after"], tablefmt="github"), flush=True)
 
 
-TABLES = ("flash", "served", "main", "decode", "decode-cache", "decode-rounds", "decode-hint", "mla", "mla-decode",
+TABLES = ("flash", "served", "main", "decode", "decode-cache", "decode-rounds", "decode-served-way", "mla", "mla-decode",
           "indexer", "paged", "sectors", "gathers")
 ONLY: list[re.Pattern] = []  # --only
 
@@ -510,8 +537,8 @@ def main():
         decode_two_ways(bw)
     if "decode-rounds" in chosen:
         decode_rounds(bw)
-    if "decode-hint" in chosen:
-        decode_hint(bw)
+    if "decode-served-way" in chosen:
+        decode_served_way(bw)
     if "mla" in chosen:
         table("MLA (random slots; prefill: consecutive slots, cold, where DRAM pages are written whole)",
               [make_case("triton", op="mla", num_tokens=n, kv_cache_dtype=kv, l2=l2, num_blocks=8192, slots=slots)
