@@ -80,12 +80,11 @@ def flash_variants(p):
         old_h = _previous_block_h(c, sm)
         old_warps = max(1, min(4, old_h * default["BLOCK_D"] // 1024))
         out["default, DIV 0"] = {**default, "DIV": 0}
-        # the default before 2026-12-06: DIV 1, and 4 warps where a grid of at most a program per SM now takes 8
-        # (the only fp8 programs with more than 4)
-        one_each = default["num_warps"] == cache_write.FP8_ONE_PROGRAM_PER_SM_WARPS
-        out["before (DIV 1, small batch 4 w)"] = {**default, "DIV": 1,
-                                                  "num_warps": cache_write.SMALL_BATCH_WARPS if one_each
-                                                  else default["num_warps"]}
+        if not default["EVICT"]:  # a small batch: the default before 2026-12-06 (evict_first; 8 warps for programs
+            # under 1024 elements)
+            out["before (evict_first, 8 w under 1024 el)"] = {
+                **default, "EVICT": "evict_first",
+                "num_warps": 8 if default["BLOCK_H"] * default["BLOCK_D"] < 1024 else default["num_warps"]}
         for div in sorted({1, 2, 3} - {default["DIV"]}):  # the quotient clamped before its correction: no select
             # (3: the store saturates); the default's own division is the rows "default" and "default, 16 w"
             out[f"default, DIV {div}"] = {**default, "DIV": div}
@@ -400,7 +399,7 @@ def decode_rounds(bw, rounds: int = 12, samples: int = 3):
                 samplers[VLLM_TRITON] = GraphSampler(p.impl.bind(p.workloads[0]))  # (one input set, as kvbench's)
                 continue
             default = cache_write.launch_config(64, heads, size, sm, True)
-            configs = {"default": default, "default, cached": {**default, "EVICT": ""},
+            configs = {"default": default, "default, evict_first": {**default, "EVICT": "evict_first"},
                        "default, slot first": {**default, "LOAD_FIRST": False}, "default, DIV 1": {**default, "DIV": 1}}
             configs.update({f"default, {w} w": {**default, "num_warps": w} for w in (2, 4, 8, 16)
                             if w != default["num_warps"]})

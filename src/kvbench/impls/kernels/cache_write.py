@@ -15,16 +15,19 @@ graph):
   below a whole token or 1024 of its elements;
 - num_warps: one warp per 1024 elements, 1 to 2; for fp8 caches, whose programs convert every element, one per
   256 elements, 1 to 4 (4 always slowed 512-element programs: 4 KV heads x 128 at 65536 tokens 77.8 against
-  69.8 us on an H100); a small batch, whose grid stays under 4 programs per SM, takes 4 warps a program, 8 with
-  an fp8 cache, at most one program per SM and fewer than 1024 elements a program, not paged (decode batches in
-  the served layout on an H100, fp8 at 64 tokens; the ninth session's call: 1 x 128 1.47 us with 8 warps against
-  1.58 with 16 and 1.51 before (4 warps, DIV 1), 4 x 128 1.47 against 1.57 and 1.54; the tenth's: 8 x 128 1.47
-  with 4 warps against 1.59 with 8; at 512 tokens 16 warps took 2.49-2.62 us where 4 took 1.74-2.21: notes/triton.md);
+  69.8 us on an H100); a small batch, whose grid stays under 4 programs per SM, takes 4 warps a program and no
+  eviction hint, fp8 too (decode batches; at 512 tokens 16 warps took 2.49-2.62 us where 4 took 1.74-2.21). Until
+  2026-12-06 an fp8 decode batch kept `evict_first`, with 8 warps for programs under 1024 elements: in the
+  as-served table's own process (H100, thirteenth session, 64-token batches, two rounds) those rows sat at
+  1.46-1.51 us in one measurement and 1.56-1.72 in the next, or stepped between the two within one; without the
+  hint, 4 warps, every row held within 0.01 us of its level, 1.51-1.58 us against vLLM's Triton op's 1.51-1.58
+  (1 x 128 1.51, 4 x 128 1.53, 8 x 64 1.53-1.54, 8 x 128 1.57-1.58; with 8 warps and no hint 1.54-1.56):
+  notes/triton.md;
 - fp8: x / scale by the reciprocal and one fused multiply-add correction, the product clamped to the format's
   range first (DIV 3, _saturated_quotient: the fp8 codes correctly rounded for scales from 2**-80 to 2**100, as
   divide_rn's DIV 1, in 4 instructions an element instead of 7; H100, 2026-12-06, served layout: 8 x 128 at 2048
   tokens 3.28 against 3.82 us, 4 x 128 2.53 against 2.78, 128 x 128 at 64 tokens 2.50 against 2.64, 65536 tokens
-  alike), streamed with evict_first;
+  alike), streamed with evict_first but in a small batch (above);
 - paged layout: 32 tokens of one head a program, 4 warps, where that leaves at least 4 programs per SM
   (_paged_tokens_kernel), the value tile stored transposed, except in a program whose tokens follow each other
   in their blocks (a prefill chunk's), which stores it as loaded: there, in Triton 3.6's code, a warp's lanes run
@@ -73,12 +76,6 @@ ELEMENTS_PER_WARP = {False: 1024, True: 256}  # fp8 programs convert every eleme
 PROGRAMS_PER_SM = 4
 MIN_ELEMENTS_PER_PROGRAM = 1024  # halving BLOCK_H stops at a whole token, or at this many of its elements
 SMALL_BATCH_WARPS = 4  # warps of a program in a grid that stays under PROGRAMS_PER_SM programs per SM
-FP8_ONE_PROGRAM_PER_SM_WARPS = 8  # ... and of an fp8 program of fewer than 1024 elements in a grid of at most one
-# program per SM (a decode batch of whole tokens): fewer elements a thread shorten the one pass a program makes, the
-# call's latency. H100, tenth session's call 3 (2026-12-06), 64-token batches in the served layout, vLLM's Triton op
-# 1.51-1.58 us: 1 x 128 1.47 us (4 warps 1.50), 4 x 128 1.47 (1.51); but 8 x 128 (1024 elements) 1.59 against
-# 1.47 with 4 warps
-FP8_ONE_PROGRAM_PER_SM_BELOW = 1024  # elements a program: larger programs keep SMALL_BATCH_WARPS
 DIVISION = 3  # the fp8 quotient: divide_rn's DIV 1, or _saturated_quotient's DIV 2 / 3 (see _fp8_values)
 EVICTION_POLICY = {False: "", True: "evict_first"}  # by "is the cache fp8" (notes/triton.md)
 PAGED_TOKENS, PAGED_HEADS, PAGED_WARPS = 32, 1, 4  # the paged layout's programs: tokens, heads, warps
@@ -344,16 +341,13 @@ def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int
     while block_h > fewest and programs(block_h) < enough:
         block_h //= 2
     small = programs(block_h) < enough
-    if small:  # a small batch: few programs, each with more warps
-        # (timed in the served layout; the paged layout's decode batches keep the 4 warps they were timed with)
-        one_each = (fp8 and not paged and programs(block_h) <= sm_count
-                    and block_h * block_d < FP8_ONE_PROGRAM_PER_SM_BELOW)
-        num_warps = max_warps or (FP8_ONE_PROGRAM_PER_SM_WARPS if one_each else SMALL_BATCH_WARPS)  # (a tuning
-        # variant's warps as asked)
+    if small:  # a small batch: few programs, each with more warps, and no eviction hint (module docstring)
+        num_warps = max_warps or SMALL_BATCH_WARPS  # (a tuning variant's warps as asked)
     else:
         num_warps = max(1, min(max_warps or MAX_WARPS[fp8], block_h * block_d // ELEMENTS_PER_WARP[fp8]))
-    config = dict(BLOCK_H=block_h, BLOCK_D=block_d, num_warps=num_warps, EVICT=EVICTION_POLICY[fp8], DIV=DIVISION,
-                  VALUE_T=paged, LOAD_FIRST=small or not fp8 or paged, TOKENS=1, SORTED=False)  # (paged: its
+    config = dict(BLOCK_H=block_h, BLOCK_D=block_d, num_warps=num_warps, DIV=DIVISION, VALUE_T=paged,
+                  EVICT="" if small else EVICTION_POLICY[fp8],
+                  LOAD_FIRST=small or not fp8 or paged, TOKENS=1, SORTED=False)  # (paged: its
     # one-token programs were not timed awaiting the slot, and its kernel of several tokens takes only True)
     if paged:  # several tokens a program where the grid stays large enough (_paged_tokens_kernel)
         if triton.cdiv(num_tokens, PAGED_TOKENS) * triton.cdiv(num_heads, PAGED_HEADS) >= enough:
