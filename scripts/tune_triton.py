@@ -80,11 +80,11 @@ def flash_variants(p):
         old_h = _previous_block_h(c, sm)
         old_warps = max(1, min(4, old_h * default["BLOCK_D"] // 1024))
         out["default, DIV 0"] = {**default, "DIV": 0}
-        if not default["EVICT"]:  # a small batch: the default before 2026-12-06 (evict_first; 8 warps for programs
-            # under 1024 elements)
-            out["before (evict_first, 8 w under 1024 el)"] = {
-                **default, "EVICT": "evict_first",
-                "num_warps": 8 if default["BLOCK_H"] * default["BLOCK_D"] < 1024 else default["num_warps"]}
+        if not default["EVICT"]:  # a small batch: the default before 8bae977 (evict_first; 8 warps for programs
+            # under 1024 elements in a grid of at most a program per SM)
+            one_each = c.num_tokens * triton.cdiv(c.num_heads, default["BLOCK_H"]) <= sm
+            out["before 8bae977 (evict_first, 8 w)"] = {**default, **_before_small(default, c.num_heads)} \
+                if one_each else {**default, "EVICT": "evict_first"}
         for div in sorted({1, 2, 3} - {default["DIV"]}):  # the quotient clamped before its correction: no select
             # (3: the store saturates); the default's own division is the rows "default" and "default, 16 w"
             out[f"default, DIV {div}"] = {**default, "DIV": div}
@@ -434,43 +434,60 @@ def _tile_2048(c: dict, heads: int) -> dict:
     return {"BLOCK_H": min(triton.next_power_of_2(heads), max(c["BLOCK_H"], 2048 // c["BLOCK_D"])), "num_warps": 8}
 
 
+def _before_small(c: dict, heads: int) -> dict:
+    """A small fp8 batch's launch before 8bae977 (2026-12-06): evict_first, 8 warps where the grid is at most a
+    program per SM (a decode batch: whole tokens) and a program under 1024 elements."""
+    return {"EVICT": "evict_first", "num_warps": 8 if c["BLOCK_H"] * c["BLOCK_D"] < 1024 else c["num_warps"]}
+
+
 SERVED_WAY_VARIANTS = {  # name: the launch overlaid on kvbench's default (its config and the heads in, a dict out)
     "default": lambda c, h: {},
+    "evict_first": lambda c, h: {"EVICT": "evict_first"},
     "no hint": lambda c, h: {"EVICT": ""},
-    "no hint, 4 w": lambda c, h: {"EVICT": "", "num_warps": 4},
-    "no hint, 2 w": lambda c, h: {"EVICT": "", "num_warps": 2},
-    "no hint, slot first": lambda c, h: {"EVICT": "", "LOAD_FIRST": False},
-    "no hint, loads first": lambda c, h: {"EVICT": "", "LOAD_FIRST": True},
+    "before 8bae977 (evict_first, 8 w)": _before_small,
+    "2 w": lambda c, h: {"num_warps": 2},
+    "8 w": lambda c, h: {"num_warps": 8},
+    "slot first": lambda c, h: {"LOAD_FIRST": False},
+    "loads first": lambda c, h: {"LOAD_FIRST": True},
     "2048 el/8 w": _tile_2048,
-    "2048 el/8 w, no hint": lambda c, h: {**_tile_2048(c, h), "EVICT": ""},
+    "2048 el/8 w, evict_first": lambda c, h: {**_tile_2048(c, h), "EVICT": "evict_first"},
 }
 
 
 def decode_served_way(bw, device: str = "cuda", rounds: int = 2, variants=SERVED_WAY_VARIANTS):
     """The as-served table's 64-token fp8 decode rows measured as scripts/served_table.py measures them (its cases,
     its path, one implementation after another: vLLM's Triton op, then kvbench's write in each launch variant, the
-    variant overlaid on kvbench's default by wrapping launch_config), in `rounds` rounds. In the table (H100,
-    2026-12-06) kvbench's rows with the fp8 `evict_first` hint sat at 1.46-1.51 µs in one case and 1.61-1.69 in the
-    next, or stepped between the two within one measurement; without the hint they held at 1.54-1.56 (twelfth and
-    thirteenth sessions). This compares launches where the table's numbers are made. (`device` cpu: a dry run, the
-    GPU kernels skipping.)"""
+    variant overlaid on kvbench's default by wrapping launch_config; a variant whose launch equals an earlier one's
+    is measured once), in `rounds` rounds. In the table (H100, 2026-12-06) kvbench's rows with the fp8 `evict_first`
+    hint sat at 1.45-1.51 µs in one measurement and 1.56-1.66 in the next, or stepped between the two within one;
+    without the hint they held, within 0.01 µs (thirteenth session; from it, 8bae977). This compares launches where
+    the table's numbers are made. (`device` cpu: a dry run, the GPU kernels skipping.)"""
     import served_table  # (scripts/, beside this script)
     from kvbench.ops import models
 
     plan = served_table.Plan(device, [("decode-padded", 64)], served_table.SLOTS_PER_CACHE, 30, bw)
     default_config = cache_write.launch_config
+    sm = cache_write._sm_count(0 if device == "cuda" else None)
     rows = []
     try:
         for turn in range(rounds):
             for name, tp in served_table.PRESETS:
                 op, shapes = models.get(name).fields(tp)
+                launches = {}  # a variant whose launch equals an earlier one's is measured once
                 for variant in (VLLM_TRITON, *variants):
                     overlay = variants.get(variant)
-                    if overlay is not None:  # (launch_config is looked up at each call of the kernel's launcher)
+                    if overlay is not None:
+                        config = default_config(64, shapes["num_heads"], shapes["head_size"], sm, True)
+                        launch = tuple(sorted({**config, **overlay(config, shapes["num_heads"])}.items()))
+                        if launch in launches:
+                            print(f"  row: {turn} | {name} | {variant} = {launches[launch]}", flush=True)
+                            continue
+                        launches[launch] = variant
+
                         def overlaid(num_tokens, num_heads, *a, _o=overlay, **k):
                             config = default_config(num_tokens, num_heads, *a, **k)
                             return {**config, **_o(config, num_heads)}
-                        cache_write.launch_config = overlaid
+                        cache_write.launch_config = overlaid  # (looked up at each call of the kernel's launcher)
                     implementation = "triton" if overlay is not None else "vllm-triton"
                     case = served_table.case_for(plan, implementation, op, shapes, 64, "decode-padded", "fp8", True)
                     r = served_table.measure(plan, case, implementation)
@@ -490,8 +507,8 @@ def decode_served_way(bw, device: str = "cuda", rounds: int = 2, variants=SERVED
                           "SM MHz after"], tablefmt="github"), flush=True)
 
 
-TABLES = ("flash", "served", "main", "decode", "decode-cache", "decode-rounds", "decode-served-way", "mla", "mla-decode",
-          "indexer", "paged", "sectors", "gathers")
+TABLES = ("flash", "served", "main", "decode", "decode-cache", "decode-rounds", "decode-served-way", "mla",
+          "mla-decode", "indexer", "paged", "sectors", "gathers")
 ONLY: list[re.Pattern] = []  # --only
 
 

@@ -15,14 +15,14 @@ graph):
   below a whole token or 1024 of its elements;
 - num_warps: one warp per 1024 elements, 1 to 2; for fp8 caches, whose programs convert every element, one per
   256 elements, 1 to 4 (4 always slowed 512-element programs: 4 KV heads x 128 at 65536 tokens 77.8 against
-  69.8 us on an H100); a small batch, whose grid stays under 4 programs per SM, takes 4 warps a program and no
-  eviction hint, fp8 too (decode batches; at 512 tokens 16 warps took 2.49-2.62 us where 4 took 1.74-2.21). Until
-  2026-12-06 an fp8 decode batch kept `evict_first`, with 8 warps for programs under 1024 elements: in the
-  as-served table's own process (H100, thirteenth session, 64-token batches, two rounds) those rows sat at
-  1.46-1.51 us in one measurement and 1.56-1.72 in the next, or stepped between the two within one; without the
-  hint, 4 warps, every row held within 0.01 us of its level, 1.51-1.58 us against vLLM's Triton op's 1.51-1.58
-  (1 x 128 1.51, 4 x 128 1.53, 8 x 64 1.53-1.54, 8 x 128 1.57-1.58; with 8 warps and no hint 1.54-1.56):
-  notes/triton.md;
+  69.8 us on an H100); a small batch, whose grid stays under 4 programs per SM, takes 4 warps a program and, in
+  the flash and served layouts, no eviction hint, fp8 too (decode batches; at 512 tokens 16 warps took 2.49-2.62 us
+  where 4 took 1.74-2.21). Until 2026-12-06 an fp8 decode batch kept `evict_first`, with 8 warps for programs
+  under 1024 elements: in the as-served table's own process (H100, thirteenth session, 64-token batches) those
+  rows sat at 1.45-1.51 us in one measurement and 1.56-1.66 in the next, or stepped between the two within one;
+  without the hint, 4 warps, every row held within 0.01 us of its level, 1.51-1.58 us against vLLM's Triton op's
+  1.50-1.59 (1 x 128 1.51, 4 x 128 1.53, 8 x 64 1.53-1.54, 8 x 128 1.57-1.58; with 8 warps and no hint
+  1.54-1.56): notes/triton.md;
 - fp8: x / scale by the reciprocal and one fused multiply-add correction, the product clamped to the format's
   range first (DIV 3, _saturated_quotient: the fp8 codes correctly rounded for scales from 2**-80 to 2**100, as
   divide_rn's DIV 1, in 4 instructions an element instead of 7; H100, 2026-12-06, served layout: 8 x 128 at 2048
@@ -44,8 +44,9 @@ graph):
   either kernel stores the key's x-chunks as 16-byte vectors (they were 2-byte stores, at the same speed);
 - a program loads its rows and both fp8 scales without waiting for its slot (LOAD_FIRST), which only decides
   whether and where they are stored: the loads share one memory latency, which matters where a call takes a few
-  microseconds (H100, 2026-12-06, fp8 decode batches of 64 tokens in the served layout, loads first against slot
-  first: 8 x 128 1.47 against 1.58 us, 4 x 128 1.47 against 1.57). An fp8 write to a flash or served layout in a
+  microseconds (H100, 2026-12-06, fp8 decode batches of 64 tokens in the served layout, with the `evict_first`
+  hint they then had, loads first against slot first: 8 x 128 1.47 against 1.58 us, 4 x 128 1.47 against 1.57;
+  without the hint, thirteenth session, within 0.03 us either way). An fp8 write to a flash or served layout in a
   grid of 4 programs per SM or more awaits the slot first instead: the same call, 128 x 128, slot first against
   loads first: 64-token decode batch 2.45 against 2.54 us (vLLM's Triton op 2.36), 512 tokens 17.19 against
   17.48, 16384 546 against 551, 65536 2174 against 2197; the exception, 256 random slots, 5.48 against 5.01
@@ -346,7 +347,8 @@ def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int
     else:
         num_warps = max(1, min(max_warps or MAX_WARPS[fp8], block_h * block_d // ELEMENTS_PER_WARP[fp8]))
     config = dict(BLOCK_H=block_h, BLOCK_D=block_d, num_warps=num_warps, DIV=DIVISION, VALUE_T=paged,
-                  EVICT="" if small else EVICTION_POLICY[fp8],
+                  EVICT="" if small and not paged else EVICTION_POLICY[fp8],  # (a paged decode batch keeps the
+                  # hint it was timed with)
                   LOAD_FIRST=small or not fp8 or paged, TOKENS=1, SORTED=False)  # (paged: its
     # one-token programs were not timed awaiting the slot, and its kernel of several tokens takes only True)
     if paged:  # several tokens a program where the grid stays large enough (_paged_tokens_kernel)
