@@ -178,6 +178,9 @@ def paged_variants(p):
         out["default, heads fastest"] = {**default, "HEADS_FASTEST": True}
         out["default, slot order always"] = {**default, "RUNS_KEPT": False}
         out["default, token order"] = {**default, "SORTED": False}
+        out["default, in slot order as large calls"] = {  # what SORT_MIN_ELEMENTS gives calls of 2**26 elements
+            **default, "SORTED": True, "HEADS_FASTEST": cache_write.PAGED_SORTED_HEADS_FASTEST,  # or more
+            "RUNS_KEPT": cache_write.PAGED_RUNS_KEPT}
         out["before (tokens fastest, slot order always)"] = {  # the default until 2026-12-06 (twelfth session)
             **default, "HEADS_FASTEST": False, "RUNS_KEPT": False, "EVICT": cache_write.EVICTION_POLICY[c.is_fp8]}
         for policy in ("", "evict_first", "evict_last"):  # the loads' and stores' eviction hint
