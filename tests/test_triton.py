@@ -127,6 +127,32 @@ def test_the_paged_kernel_keeps_token_order_where_the_slots_mostly_run_on(slots,
     assert torch.equal(_token_order(s, 16, runs_kept=False), torch.argsort(s))
 
 
+@pytest.mark.parametrize("slots, follows", [
+    ([5, 6, 7, 16, 17, 40, 41, 42], 6),  # prefill chunks: 6 and 7 follow 5, 17 follows 16, 16 begins a block...
+    ([40, 41, -1, 5, 6, 7, 8, 9], 5),  # a padding token among them
+    ([9, 3, 30, 17, 44, 2, 60, 11], 0),  # random
+    ([5, 6, 30, 2, 44, 45, 60, 11], 2),  # two of seven follow
+    ([7], 0),  # one token
+    (list(range(3000, 0, -1)), 187),  # several programs of _order_keys_kernel: only the block starts count
+])
+def test_interpreter_slot_order_groups_blocks_and_counts_runs(slots, follows):
+    """_slot_order (one Triton kernel and a stable sort of narrow keys): the tokens grouped by block, each block's in
+    token order, and the count of slots that follow their predecessor's or begin a block (block size 16), which
+    the paged kernel compares with half the tokens (RUNS_READ); _token_order makes the same choice in torch ops."""
+    from kvbench.impls.kernels.cache_write import _slot_order, _token_order
+
+    s = torch.tensor(slots, dtype=torch.int64)
+    for num_blocks, key_dtype in ((256, torch.int16), (1 << 16, torch.int32)):
+        order, runs = _slot_order(s, 16, num_blocks, runs_kept=True)
+        blocks = torch.where(s >= 0, s // 16, -1)
+        assert torch.equal(order, torch.argsort(blocks, stable=True)), key_dtype
+        assert runs.tolist() == [follows]
+        token_order = follows * 2 >= len(slots) - 1
+        assert torch.equal(_token_order(s, 16, runs_kept=True), torch.arange(len(slots))) == token_order or \
+            len(slots) == 1
+    assert _slot_order(s, 16, 256, runs_kept=False)[1].tolist() == [0]  # (not counted)
+
+
 @pytest.mark.parametrize("slots, token_order", [("prefill", True), ("random", False)])
 def test_interpreter_paged_kernel_in_slot_order_keeps_a_prefill_batchs_token_order(slots, token_order):
     """The sorted path end to end with RUNS_KEPT: a prefill batch (chunks continuing sequences mid-block, their
@@ -137,12 +163,16 @@ def test_interpreter_paged_kernel_in_slot_order_keeps_a_prefill_batchs_token_ord
     case = make_case("triton", "paged", num_tokens=45, num_heads=3, head_size=80, num_blocks=16, block_size=16,
                      dtype="bfloat16", slots=slots, device="cpu")
     w = interpreter_workload(case, noncontiguous=True, padding=False)
+    from kvbench.impls.kernels.cache_write import _slot_order
+
     order = _token_order(w.slot_mapping, 16, runs_kept=True)
     assert torch.equal(order, torch.arange(45)) == token_order
+    assert (_slot_order(w.slot_mapping, 16, 16, runs_kept=True)[1].item() * 2 >= 44) == token_order
     assert not torch.equal(torch.argsort(w.slot_mapping), torch.arange(45))  # (the argsort would reorder both)
-    writer = variant_writer(w, dict(TOKENS=8, SORTED=True, BLOCK_H=2, RUNS_KEPT=True, HEADS_FASTEST=True,
-                                    VALUE_AS_LOADED=2))
-    assert verify(TRITON.name, [w], writer, TRITON.compare).tokens_checked == 45
+    for fused in (True, False):  # the order read by the kernel (RUNS_READ), or made by torch ops
+        writer = variant_writer(w, dict(TOKENS=8, SORTED=True, BLOCK_H=2, RUNS_KEPT=True, HEADS_FASTEST=True,
+                                        VALUE_AS_LOADED=2, FUSED_ORDER=fused))
+        assert verify(TRITON.name, [w], writer, TRITON.compare).tokens_checked == 45
 
 
 @pytest.mark.gpu

@@ -253,12 +253,13 @@ def _store_transposed(ptr, dst, v, mask, EVICT: tl.constexpr):
 
 @triton.jit
 def _paged_tokens_kernel(
-    key_ptr, value_ptr, key_cache_ptr, value_cache_ptr, slot_ptr, k_scale_ptr, v_scale_ptr, order_ptr, num_tokens,
+    key_ptr, value_ptr, key_cache_ptr, value_cache_ptr, slot_ptr, k_scale_ptr, v_scale_ptr, order_ptr, runs_ptr,
+    num_tokens,
     key_st, key_sh, value_st, value_sh, kc_sb, kc_so, kc_sh, kc_sx, vc_sb, vc_so, vc_sh, vc_sd,  # as _write_kernel
     NUM_HEADS: tl.constexpr, HEAD_SIZE: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr, X: tl.constexpr, FP8: tl.constexpr, EVICT: tl.constexpr,
     DIV: tl.constexpr, TOKENS: tl.constexpr, ORDERED: tl.constexpr, VALUE_AS_LOADED: tl.constexpr = 0,
-    HEADS_FASTEST: tl.constexpr = False,
+    HEADS_FASTEST: tl.constexpr = False, RUNS_READ: tl.constexpr = False,
 ):
     """The paged write, TOKENS tokens (ORDERED: the next TOKENS of the slots' argsort) x BLOCK_H heads a program.
     The value tile is stored as [heads, dims, tokens], meant tokens fastest: the tokens of one cache block
@@ -277,7 +278,8 @@ def _paged_tokens_kernel(
     as-loaded one along the dims), so these timings hold for Triton 3.6, the GPU machine's (torch 2.11's).
     HEADS_FASTEST: a one-dimensional grid whose consecutive programs take the same tokens' next heads (and so write
     neighbouring 4 KiB pieces of the same blocks) instead of the next tokens of the same head (pieces a block apart,
-    2**19 bytes at 128 x 128 bf16)."""
+    2**19 bytes at 128 x 128 bf16). RUNS_READ: ORDERED programs read _slot_order's count of slots that follow
+    their predecessor's and take token order where it is at least half of them (order_ptr: the argsort)."""
     if HEADS_FASTEST:
         head_groups: tl.constexpr = (NUM_HEADS + BLOCK_H - 1) // BLOCK_H
         token_group = tl.program_id(0) // head_groups
@@ -288,7 +290,13 @@ def _paged_tokens_kernel(
     i = token_group * TOKENS + tl.arange(0, TOKENS)
     in_range = i < num_tokens
     if ORDERED:
-        token = tl.load(order_ptr + i, mask=in_range, other=0)
+        if RUNS_READ:  # token order where at least half the slots follow their predecessor's (_slot_order's count)
+            if tl.load(runs_ptr) * 2 >= num_tokens - 1:
+                token = i.to(tl.int64)
+            else:
+                token = tl.load(order_ptr + i, mask=in_range, other=0)
+        else:
+            token = tl.load(order_ptr + i, mask=in_range, other=0)
     else:
         token = i.to(tl.int64)
     slot = tl.load(slot_ptr + token, mask=in_range, other=-1)
@@ -376,6 +384,39 @@ def _token_order(slot_mapping: torch.Tensor, block_size: int, runs_kept: bool) -
     return torch.where(runs, torch.arange(s.numel(), device=s.device), order)
 
 
+@triton.jit
+def _order_keys_kernel(slot_ptr, keys_ptr, runs_ptr, num_tokens, BLOCK_SIZE: tl.constexpr, BLOCK: tl.constexpr,
+                       COUNT: tl.constexpr):
+    """Each token's block number (-1 for padding) into keys_ptr, a narrow integer type to sort; with COUNT, adds
+    to runs_ptr how many slots follow their predecessor's or begin a block (_slot_order)."""
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    valid = i < num_tokens
+    s = tl.load(slot_ptr + i, mask=valid, other=-1)
+    tl.store(keys_ptr + i, tl.where(s >= 0, s // BLOCK_SIZE, -1), mask=valid)
+    if COUNT:
+        previous = tl.load(slot_ptr + i - 1, mask=valid & (i > 0), other=-2)
+        follows = valid & (i > 0) & ((s == previous + 1) | ((s >= 0) & (s % BLOCK_SIZE == 0)))
+        tl.atomic_add(runs_ptr, tl.sum(follows.to(tl.int32), axis=0))
+
+
+ORDER_KEYS_BLOCK = 1024  # tokens a program of _order_keys_kernel
+
+
+def _slot_order(slot_mapping: torch.Tensor, block_size: int, num_blocks: int, runs_kept: bool):
+    """The paged kernel's order in one small kernel and a sort: (order, runs). order: the tokens sorted by block
+    number, stably (a block's tokens together, in token order), the keys in the narrowest integer type that holds
+    the cache's block numbers (int16 below 2**15 blocks: fewer radix passes than the slots' int64); runs (with
+    `runs_kept`): a one-element count of the slots that follow their predecessor's or begin a block, which the
+    kernel reads to take token order instead where it is at least half of them (RUNS_READ). No host
+    synchronisation: captured with the kernel in a CUDA graph. `_token_order` is the same choice in torch ops."""
+    n = slot_mapping.numel()
+    keys = torch.empty(n, dtype=torch.int16 if num_blocks < 2 ** 15 else torch.int32, device=slot_mapping.device)
+    runs = torch.zeros(1, dtype=torch.int32, device=slot_mapping.device)
+    _order_keys_kernel[(triton.cdiv(n, ORDER_KEYS_BLOCK),)](slot_mapping, keys, runs, n, BLOCK_SIZE=block_size,
+                                                           BLOCK=ORDER_KEYS_BLOCK, COUNT=runs_kept)
+    return torch.argsort(keys, stable=True), runs
+
+
 def _cache_strides(layout: str, key_cache: torch.Tensor, value_cache: torch.Tensor) -> tuple[int, ...]:
     """(block, offset, head, x-chunk) strides of the key cache, (block, offset, head, element) of the value cache."""
     k, v = key_cache.stride(), value_cache.stride()
@@ -436,6 +477,7 @@ def reshape_and_cache(
     value_as_loaded = config.pop("VALUE_AS_LOADED", 0)  # (the paged kernel of several tokens only)
     heads_fastest = config.pop("HEADS_FASTEST", False)  # (the same)
     runs_kept = config.pop("RUNS_KEPT", False)  # (the same, in slot order)
+    fused_order = config.pop("FUSED_ORDER", True)  # (the same: _slot_order, else _token_order's torch ops)
     strides = (key.stride(0), key.stride(1), value.stride(0), value.stride(1),
                *_cache_strides(layout, key_cache, value_cache))
     if tokens > 1 or ordered:  # several tokens a program, or in slot order: the paged layout's own kernel
@@ -453,16 +495,19 @@ def reshape_and_cache(
             raise ValueError(f"VALUE_AS_LOADED {value_as_loaded} is not one of 0 (never), 1 (always), 2 (where a "
                              f"program's tokens follow each other in their blocks)")
         del config["VALUE_T"], config["LOAD_FIRST"]
-        order = _token_order(slot_mapping, block_size, runs_kept) if ordered else slot_mapping  # (not read unless
-        # ordered)
+        order = runs = slot_mapping  # (neither read unless ordered)
+        if ordered and fused_order:
+            order, runs = _slot_order(slot_mapping, block_size, key_cache.shape[0], bool(runs_kept))
+        elif ordered:
+            order = _token_order(slot_mapping, block_size, runs_kept)
         grid = (triton.cdiv(num_tokens, tokens), triton.cdiv(num_heads, config["BLOCK_H"]))
         _paged_tokens_kernel[(grid[0] * grid[1],) if heads_fastest else grid](
-            key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale, order, num_tokens, *strides,
+            key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale, order, runs, num_tokens, *strides,
             NUM_HEADS=num_heads, HEAD_SIZE=head_size, BLOCK_SIZE=block_size, X=key_cache.shape[-1],
             FP8=FP8_CODES[fp8_format], TOKENS=tokens, ORDERED=ordered, VALUE_AS_LOADED=value_as_loaded,
-            HEADS_FASTEST=bool(heads_fastest), **config)
+            HEADS_FASTEST=bool(heads_fastest), RUNS_READ=bool(ordered and fused_order and runs_kept), **config)
         return
-    for name in ("VALUE_AS_LOADED", "HEADS_FASTEST", "RUNS_KEPT"):
+    for name in ("VALUE_AS_LOADED", "HEADS_FASTEST", "RUNS_KEPT", "FUSED_ORDER"):
         if asked.get(name):
             raise ValueError(f"{name} applies to the paged kernel of several tokens; ask for TOKENS > 1 or SORTED "
                              f"too")
