@@ -88,7 +88,9 @@ VARIANTS = [("nhd", "fp8", "tensor", dict(DIV=0)), ("hnd", "fp8", "head", dict(D
             ("paged", "auto", "tensor", dict(TOKENS=8, VALUE_AS_LOADED=0)),  # transposed (the default: as loaded
             # where a program's tokens follow each other)
             ("paged", "fp8", "tensor", dict(TOKENS=4, HEADS_FASTEST=True)),  # a grid of the same tokens' heads
-            ("paged", "auto", "tensor", dict(TOKENS=4, SORTED=True, RUNS_KEPT=False))]  # slot order always
+            ("paged", "auto", "tensor", dict(TOKENS=4, SORTED=True, RUNS_KEPT=False)),  # slot order always
+            ("paged", "fp8", "tensor", dict(TOKENS=8, SORTED=True, RUNS_KEPT=True, HEADS_FASTEST=True,
+                                            FUSED_ORDER=True))]  # the order by one kernel (_slot_order)
 # (TOKENS, SORTED: the paged layout's kernel of several tokens a program, in slot order or not)
 
 
@@ -176,7 +178,8 @@ def test_interpreter_paged_kernel_in_slot_order_keeps_a_prefill_batchs_token_ord
 
 
 @pytest.mark.gpu
-def test_gpu_paged_slot_order_is_chosen_without_a_host_synchronisation():
+@pytest.mark.parametrize("fused", [False, True])
+def test_gpu_paged_slot_order_is_chosen_without_a_host_synchronisation(fused):
     """The paged kernel's order (argsort, or token order for a prefill batch) is decided on the GPU: nothing in a
     call in slot order waits for the host, so it can be captured in a CUDA graph (torch's sync debug mode raises on
     a synchronising call)."""
@@ -186,7 +189,7 @@ def test_gpu_paged_slot_order_is_chosen_without_a_host_synchronisation():
     from kvbench.impls.kernels.cache_write import launch_config
 
     config = {**launch_config(4096, 8, 128, 132, paged=True), "SORTED": True, "RUNS_KEPT": True,
-              "HEADS_FASTEST": True}
+              "HEADS_FASTEST": True, "FUSED_ORDER": fused}
     assert verify(TRITON.name, [w], variant_writer(w, config), TRITON.compare).method == "bit-exact"  # (compiled)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
