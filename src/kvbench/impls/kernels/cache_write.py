@@ -279,7 +279,8 @@ def _paged_tokens_kernel(
     HEADS_FASTEST: a one-dimensional grid whose consecutive programs take the same tokens' next heads (and so write
     neighbouring 4 KiB pieces of the same blocks) instead of the next tokens of the same head (pieces a block apart,
     2**19 bytes at 128 x 128 bf16). RUNS_READ: ORDERED programs read _slot_order's count of slots that follow
-    their predecessor's and take token order where it is at least half of them (order_ptr: the argsort)."""
+    their predecessor's or begin a block, and take token order where it is at least half of num_tokens - 1
+    (else order_ptr, the argsort)."""
     if HEADS_FASTEST:
         head_groups: tl.constexpr = (NUM_HEADS + BLOCK_H - 1) // BLOCK_H
         token_group = tl.program_id(0) // head_groups
@@ -404,16 +405,16 @@ ORDER_KEYS_BLOCK = 1024  # tokens a program of _order_keys_kernel
 
 def _slot_order(slot_mapping: torch.Tensor, block_size: int, num_blocks: int, runs_kept: bool):
     """The paged kernel's order in one small kernel and a sort: (order, runs). order: the tokens sorted by block
-    number, stably (a block's tokens together, in token order), the keys in the narrowest integer type that holds
-    the cache's block numbers (int16 below 2**15 blocks: fewer radix passes than the slots' int64); runs (with
-    `runs_kept`): a one-element count of the slots that follow their predecessor's or begin a block, which the
-    kernel reads to take token order instead where it is at least half of them (RUNS_READ). No host
+    number, stably (a block's tokens together, in token order), the keys int16 below 2**15 blocks, else int32
+    (fewer radix passes than the slots' int64); runs (with `runs_kept`; else not to be read): a one-element count
+    of the slots that follow their predecessor's or begin a block, which the kernel reads to take token order
+    instead where it is at least half of the num_tokens - 1 that could (RUNS_READ). No host
     synchronisation: captured with the kernel in a CUDA graph. `_token_order` is the same choice in torch ops, the
     default until this one is timed (config FUSED_ORDER; on an H100 the torch ops' order cost about 110 µs a call
     of 16384 tokens, 2026-12-06: notes/triton.md)."""
     n = slot_mapping.numel()
     keys = torch.empty(n, dtype=torch.int16 if num_blocks < 2 ** 15 else torch.int32, device=slot_mapping.device)
-    runs = torch.zeros(1, dtype=torch.int32, device=slot_mapping.device)
+    runs = torch.zeros(1, dtype=torch.int32, device=slot_mapping.device) if runs_kept else keys  # (not read then)
     _order_keys_kernel[(triton.cdiv(n, ORDER_KEYS_BLOCK),)](slot_mapping, keys, runs, n, BLOCK_SIZE=block_size,
                                                            BLOCK=ORDER_KEYS_BLOCK, COUNT=runs_kept)
     return torch.argsort(keys, stable=True), runs
@@ -448,8 +449,8 @@ def reshape_and_cache(
 
     `config` overrides launch parameters (BLOCK_H, num_warps, EVICT, DIV, VALUE_T, LOAD_FIRST; for the paged
     layout TOKENS, tokens a program, SORTED, the tokens taken in slot order, RUNS_KEPT, token order kept where the
-    slots mostly follow each other, HEADS_FASTEST, the grid's order, and VALUE_AS_LOADED, the value tile's store:
-    _paged_tokens_kernel) for experiments (scripts/tune_triton.py).
+    slots mostly follow each other, HEADS_FASTEST, the grid's order, VALUE_AS_LOADED, the value tile's store:
+    _paged_tokens_kernel, and FUSED_ORDER, the order made by _slot_order) for experiments (scripts/tune_triton.py).
     """
     num_tokens = slot_mapping.shape[0]
     _, num_heads, head_size = key.shape
@@ -460,6 +461,10 @@ def reshape_and_cache(
                          f"{key.shape[0]} and {value.shape[0]}")
     if slot_mapping.dtype != torch.int64:  # (block * block stride is computed in the slots' type)
         raise ValueError(f"slot_mapping must be int64, not {slot_mapping.dtype}")
+    if slot_mapping.dim() != 1 or (slot_mapping.numel() > 1 and slot_mapping.stride(0) != 1):  # (every kernel
+        # reads slot_ptr + token)
+        raise ValueError(f"slot_mapping must be one contiguous dimension, not shape {tuple(slot_mapping.shape)} "
+                         f"strides {slot_mapping.stride()}")
     if num_tokens == 0:
         return
     block_size = key_cache.shape[3] if layout == "paged" else value_cache.shape[2 if layout == "hnd" else 1]
