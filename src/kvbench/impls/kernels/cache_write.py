@@ -290,14 +290,11 @@ def _paged_tokens_kernel(
         head_group = tl.program_id(1)
     i = token_group * TOKENS + tl.arange(0, TOKENS)
     in_range = i < num_tokens
-    if ORDERED:
-        if RUNS_READ:  # token order where at least half the slots follow their predecessor's (_slot_order's count)
-            if tl.load(runs_ptr) * 2 >= num_tokens - 1:
-                token = i.to(tl.int64)
-            else:
-                token = tl.load(order_ptr + i, mask=in_range, other=0)
-        else:
-            token = tl.load(order_ptr + i, mask=in_range, other=0)
+    in_order = ORDERED
+    if ORDERED and RUNS_READ:  # token order where at least half the slots follow their predecessor's (the count)
+        in_order = tl.load(runs_ptr) * 2 < num_tokens - 1
+    if in_order:
+        token = tl.load(order_ptr + i, mask=in_range, other=0)
     else:
         token = i.to(tl.int64)
     slot = tl.load(slot_ptr + token, mask=in_range, other=-1)
