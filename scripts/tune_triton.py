@@ -385,6 +385,11 @@ def decode_two_ways(bw, samples: int = 15):
                    tablefmt="github"), flush=True)
 
 
+def _medians_by(values, n: int) -> str:
+    """The medians of each n values in turn: how a row's samples move through a measurement."""
+    return " ".join(f"{statistics.median(values[i:i + n]):.2f}" for i in range(0, len(values), n))
+
+
 def decode_rounds(bw, rounds: int = 12, samples: int = 3):
     """The as-served table's 64-token fp8 decode cases again (as decode_two_ways makes them), kvbench's write in
     several launches and vLLM's Triton op, each one graph captured once, then sampled in interleaved rounds (the
@@ -429,7 +434,7 @@ def decode_rounds(bw, rounds: int = 12, samples: int = 3):
         for name, t in times.items():
             us = [x * 1e6 for x in t]
             rows.append((f"{heads}x{size}", name, f"{statistics.median(us):.3f}", f"{min(us):.3f}", f"{max(us):.3f}",
-                         " ".join(f"{statistics.median(us[i:i + samples]):.2f}" for i in range(0, len(us), samples))))
+                         _medians_by(us, samples)))
             print("  row:", " | ".join(rows[-1]), flush=True)
         del samplers, keep
         torch.cuda.empty_cache()
@@ -481,11 +486,11 @@ def decode_served_way(bw, device: str = "cuda", rounds: int = 2, variants=SERVED
         for turn in range(rounds):
             for name, tp in served_table.PRESETS:
                 op, shapes = models.get(name).fields(tp)
+                config = default_config(64, shapes["num_heads"], shapes["head_size"], sm, True)
                 launches = {}  # a variant whose launch equals an earlier one's is measured once
                 for variant in (VLLM_TRITON, *variants):
                     overlay = variants.get(variant)
                     if overlay is not None:
-                        config = default_config(64, shapes["num_heads"], shapes["head_size"], sm, True)
                         launch = tuple(sorted({**config, **overlay(config, shapes["num_heads"])}.items()))
                         if launch in launches:
                             print(f"  row: {turn} | {name} | {variant} = {launches[launch]}", flush=True)
@@ -493,16 +498,16 @@ def decode_served_way(bw, device: str = "cuda", rounds: int = 2, variants=SERVED
                         launches[launch] = variant
 
                         def overlaid(num_tokens, num_heads, *a, _o=overlay, **k):
-                            config = default_config(num_tokens, num_heads, *a, **k)
-                            return {**config, **_o(config, num_heads)}
+                            base = default_config(num_tokens, num_heads, *a, **k)
+                            return {**base, **_o(base, num_heads)}
                         cache_write.launch_config = overlaid  # (looked up at each call of the kernel's launcher)
                     implementation = "triton" if overlay is not None else "vllm-triton"
                     case = served_table.case_for(plan, implementation, op, shapes, 64, "decode-padded", "fp8", True)
                     r = served_table.measure(plan, case, implementation)
                     cache_write.launch_config = default_config
                     samples = r["samples_us"] or []
-                    sixes = " ".join(f"{statistics.median(samples[i:i + 6]):.2f}" for i in range(0, len(samples), 6))
-                    cells = ((f"{r['latency_us']:.3f}", f"{min(samples):.3f}", f"{max(samples):.3f}", sixes,
+                    cells = ((f"{r['latency_us']:.3f}", f"{min(samples):.3f}", f"{max(samples):.3f}",
+                              _medians_by(samples, 6),
                               (r["gpu_state"] or {}).get("sm_clock_mhz"))
                              if r["status"] == "ok" else (r["status"], "", "", "", ""))
                     rows.append((turn, name, variant, *cells))

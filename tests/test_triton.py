@@ -161,13 +161,11 @@ def test_interpreter_paged_kernel_in_slot_order_keeps_a_prefill_batchs_token_ord
     """The sorted path end to end with RUNS_KEPT: a prefill batch (chunks continuing sequences mid-block, their
     blocks in no order) is taken in token order through the ordered kernel, random slots by their argsort; both
     bit-exact, heads fastest, 3 heads of 80 in groups of 2."""
-    from kvbench.impls.kernels.cache_write import _token_order
+    from kvbench.impls.kernels.cache_write import _slot_order, _token_order
 
     case = make_case("triton", "paged", num_tokens=45, num_heads=3, head_size=80, num_blocks=16, block_size=16,
                      dtype="bfloat16", slots=slots, device="cpu")
     w = interpreter_workload(case, noncontiguous=True, padding=False)
-    from kvbench.impls.kernels.cache_write import _slot_order
-
     order = _token_order(w.slot_mapping, 16, runs_kept=True)
     assert torch.equal(order, torch.arange(45)) == token_order
     assert (_slot_order(w.slot_mapping, 16, 16, runs_kept=True)[1].item() * 2 >= 44) == token_order
