@@ -181,11 +181,6 @@ def paged_variants(p):
         out["default, in slot order as large calls"] = {  # what SORT_MIN_ELEMENTS gives calls of 2**26 elements
             **default, "SORTED": True, "HEADS_FASTEST": cache_write.PAGED_SORTED_HEADS_FASTEST,  # or more
             "RUNS_KEPT": cache_write.PAGED_RUNS_KEPT}
-        for name in ("default", "default, in slot order as large calls"):  # the order made by one small kernel and
-            # a sort of narrow keys (_slot_order), not by torch ops (an argsort of the int64 slots, the choice in ten
-            # small kernels: _token_order, the default)
-            if out[name]["SORTED"]:
-                out[f"{name}, order by one kernel"] = {**out[name], "FUSED_ORDER": True}
         out["before (tokens fastest, slot order always)"] = {  # the default until 2026-12-06 (twelfth session)
             **default, "HEADS_FASTEST": False, "RUNS_KEPT": False, "EVICT": cache_write.EVICTION_POLICY[c.is_fp8]}
         for policy in ("", "evict_first", "evict_last"):  # the loads' and stores' eviction hint

@@ -11,6 +11,7 @@ import itertools
 import pytest
 import torch
 
+from kvbench.errors import VerificationError
 from kvbench import impls
 from kvbench.ops import fp8
 from kvbench.runner import make_case, prepare
@@ -89,8 +90,8 @@ VARIANTS = [("nhd", "fp8", "tensor", dict(DIV=0)), ("hnd", "fp8", "head", dict(D
             # where a program's tokens follow each other)
             ("paged", "fp8", "tensor", dict(TOKENS=4, HEADS_FASTEST=True)),  # a grid of the same tokens' heads
             ("paged", "auto", "tensor", dict(TOKENS=4, SORTED=True, RUNS_KEPT=False)),  # slot order always
-            ("paged", "fp8", "tensor", dict(TOKENS=8, SORTED=True, RUNS_KEPT=True, HEADS_FASTEST=True,
-                                            FUSED_ORDER=True))]  # the order by one kernel (_slot_order)
+            ("paged", "fp8", "tensor", dict(TOKENS=8, SORTED=True, RUNS_KEPT=True, HEADS_FASTEST=True))]  # the
+# count of slots that follow read by the kernel (RUNS_READ)
 # (TOKENS, SORTED: the paged layout's kernel of several tokens a program, in slot order or not)
 
 
@@ -111,24 +112,6 @@ def test_interpreter_paged_tokens_kernel(slots, tokens, ordered, heads, lanes, h
     assert verify(TRITON.name, [w], writer, TRITON.compare).tokens_checked == 37 - len(range(1, 37, 3))
 
 
-@pytest.mark.parametrize("slots, runs", [
-    ([5, 6, 7, 16, 17, 40, 41, 42], True),  # prefill chunks: runs crossing into blocks in no order
-    ([40, 41, -1, 5, 6, 7, 8, 9], True),  # a padding token among them
-    ([9, 3, 30, 17, 44, 2, 60, 11], False),  # random
-    ([5, 6, 30, 2, 44, 45, 60, 11], False),  # two of seven follow
-    ([7], True),  # one token: either order
-])
-def test_the_paged_kernel_keeps_token_order_where_the_slots_mostly_run_on(slots, runs):
-    """_token_order: the slots' argsort, or token order where at least half the slots follow their predecessor's or
-    begin a block (block size 16 here); decided on the device, as a tensor."""
-    from kvbench.impls.kernels.cache_write import _token_order
-
-    s = torch.tensor(slots, dtype=torch.int64)
-    expected = torch.arange(len(slots)) if runs else torch.argsort(s)
-    assert torch.equal(_token_order(s, 16, runs_kept=True), expected)
-    assert torch.equal(_token_order(s, 16, runs_kept=False), torch.argsort(s))
-
-
 @pytest.mark.parametrize("slots, follows", [
     ([5, 6, 7, 16, 17, 40, 41, 42], 6),  # prefill chunks: 6 and 7 follow 5, 17 follows 16, 16 begins a block...
     ([40, 41, -1, 5, 6, 7, 8, 9], 5),  # a padding token among them
@@ -140,8 +123,8 @@ def test_the_paged_kernel_keeps_token_order_where_the_slots_mostly_run_on(slots,
 def test_interpreter_slot_order_groups_blocks_and_counts_runs(slots, follows):
     """_slot_order (one Triton kernel and a stable sort of narrow keys): the tokens grouped by block, each block's in
     token order, and the count of slots that follow their predecessor's or begin a block (block size 16), which
-    the paged kernel compares with half the tokens (RUNS_READ); _token_order makes the same choice in torch ops."""
-    from kvbench.impls.kernels.cache_write import _slot_order, _token_order
+    the paged kernel compares with half the tokens (RUNS_READ)."""
+    from kvbench.impls.kernels.cache_write import _slot_order
 
     s = torch.tensor(slots, dtype=torch.int64)
     for num_blocks, key_dtype in ((256, torch.int16), (1 << 16, torch.int32)):
@@ -149,9 +132,6 @@ def test_interpreter_slot_order_groups_blocks_and_counts_runs(slots, follows):
         blocks = torch.where(s >= 0, s // 16, -1)
         assert torch.equal(order, torch.argsort(blocks, stable=True)), key_dtype
         assert runs.tolist() == [follows]
-        token_order = follows * 2 >= len(slots) - 1
-        assert torch.equal(_token_order(s, 16, runs_kept=True), torch.arange(len(slots))) == token_order or \
-            len(slots) == 1
     assert torch.equal(_slot_order(s, 16, 256, runs_kept=False)[0], order)  # (no count: nothing to read but the
     # order)
 
@@ -160,35 +140,53 @@ def test_interpreter_slot_order_groups_blocks_and_counts_runs(slots, follows):
 def test_interpreter_paged_kernel_in_slot_order_keeps_a_prefill_batchs_token_order(slots, token_order):
     """The sorted path end to end with RUNS_KEPT: a prefill batch (chunks continuing sequences mid-block, their
     blocks in no order) is taken in token order through the ordered kernel, random slots by their argsort; both
-    bit-exact, heads fastest, 3 heads of 80 in groups of 2."""
-    from kvbench.impls.kernels.cache_write import _slot_order, _token_order
+    bit-exact, heads fastest, 3 heads of 80 in groups of 2; and both in slot order always (RUNS_KEPT off)."""
+    from kvbench.impls.kernels.cache_write import _slot_order
 
     case = make_case("triton", "paged", num_tokens=45, num_heads=3, head_size=80, num_blocks=16, block_size=16,
                      dtype="bfloat16", slots=slots, device="cpu")
     w = interpreter_workload(case, noncontiguous=True, padding=False)
-    order = _token_order(w.slot_mapping, 16, runs_kept=True)
-    assert torch.equal(order, torch.arange(45)) == token_order
     assert (_slot_order(w.slot_mapping, 16, 16, runs_kept=True)[1].item() * 2 >= 44) == token_order
     assert not torch.equal(torch.argsort(w.slot_mapping), torch.arange(45))  # (the argsort would reorder both)
-    for fused in (True, False):  # the order read by the kernel (RUNS_READ), or made by torch ops
-        writer = variant_writer(w, dict(TOKENS=8, SORTED=True, BLOCK_H=2, RUNS_KEPT=True, HEADS_FASTEST=True,
-                                        VALUE_AS_LOADED=2, FUSED_ORDER=fused))
+    for runs_kept in (True, False):  # the count read by the kernel (RUNS_READ), or slot order always
+        writer = variant_writer(w, dict(TOKENS=8, SORTED=True, BLOCK_H=2, RUNS_KEPT=runs_kept, HEADS_FASTEST=True,
+                                        VALUE_AS_LOADED=2))
         assert verify(TRITON.name, [w], writer, TRITON.compare).tokens_checked == 45
 
 
+@pytest.mark.parametrize("follows, token_order", [(22, True), (21, False)])
+def test_interpreter_paged_kernel_takes_token_order_where_the_count_says(monkeypatch, follows, token_order):
+    """The kernel's choice itself (RUNS_READ): given an order that names token 0 for every token, it writes every
+    token right only where the count of slots that follow is at least half of the 44 that could (then the order
+    is not taken); below, only token 0 is written."""
+    from kvbench.impls.kernels import cache_write
+
+    case = make_case("triton", "paged", num_tokens=45, num_heads=3, head_size=80, num_blocks=16, block_size=16,
+                     dtype="bfloat16", slots="random", device="cpu")
+    w = interpreter_workload(case, noncontiguous=False, padding=False)
+    monkeypatch.setattr(cache_write, "_slot_order", lambda s, *_: (torch.zeros_like(s),
+                                                                   torch.tensor([follows], dtype=torch.int32)))
+    writer = variant_writer(w, dict(TOKENS=8, SORTED=True, RUNS_KEPT=True, VALUE_AS_LOADED=2))
+    if token_order:
+        assert verify(TRITON.name, [w], writer, TRITON.compare).tokens_checked == 45
+    else:
+        with pytest.raises(VerificationError, match="tokens 1–44 of 45 never written"):
+            verify(TRITON.name, [w], writer, TRITON.compare)
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("fused", [False, True])
-def test_gpu_paged_slot_order_is_chosen_without_a_host_synchronisation(fused):
+@pytest.mark.parametrize("slots", ["prefill", "random"])
+def test_gpu_paged_slot_order_is_chosen_without_a_host_synchronisation(slots):
     """The paged kernel's order (argsort, or token order for a prefill batch) is decided on the GPU: nothing in a
     call in slot order waits for the host, so it can be captured in a CUDA graph (torch's sync debug mode raises on
     a synchronising call)."""
     case = make_case("triton", "paged", num_tokens=4096, num_heads=8, head_size=128, num_blocks=4096,
-                     dtype="bfloat16", slots="prefill")
+                     dtype="bfloat16", slots=slots)
     w = make(case, seed=3)
     from kvbench.impls.kernels.cache_write import launch_config
 
     config = {**launch_config(4096, 8, 128, 132, paged=True), "SORTED": True, "RUNS_KEPT": True,
-              "HEADS_FASTEST": True, "FUSED_ORDER": fused}
+              "HEADS_FASTEST": True}
     assert verify(TRITON.name, [w], variant_writer(w, config), TRITON.compare).method == "bit-exact"  # (compiled)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")

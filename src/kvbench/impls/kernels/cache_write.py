@@ -92,13 +92,17 @@ PAGED_SORTED_HEADS_FASTEST = True  # calls in slot order: a grid of the same tok
 # and no eviction hint, against the eleventh session's default: random slots bf16 6869 against 7376 us (1.52x the
 # sector ideal, was 1.63x), fp8 3267 against 3496; prefill chunks bf16 1142 against 1189, fp8 892 against 962
 PAGED_RUNS_KEPT = True  # calls in slot order keep token order where at least half the slots follow their token's
-# predecessor's (_token_order; prefill chunks, which the argsort would reorder by block number: with HEADS_FASTEST
-# 1151 against 1318 us bf16, 927 against 983 fp8, the same call; token order itself without the order's indirect
-# load was faster still, 988 and 778, but slower with random slots, 8290 and 4308, and the choice cannot be made on
-# the host)
+# predecessor's (prefill chunks, which the argsort would reorder by block number: with HEADS_FASTEST 1151 against
+# 1318 us bf16, 927 against 983 fp8, the same call; token order itself without the order's indirect load was faster
+# still, 988 and 778, but slower with random slots, 8290 and 4308, and the choice cannot be made on the host). Since
+# the fourteenth session the order and its count come from one small kernel and a sort of narrow keys (_slot_order),
+# the order loaded beside the count: H100, three rounds, against the torch ops' order, 128 x 128 at 16384 tokens,
+# random slots bf16 6795-6801 against 6870-6880 us (1.51x the sector ideal), fp8 3205 against 3267-3271; prefill
+# bf16 1093-1097 against 1139-1144, fp8 837-844 against 888-892
 SORT_MIN_ELEMENTS = 1 << 26  # paged calls of this many elements a cache or more take their tokens in slot order
-# (4096 tokens of 128 x 128). Timed on an H100 at 2**24 (slot order lost: the argsort's ~30 us) and 2**28 (it won);
-# the boundary between them was not timed
+# (4096 tokens of 128 x 128). Below, on an H100 (2**24 elements, with _slot_order): slot order won at 8 x 128 with
+# 16384 random slots (bf16 460 against 519 us) and lost with its prefill chunks (104 against 64: the order's fixed
+# ~40 us), lost at 128 x 128 with 1024 random slots (fp8 284 against 275, bf16 alike); the boundary was not timed
 
 
 @triton.jit
@@ -290,10 +294,12 @@ def _paged_tokens_kernel(
         head_group = tl.program_id(1)
     i = token_group * TOKENS + tl.arange(0, TOKENS)
     in_range = i < num_tokens
-    in_order = ORDERED
-    if ORDERED and RUNS_READ:  # token order where at least half the slots follow their predecessor's (the count)
-        in_order = tl.load(runs_ptr) * 2 < num_tokens - 1
-    if in_order:
+    if ORDERED and RUNS_READ:  # token order where at least half the slots follow their predecessor's (the count);
+        # the order loaded beside the count, not once it is read (one memory latency fewer, and 1800 instructions a
+        # thread against 2040 in the sm_90 code of Triton 3.6, bf16 128 x 128)
+        token = tl.where(tl.load(runs_ptr) * 2 < num_tokens - 1, tl.load(order_ptr + i, mask=in_range, other=0),
+                         i.to(tl.int64))
+    elif ORDERED:
         token = tl.load(order_ptr + i, mask=in_range, other=0)
     else:
         token = i.to(tl.int64)
@@ -368,20 +374,6 @@ def launch_config(num_tokens: int, num_heads: int, head_size: int, sm_count: int
     return config
 
 
-def _token_order(slot_mapping: torch.Tensor, block_size: int, runs_kept: bool) -> torch.Tensor:
-    """The order the paged kernel takes the tokens in: the slots' argsort, so that a block's tokens meet in a
-    program; with `runs_kept`, token order where at least half the tokens' slots follow their predecessor's or
-    begin a block (prefill chunks: already together by block, their sequences' blocks in no order). Decided on the
-    GPU, with no host synchronisation, so that it is captured with the kernel in a CUDA graph."""
-    order = torch.argsort(slot_mapping)
-    if not runs_kept or slot_mapping.numel() < 2:
-        return order
-    s = slot_mapping
-    follows = (s[1:] == s[:-1] + 1) | ((s[1:] >= 0) & (s[1:] % block_size == 0))
-    runs = follows.sum() * 2 >= follows.numel()
-    return torch.where(runs, torch.arange(s.numel(), device=s.device), order)
-
-
 @triton.jit
 def _order_keys_kernel(slot_ptr, keys_ptr, runs_ptr, num_tokens, BLOCK_SIZE: tl.constexpr, BLOCK: tl.constexpr,
                        COUNT: tl.constexpr):
@@ -406,9 +398,9 @@ def _slot_order(slot_mapping: torch.Tensor, block_size: int, num_blocks: int, ru
     (fewer radix passes than the slots' int64); runs (with `runs_kept`; else not to be read): a one-element count
     of the slots that follow their predecessor's or begin a block, which the kernel reads to take token order
     instead where it is at least half of the num_tokens - 1 that could (RUNS_READ). No host
-    synchronisation: captured with the kernel in a CUDA graph. `_token_order` is the same choice in torch ops, the
-    default until this one is timed (config FUSED_ORDER; on an H100 the torch ops' order cost about 110 µs a call
-    of 16384 tokens, 2026-12-06: notes/triton.md)."""
+    synchronisation: captured with the kernel in a CUDA graph. About 40 µs a call of 16384 tokens on an H100,
+    where the same order and choice in torch ops (an argsort of the int64 slots, ten small kernels for the choice)
+    took about 110 (2026-12-06: notes/triton.md)."""
     n = slot_mapping.numel()
     keys = torch.empty(n, dtype=torch.int16 if num_blocks < 2 ** 15 else torch.int32, device=slot_mapping.device)
     runs = torch.zeros(1, dtype=torch.int32, device=slot_mapping.device) if runs_kept else keys  # (not read then)
@@ -447,7 +439,7 @@ def reshape_and_cache(
     `config` overrides launch parameters (BLOCK_H, num_warps, EVICT, DIV, VALUE_T, LOAD_FIRST; for the paged
     layout TOKENS, tokens a program, SORTED, the tokens taken in slot order, RUNS_KEPT, token order kept where the
     slots mostly follow each other, HEADS_FASTEST, the grid's order, VALUE_AS_LOADED, the value tile's store:
-    _paged_tokens_kernel, and FUSED_ORDER, the order made by _slot_order) for experiments (scripts/tune_triton.py).
+    _paged_tokens_kernel) for experiments (scripts/tune_triton.py).
     """
     num_tokens = slot_mapping.shape[0]
     _, num_heads, head_size = key.shape
@@ -481,8 +473,6 @@ def reshape_and_cache(
     value_as_loaded = config.pop("VALUE_AS_LOADED", 0)  # (the paged kernel of several tokens only)
     heads_fastest = config.pop("HEADS_FASTEST", False)  # (the same)
     runs_kept = config.pop("RUNS_KEPT", False)  # (the same, in slot order)
-    fused_order = config.pop("FUSED_ORDER", False)  # (the same: _slot_order; by default _token_order's torch ops:
-    # the fused order is interpreter-tested and compiled for sm_90, not yet timed or run on a GPU)
     strides = (key.stride(0), key.stride(1), value.stride(0), value.stride(1),
                *_cache_strides(layout, key_cache, value_cache))
     if tokens > 1 or ordered:  # several tokens a program, or in slot order: the paged layout's own kernel
@@ -501,18 +491,16 @@ def reshape_and_cache(
                              f"program's tokens follow each other in their blocks)")
         del config["VALUE_T"], config["LOAD_FIRST"]
         order = runs = slot_mapping  # (neither read unless ordered)
-        if ordered and fused_order:
+        if ordered:
             order, runs = _slot_order(slot_mapping, block_size, key_cache.shape[0], bool(runs_kept))
-        elif ordered:
-            order = _token_order(slot_mapping, block_size, runs_kept)
         grid = (triton.cdiv(num_tokens, tokens), triton.cdiv(num_heads, config["BLOCK_H"]))
         _paged_tokens_kernel[(grid[0] * grid[1],) if heads_fastest else grid](
             key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale, order, runs, num_tokens, *strides,
             NUM_HEADS=num_heads, HEAD_SIZE=head_size, BLOCK_SIZE=block_size, X=key_cache.shape[-1],
             FP8=FP8_CODES[fp8_format], TOKENS=tokens, ORDERED=ordered, VALUE_AS_LOADED=value_as_loaded,
-            HEADS_FASTEST=bool(heads_fastest), RUNS_READ=bool(ordered and fused_order and runs_kept), **config)
+            HEADS_FASTEST=bool(heads_fastest), RUNS_READ=bool(ordered and runs_kept), **config)
         return
-    for name in ("VALUE_AS_LOADED", "HEADS_FASTEST", "RUNS_KEPT", "FUSED_ORDER"):
+    for name in ("VALUE_AS_LOADED", "HEADS_FASTEST", "RUNS_KEPT"):
         if asked.get(name):
             raise ValueError(f"{name} applies to the paged kernel of several tokens; ask for TOKENS > 1 or SORTED "
                              f"too")
