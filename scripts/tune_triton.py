@@ -19,8 +19,9 @@ bandwidth measured in the same process. The defaults in kvbench.impls.kernels co
 - paged: the paged write (tokens a program, in slot order or not, the value tile stored as loaded, the grid's
   order; vLLM's CUDA op and torch's indexed copies beside them), "x ideal" and "x sector ideal"
   (kvbench.ops.sectors), random and consecutive (prefill) slots;
-- sectors: the sector model checked: a whole fill and a 2-bytes-per-sector strided write of one region (in order,
-  and by 4 KiB pieces in a random order), measured against what the model predicts at the copy rate;
+- sectors: the sector model checked: a whole fill, a 2-bytes-per-sector strided write (in order, and by 4 KiB pieces
+  in a random order) and a 16-bytes-per-sector fill of a region of 512 MiB and one of 8 GiB, measured against what
+  the model predicts at the copy rate;
 - gathers: the read side's gathers (gather auto and fp8, cp-gather, upconvert-gather): rows per program, warps,
   the piece a row is copied in.
 
@@ -181,6 +182,9 @@ def paged_variants(p):
         out["default, in slot order as large calls"] = {  # what SORT_MIN_ELEMENTS gives calls of 2**26 elements
             **default, "SORTED": True, "HEADS_FASTEST": cache_write.PAGED_SORTED_HEADS_FASTEST,  # or more
             "RUNS_KEPT": cache_write.PAGED_RUNS_KEPT}
+        for registers in (168, 128):  # a cap on registers a thread (Triton's maxnreg): 3 or 4 programs an SM
+            # instead of 2 (bf16, 184 registers at 4 warps in Triton 3.6's sm_90 code), local memory for the rest
+            out[f"default, at most {registers} registers"] = {**default, "maxnreg": registers}
         out["before (tokens fastest, slot order always)"] = {  # the default until 2026-12-06 (twelfth session)
             **default, "HEADS_FASTEST": False, "RUNS_KEPT": False, "EVICT": cache_write.EVICTION_POLICY[c.is_fp8]}
         for policy in ("", "evict_first", "evict_last"):  # the loads' and stores' eviction hint
@@ -306,11 +310,27 @@ def table(title, cases, variants, bw, copy_row: bool = False):
                    tablefmt="github"), flush=True)
 
 
-def sector_check(bw, region_bytes: int = 512 << 20, samples: int = 15, device: str = "cuda"):
+SECTOR_CHECK_REGIONS = (512 << 20, 8 << 30)  # bytes: a region far past the L2, and one as large as the paged
+# 128 x 128 bf16 value cache of 16384 blocks (the yardstick's case), its pieces spread over as many pages
+
+
+def sector_check(bw, regions: tuple[int, ...] = SECTOR_CHECK_REGIONS, samples: int = 15, device: str = "cuda"):
     """The sector model against the GPU: a whole fill of a region (32 bytes per sector written) and a write of
     2 bytes into each of its 32-byte sectors (the paged value cache's pattern: the model counts 64 bytes per sector,
     read for ownership then written, plus the source read), in order and by 4 KiB pieces in a random order (as
-    random slots write a paged value cache), each timed in a CUDA graph."""
+    random slots write a paged value cache), and a fill of 16 bytes of each (the paged bf16 key cache's pieces), each
+    timed in a CUDA graph; for each region size in turn."""
+    rows = []
+    for region_bytes in regions:
+        rows += _sector_rows(bw, region_bytes, samples, device)
+        torch.cuda.empty_cache()
+    print("\nsector model check (a region's sectors written whole or in part)")
+    print(tabulate(rows, ["write", "MiB", "µs", "model µs at copy rate", "measured / model"], tablefmt="github"),
+          flush=True)
+
+
+def _sector_rows(bw, region_bytes: int, samples: int, device: str) -> list[tuple]:
+    """sector_check's rows for one region size."""
     region = torch.empty(region_bytes // 2, dtype=torch.bfloat16, device=device)
     column = region.view(-1, 16)[:, 0]  # one bf16 element in each 32-byte sector
     source = torch.randn(column.numel(), device=device).to(torch.bfloat16)
@@ -320,10 +340,12 @@ def sector_check(bw, region_bytes: int = 512 << 20, samples: int = 15, device: s
     pieces = region.view(-1, 128, 16)
     order = torch.randperm(pieces.shape[0], device=device)
     scattered = source.view(-1, 128)
+    halves = region.view(-1, 16)[:, :8]  # 16 of each sector's 32 bytes (the paged bf16 key cache's x-chunks)
     rows = []
     for name, write, model_bytes in (
             ("whole fill", lambda: region.fill_(1.0), region_bytes),
             ("2 B per sector", lambda: column.copy_(source), sectors_n * 2 * sectors.SECTOR + source.numel() * 2),
+            ("16 B per sector", lambda: halves.fill_(1.0), sectors_n * 2 * sectors.SECTOR),
             ("2 B per sector, 4 KiB pieces in random order", lambda: pieces.__setitem__((order, slice(None), 0),
                                                                                      scattered),
              sectors_n * 2 * sectors.SECTOR + source.numel() * 2)):
@@ -334,9 +356,7 @@ def sector_check(bw, region_bytes: int = 512 << 20, samples: int = 15, device: s
             continue
         model_us = model_bytes / bw.bytes_per_s * 1e6
         rows.append((name, region_bytes >> 20, f"{us:.1f}", f"{model_us:.1f}", f"{us / model_us:.2f}"))
-    print("\nsector model check (a region's sectors written whole or in part)")
-    print(tabulate(rows, ["write", "MiB", "µs", "model µs at copy rate", "measured / model"], tablefmt="github"),
-          flush=True)
+    return rows
 
 
 def _served_decode_case(implementation: str, heads: int, size: int):
