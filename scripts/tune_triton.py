@@ -149,7 +149,8 @@ def _flash_writers(configs):
 def paged_variants(p):
     """The default; one token a program (value transposed, the default before 2026-12-05); tokens a program x heads
     x warps, in slot order or not; the value tile stored as loaded (VALUE_AS_LOADED); the grid's order
-    (HEADS_FASTEST) and token order kept for prefill batches (RUNS_KEPT); eviction hints; vLLM's CUDA op and
+    (HEADS_FASTEST) and token order kept for prefill batches (RUNS_KEPT); eviction hints; registers a thread
+    capped (maxnreg); vLLM's CUDA op and
     torch's indexed copies beside them. A variant whose launch equals an earlier row's is left out. The rows built
     on the default take its grid order and hint: since the twelfth session (2026-12-06) those of calls in slot
     order run heads fastest without a hint, so the same names timed before it are not comparable."""
@@ -183,7 +184,8 @@ def paged_variants(p):
             **default, "SORTED": True, "HEADS_FASTEST": cache_write.PAGED_SORTED_HEADS_FASTEST,  # or more
             "RUNS_KEPT": cache_write.PAGED_RUNS_KEPT}
         for registers in (168, 128):  # a cap on registers a thread (Triton's maxnreg): 3 or 4 programs an SM
-            # instead of 2 (bf16, 184 registers at 4 warps in Triton 3.6's sm_90 code), local memory for the rest
+            # instead of 2 where the program takes more (bf16: 184 registers at 4 warps, fp8 253, in Triton 3.6's
+            # sm_90 code), local memory for the rest
             out[f"default, at most {registers} registers"] = {**default, "maxnreg": registers}
         out["before (tokens fastest, slot order always)"] = {  # the default until 2026-12-06 (twelfth session)
             **default, "HEADS_FASTEST": False, "RUNS_KEPT": False, "EVICT": cache_write.EVICTION_POLICY[c.is_fp8]}
@@ -320,13 +322,15 @@ def sector_check(bw, regions: tuple[int, ...] = SECTOR_CHECK_REGIONS, samples: i
     read for ownership then written, plus the source read), in order and by 4 KiB pieces in a random order (as
     random slots write a paged value cache), and a fill of 16 bytes of each (the paged bf16 key cache's pieces), each
     timed in a CUDA graph; for each region size in turn."""
-    rows = []
-    for region_bytes in regions:
-        rows += _sector_rows(bw, region_bytes, samples, device)
+    for region_bytes in regions:  # (a table each, printed as it comes: a later region's failure loses nothing)
+        try:
+            rows = _sector_rows(bw, region_bytes, samples, device)
+        except torch.cuda.OutOfMemoryError as exc:
+            rows = [("(the region)", region_bytes >> 20, "failed", str(exc)[:60], "")]
         torch.cuda.empty_cache()
-    print("\nsector model check (a region's sectors written whole or in part)")
-    print(tabulate(rows, ["write", "MiB", "µs", "model µs at copy rate", "measured / model"], tablefmt="github"),
-          flush=True)
+        print(f"\nsector model check (a region's sectors written whole or in part: {region_bytes >> 20} MiB)")
+        print(tabulate(rows, ["write", "MiB", "µs", "model µs at copy rate", "measured / model"], tablefmt="github"),
+              flush=True)
 
 
 def _sector_rows(bw, region_bytes: int, samples: int, device: str) -> list[tuple]:

@@ -28,6 +28,7 @@ CASES = [
     ("kv", dict(KV, layout="nhd", kv_cache_dtype="fp8", fp8_scales="head"), None),
     ("kv", dict(KV, layout="paged", kv_cache_dtype="fp8"), TOKENS_KERNEL),
     ("kv", dict(KV, layout="paged", slots="prefill"), dict(TOKENS=32, SORTED=True)),
+    ("kv", dict(KV, layout="paged", slots="random"), dict(TOKENS=8, SORTED=True, RUNS_KEPT=True, HEADS_FASTEST=True)),
     ("kv", dict(KV, layout="paged", slots="random"), dict(TOKENS=8, SORTED=False, BLOCK_H=2)),
     ("mla", dict(num_tokens=203, num_blocks=16, slots="padded"), None),
     ("mla", dict(num_tokens=203, num_blocks=16, slots="padded", kv_cache_dtype="fp8"), None),

@@ -90,8 +90,8 @@ VARIANTS = [("nhd", "fp8", "tensor", dict(DIV=0)), ("hnd", "fp8", "head", dict(D
             # where a program's tokens follow each other)
             ("paged", "fp8", "tensor", dict(TOKENS=4, HEADS_FASTEST=True)),  # a grid of the same tokens' heads
             ("paged", "auto", "tensor", dict(TOKENS=4, SORTED=True, RUNS_KEPT=False)),  # slot order always
-            ("paged", "fp8", "tensor", dict(TOKENS=8, SORTED=True, RUNS_KEPT=True, HEADS_FASTEST=True))]  # the
-# count of slots that follow read by the kernel (RUNS_READ)
+            # the count of slots that follow read by the kernel (RUNS_READ)
+            ("paged", "fp8", "tensor", dict(TOKENS=8, SORTED=True, RUNS_KEPT=True, HEADS_FASTEST=True))]
 # (TOKENS, SORTED: the paged layout's kernel of several tokens a program, in slot order or not)
 
 
@@ -147,7 +147,8 @@ def test_interpreter_paged_kernel_in_slot_order_keeps_a_prefill_batchs_token_ord
                      dtype="bfloat16", slots=slots, device="cpu")
     w = interpreter_workload(case, noncontiguous=True, padding=False)
     assert (_slot_order(w.slot_mapping, 16, 16, runs_kept=True)[1].item() * 2 >= 44) == token_order
-    assert not torch.equal(torch.argsort(w.slot_mapping), torch.arange(45))  # (the argsort would reorder both)
+    assert not torch.equal(_slot_order(w.slot_mapping, 16, 16, True)[0], torch.arange(45))  # (the order by block
+    # would reorder both)
     for runs_kept in (True, False):  # the count read by the kernel (RUNS_READ), or slot order always
         writer = variant_writer(w, dict(TOKENS=8, SORTED=True, BLOCK_H=2, RUNS_KEPT=runs_kept, HEADS_FASTEST=True,
                                         VALUE_AS_LOADED=2))
@@ -164,20 +165,36 @@ def test_interpreter_paged_kernel_takes_token_order_where_the_count_says(monkeyp
     case = make_case("triton", "paged", num_tokens=45, num_heads=3, head_size=80, num_blocks=16, block_size=16,
                      dtype="bfloat16", slots="random", device="cpu")
     w = interpreter_workload(case, noncontiguous=False, padding=False)
-    monkeypatch.setattr(cache_write, "_slot_order", lambda s, *_: (torch.zeros_like(s),
-                                                                   torch.tensor([follows], dtype=torch.int32)))
+    asked = []
+
+    def slot_order(s, block_size, num_blocks, runs_kept):
+        asked.append(runs_kept)
+        return torch.zeros_like(s), torch.tensor([follows], dtype=torch.int32)
+
+    monkeypatch.setattr(cache_write, "_slot_order", slot_order)
     writer = variant_writer(w, dict(TOKENS=8, SORTED=True, RUNS_KEPT=True, VALUE_AS_LOADED=2))
     if token_order:
         assert verify(TRITON.name, [w], writer, TRITON.compare).tokens_checked == 45
     else:
         with pytest.raises(VerificationError, match="tokens 1–44 of 45 never written"):
             verify(TRITON.name, [w], writer, TRITON.compare)
+    assert asked and all(asked)  # (the count was asked for: the kernel reads it)
+
+
+@pytest.mark.parametrize("slots", ["prefill", "random"])
+def test_interpreter_paged_kernel_in_slot_order_writes_one_token(slots):
+    """One token in slot order, its count kept (num_tokens - 1 = 0: a constant in the build): written right."""
+    case = make_case("triton", "paged", num_tokens=1, num_heads=3, head_size=80, num_blocks=4, block_size=16,
+                     dtype="bfloat16", slots=slots, device="cpu")
+    w = interpreter_workload(case, noncontiguous=False, padding=False)
+    writer = variant_writer(w, dict(TOKENS=8, SORTED=True, RUNS_KEPT=True, HEADS_FASTEST=True))
+    assert verify(TRITON.name, [w], writer, TRITON.compare).tokens_checked == 1
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("slots", ["prefill", "random"])
 def test_gpu_paged_slot_order_is_chosen_without_a_host_synchronisation(slots):
-    """The paged kernel's order (argsort, or token order for a prefill batch) is decided on the GPU: nothing in a
+    """The paged kernel's order (by block, or token order for a prefill batch) is decided on the GPU: nothing in a
     call in slot order waits for the host, so it can be captured in a CUDA graph (torch's sync debug mode raises on
     a synchronising call)."""
     case = make_case("triton", "paged", num_tokens=4096, num_heads=8, head_size=128, num_blocks=4096,

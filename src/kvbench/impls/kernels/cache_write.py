@@ -32,7 +32,8 @@ graph):
   (_paged_tokens_kernel), the value tile stored transposed, except in a program whose tokens follow each other
   in their blocks (a prefill chunk's), which stores it as loaded: there, in Triton 3.6's code, a warp's lanes run
   along the tokens and a store instruction fills whole sectors (PAGED_VALUE_AS_LOADED); calls of 2**26
-  elements or more take their tokens in slot order (one argsort of the slot mapping, captured with the kernel),
+  elements or more take their tokens in slot order (a small kernel's block-number keys, sorted stably: _slot_order,
+  captured with the kernel),
   so that random slots of one block meet in a program too, unless at least half the slots follow each other (a
   prefill batch: token order, decided on the GPU), their grid the same tokens' heads first
   (PAGED_SORTED_HEADS_FASTEST, PAGED_RUNS_KEPT); every call of several tokens a program without an eviction hint,
@@ -102,7 +103,7 @@ PAGED_RUNS_KEPT = True  # calls in slot order keep token order where at least ha
 SORT_MIN_ELEMENTS = 1 << 26  # paged calls of this many elements a cache or more take their tokens in slot order
 # (4096 tokens of 128 x 128). Below, on an H100 (2**24 elements, with _slot_order): slot order won at 8 x 128 with
 # 16384 random slots (bf16 460 against 519 us) and lost with its prefill chunks (104 against 64: the order's fixed
-# ~40 us), lost at 128 x 128 with 1024 random slots (fp8 284 against 275, bf16 alike); the boundary was not timed
+# ~40 us), lost at 128 x 128 with 1024 random slots (fp8 284 against 275, bf16 level); the boundary was not timed
 
 
 @triton.jit
@@ -265,7 +266,8 @@ def _paged_tokens_kernel(
     DIV: tl.constexpr, TOKENS: tl.constexpr, ORDERED: tl.constexpr, VALUE_AS_LOADED: tl.constexpr = 0,
     HEADS_FASTEST: tl.constexpr = False, RUNS_READ: tl.constexpr = False,
 ):
-    """The paged write, TOKENS tokens (ORDERED: the next TOKENS of the slots' argsort) x BLOCK_H heads a program.
+    """The paged write, TOKENS tokens (ORDERED: the next TOKENS of _slot_order's order, by block then token) x
+    BLOCK_H heads a program.
     The value tile is stored as [heads, dims, tokens], meant tokens fastest: the tokens of one cache block
     (consecutive slots) would put their 2-byte pieces of a 32-byte sector in the same store instruction. In the sm_90
     code (Triton 3.6) a warp's lanes still run along the dims, one token a store instruction, each lane 2 bytes of
@@ -284,7 +286,7 @@ def _paged_tokens_kernel(
     neighbouring 4 KiB pieces of the same blocks) instead of the next tokens of the same head (pieces a block apart,
     2**19 bytes at 128 x 128 bf16). RUNS_READ: ORDERED programs read _slot_order's count of slots that follow
     their predecessor's or begin a block, and take token order where it is at least half of num_tokens - 1
-    (else order_ptr, the argsort)."""
+    (else order_ptr, the tokens by block)."""
     if HEADS_FASTEST:
         head_groups: tl.constexpr = (NUM_HEADS + BLOCK_H - 1) // BLOCK_H
         token_group = tl.program_id(0) // head_groups
@@ -439,7 +441,8 @@ def reshape_and_cache(
     `config` overrides launch parameters (BLOCK_H, num_warps, EVICT, DIV, VALUE_T, LOAD_FIRST; for the paged
     layout TOKENS, tokens a program, SORTED, the tokens taken in slot order, RUNS_KEPT, token order kept where the
     slots mostly follow each other, HEADS_FASTEST, the grid's order, VALUE_AS_LOADED, the value tile's store:
-    _paged_tokens_kernel) for experiments (scripts/tune_triton.py).
+    _paged_tokens_kernel) for experiments (scripts/tune_triton.py); any other key (num_warps, maxnreg) goes to
+    Triton's launch as it is.
     """
     num_tokens = slot_mapping.shape[0]
     _, num_heads, head_size = key.shape
