@@ -149,8 +149,7 @@ def _flash_writers(configs):
 def paged_variants(p):
     """The default; one token a program (value transposed, the default before 2026-12-05); tokens a program x heads
     x warps, in slot order or not; the value tile stored as loaded (VALUE_AS_LOADED); the grid's order
-    (HEADS_FASTEST) and token order kept for prefill batches (RUNS_KEPT); eviction hints; registers a thread
-    capped (maxnreg); vLLM's CUDA op and
+    (HEADS_FASTEST) and token order kept for prefill batches (RUNS_KEPT); eviction hints; vLLM's CUDA op and
     torch's indexed copies beside them. A variant whose launch equals an earlier row's is left out. The rows built
     on the default take its grid order and hint: since the twelfth session (2026-12-06) those of calls in slot
     order run heads fastest without a hint, so the same names timed before it are not comparable."""
@@ -183,10 +182,6 @@ def paged_variants(p):
         out["default, in slot order as large calls"] = {  # what SORT_MIN_ELEMENTS gives calls of 2**26 elements
             **default, "SORTED": True, "HEADS_FASTEST": cache_write.PAGED_SORTED_HEADS_FASTEST,  # or more
             "RUNS_KEPT": cache_write.PAGED_RUNS_KEPT}
-        for registers in (168, 128):  # a cap on registers a thread (Triton's maxnreg): 3 or 4 programs an SM
-            # instead of 2 where the program takes more (bf16: 184 registers at 4 warps, fp8 253, in Triton 3.6's
-            # sm_90 code), local memory for the rest
-            out[f"default, at most {registers} registers"] = {**default, "maxnreg": registers}
         out["before (tokens fastest, slot order always)"] = {  # the default until 2026-12-06 (twelfth session)
             **default, "HEADS_FASTEST": False, "RUNS_KEPT": False, "EVICT": cache_write.EVICTION_POLICY[c.is_fp8]}
         for policy in ("", "evict_first", "evict_last"):  # the loads' and stores' eviction hint
