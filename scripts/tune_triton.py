@@ -20,8 +20,8 @@ bandwidth measured in the same process. The defaults in kvbench.impls.kernels co
   order; vLLM's CUDA op and torch's indexed copies beside them), "x ideal" and "x sector ideal"
   (kvbench.ops.sectors), random and consecutive (prefill) slots;
 - sectors: the sector model checked: a whole fill, a 2-bytes-per-sector strided write (in order, and by 4 KiB pieces
-  in a random order) and a fill of 16 bytes of each sector or of every 8th, of a region of 512 MiB and one of 8 GiB,
-  measured against what the model predicts at the copy rate;
+  in a random order), fills of 16 bytes of every sector or of every 2nd, 4th, 8th, and of a whole sector in every
+  8th, of a region of 512 MiB and one of 8 GiB, measured against what the model predicts at the copy rate;
 - gathers: the read side's gathers (gather auto and fp8, cp-gather, upconvert-gather): rows per program, warps,
   the piece a row is copied in.
 
@@ -315,9 +315,9 @@ def sector_check(bw, regions: tuple[int, ...] = SECTOR_CHECK_REGIONS, samples: i
     """The sector model against the GPU: a whole fill of a region (32 bytes per sector written) and a write of
     2 bytes into each of its 32-byte sectors (the paged value cache's pattern: the model counts 64 bytes per sector,
     read for ownership then written, plus the source read), in order and by 4 KiB pieces in a random order (as
-    random slots write a paged value cache), and a fill of 16 bytes of each sector or of every 8th (the paged bf16
-    key cache's pieces, of a block's tokens or of one token), each timed in a CUDA graph; for each region size in
-    turn."""
+    random slots write a paged value cache), and fills of 16 bytes of each sector or of every 2nd, 4th or 8th (the
+    paged bf16 key cache's pieces, of a block's tokens or of one token) and of a whole sector in every 8th, each
+    timed in a CUDA graph; for each region size in turn."""
     for region_bytes in regions:  # (a table each, printed as it comes: a later region's failure loses nothing)
         try:
             rows = _sector_rows(bw, region_bytes, samples, device)
@@ -340,18 +340,23 @@ def _sector_rows(bw, region_bytes: int, samples: int, device: str) -> list[tuple
     pieces = region.view(-1, 128, 16)
     order = torch.randperm(pieces.shape[0], device=device)
     scattered = source.view(-1, 128)
-    halves = region.view(-1, 16)[:, :8]  # 16 of each sector's 32 bytes (the paged bf16 key cache's x-chunks)
-    sparse = region.view(-1, 128)[:, :8]  # 16 bytes of every 8th sector, 256 bytes apart: one token's x-chunks of
-    # a paged bf16 key cache (block 16), where no other token of its block writes the rest
+    sector_elements = sectors.SECTOR // 2
+    writes = [("whole fill", lambda: region.fill_(1.0), region_bytes),
+              ("2 B per sector", lambda: column.copy_(source), sectors_n * 2 * sectors.SECTOR + source.numel() * 2),
+              ("2 B per sector, 4 KiB pieces in random order",
+               lambda: pieces.__setitem__((order, slice(None), 0), scattered),
+               sectors_n * 2 * sectors.SECTOR + source.numel() * 2)]
+    # 16 bytes (the paged bf16 key's x-chunks) of every sector, or of every 2nd, 4th, 8th (256 bytes apart: one
+    # token's chunks where no other token of its block writes the rest), and a whole sector in every 8th: where
+    # the model undercounts lone sectors (fourteenth session: notes/triton.md)
+    for every, size in ((1, 16), (2, 16), (4, 16), (8, 16), (8, 32)):
+        view = region.view(-1, every * sector_elements)[:, :size // 2]
+        apart = f"{size} B per {every} sectors ({every * sectors.SECTOR} B apart)"
+        name = f"{size} B per sector" if every == 1 else apart
+        writes.append((name, lambda v=view: v.fill_(1.0),
+                       sectors_n // every * (1 if size == sectors.SECTOR else 2) * sectors.SECTOR))
     rows = []
-    for name, write, model_bytes in (
-            ("whole fill", lambda: region.fill_(1.0), region_bytes),
-            ("2 B per sector", lambda: column.copy_(source), sectors_n * 2 * sectors.SECTOR + source.numel() * 2),
-            ("16 B per sector", lambda: halves.fill_(1.0), sectors_n * 2 * sectors.SECTOR),
-            ("16 B in every 8th sector", lambda: sparse.fill_(1.0), sectors_n // 8 * 2 * sectors.SECTOR),
-            ("2 B per sector, 4 KiB pieces in random order", lambda: pieces.__setitem__((order, slice(None), 0),
-                                                                                     scattered),
-             sectors_n * 2 * sectors.SECTOR + source.numel() * 2)):
+    for name, write, model_bytes in writes:
         try:
             us = statistics.median(GraphSampler(write).measure(samples)) * 1e6
         except Exception as exc:  # (a write torch cannot capture here): shown, not fatal
