@@ -139,7 +139,7 @@ def test_interpreter_slot_order_groups_blocks_and_counts_runs(slots, follows):
 @pytest.mark.parametrize("slots, token_order", [("prefill", True), ("random", False)])
 def test_interpreter_paged_kernel_in_slot_order_keeps_a_prefill_batchs_token_order(slots, token_order):
     """The sorted path end to end with RUNS_KEPT: a prefill batch (chunks continuing sequences mid-block, their
-    blocks in no order) is taken in token order through the ordered kernel, random slots by their argsort; both
+    blocks in no order) is taken in token order through the ordered kernel, random slots by block; both
     bit-exact, heads fastest, 3 heads of 80 in groups of 2; and both in slot order always (RUNS_KEPT off)."""
     from kvbench.impls.kernels.cache_write import _slot_order
 
