@@ -81,11 +81,9 @@ def flash_variants(p):
         old_h = _previous_block_h(c, sm)
         old_warps = max(1, min(4, old_h * default["BLOCK_D"] // 1024))
         out["default, DIV 0"] = {**default, "DIV": 0}
-        if not default["EVICT"]:  # a small batch: the default before 8bae977 (evict_first; 8 warps for programs
-            # under 1024 elements in a grid of at most a program per SM)
-            one_each = c.num_tokens * triton.cdiv(c.num_heads, default["BLOCK_H"]) <= sm
-            out["before 8bae977 (evict_first, 8 w)"] = {**default, **_before_small(default, c.num_heads)} \
-                if one_each else {**default, "EVICT": "evict_first"}
+        if not default["EVICT"]:  # a small batch: the default before 8bae977
+            out["before 8bae977 (evict_first, 8 w)"] = {**default, **_before_small(default, c.num_tokens,
+                                                                                   c.num_heads, sm)}
         for div in sorted({1, 2, 3} - {default["DIV"]}):  # the quotient clamped before its correction: no select
             # (3: the store saturates); the default's own division is the rows "default" and "default, 16 w"
             out[f"default, DIV {div}"] = {**default, "DIV": div}
@@ -465,28 +463,30 @@ def decode_rounds(bw, rounds: int = 12, samples: int = 3):
     print(tabulate(rows, ["shape", "variant", "median", "min", "max", "by round"], tablefmt="github"), flush=True)
 
 
-def _tile_2048(c: dict, heads: int) -> dict:
+def _tile_2048(c: dict, num_tokens: int, heads: int, sm: int) -> dict:
     """Programs of up to 2048 elements of a token (vLLM's Triton op's tile), 8 warps."""
     return {"BLOCK_H": min(triton.next_power_of_2(heads), max(c["BLOCK_H"], 2048 // c["BLOCK_D"])), "num_warps": 8}
 
 
-def _before_small(c: dict, heads: int) -> dict:
+def _before_small(c: dict, num_tokens: int, heads: int, sm: int) -> dict:
     """A small fp8 batch's launch before 8bae977 (2026-12-06): evict_first, 8 warps where the grid is at most a
     program per SM (a decode batch: whole tokens) and a program under 1024 elements."""
-    return {"EVICT": "evict_first", "num_warps": 8 if c["BLOCK_H"] * c["BLOCK_D"] < 1024 else c["num_warps"]}
+    one_each = num_tokens * triton.cdiv(heads, c["BLOCK_H"]) <= sm and c["BLOCK_H"] * c["BLOCK_D"] < 1024
+    return {"EVICT": "evict_first", "num_warps": 8 if one_each else c["num_warps"]}
 
 
-SERVED_WAY_VARIANTS = {  # name: the launch overlaid on kvbench's default (its config and the heads in, a dict out)
-    "default": lambda c, h: {},
-    "evict_first": lambda c, h: {"EVICT": "evict_first"},
-    "no hint": lambda c, h: {"EVICT": ""},
+SERVED_WAY_VARIANTS = {  # name: the launch overlaid on kvbench's default (its config, tokens, heads and SMs in, a
+    # dict out)
+    "default": lambda c, *_: {},
+    "evict_first": lambda c, *_: {"EVICT": "evict_first"},
+    "no hint": lambda c, *_: {"EVICT": ""},
     "before 8bae977 (evict_first, 8 w)": _before_small,
-    "2 w": lambda c, h: {"num_warps": 2},
-    "8 w": lambda c, h: {"num_warps": 8},
-    "slot first": lambda c, h: {"LOAD_FIRST": False},
-    "loads first": lambda c, h: {"LOAD_FIRST": True},
+    "2 w": lambda c, *_: {"num_warps": 2},
+    "8 w": lambda c, *_: {"num_warps": 8},
+    "slot first": lambda c, *_: {"LOAD_FIRST": False},
+    "loads first": lambda c, *_: {"LOAD_FIRST": True},
     "2048 el/8 w": _tile_2048,
-    "2048 el/8 w, evict_first": lambda c, h: {**_tile_2048(c, h), "EVICT": "evict_first"},
+    "2048 el/8 w, evict_first": lambda *a: {**_tile_2048(*a), "EVICT": "evict_first"},
 }
 
 
@@ -514,15 +514,15 @@ def decode_served_way(bw, device: str = "cuda", rounds: int = 2, variants=SERVED
                 for variant in (VLLM_TRITON, *variants):
                     overlay = variants.get(variant)
                     if overlay is not None:
-                        launch = tuple(sorted({**config, **overlay(config, shapes["num_heads"])}.items()))
+                        launch = tuple(sorted({**config, **overlay(config, 64, shapes["num_heads"], sm)}.items()))
                         if launch in launches:
                             print(f"  row: {turn} | {name} | {variant} = {launches[launch]}", flush=True)
                             continue
                         launches[launch] = variant
 
-                        def overlaid(num_tokens, num_heads, *a, _o=overlay, **k):
-                            base = default_config(num_tokens, num_heads, *a, **k)
-                            return {**base, **_o(base, num_heads)}
+                        def overlaid(num_tokens, num_heads, head_size, sm_count, *a, _o=overlay, **k):
+                            base = default_config(num_tokens, num_heads, head_size, sm_count, *a, **k)
+                            return {**base, **_o(base, num_tokens, num_heads, sm_count)}
                         cache_write.launch_config = overlaid  # (looked up at each call of the kernel's launcher)
                     implementation = "triton" if overlay is not None else "vllm-triton"
                     case = served_table.case_for(plan, implementation, op, shapes, 64, "decode-padded", "fp8", True)
